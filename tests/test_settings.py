@@ -1,0 +1,45 @@
+"""Settings are read from a mapping, with defaults, and refuse bad values by name."""
+import pytest
+
+from sadtalker.settings import MB, Settings
+
+
+def test_empty_environment_gives_documented_defaults():
+    s = Settings.from_env({})
+    assert s.checkpoints_dir == "./checkpoints"
+    assert s.face_detector == "retinaface"
+    assert s.max_audio_seconds == 600.0
+    assert s.chunk_seconds == 45.0
+    assert s.presign_expires_s == 3600
+    assert s.inline_result_max_bytes == 15 * MB
+    assert s.allow_loopback_urls is False
+    assert s.r2_key_prefix == "sadtalker/results/"
+
+
+def test_values_are_parsed_from_strings():
+    s = Settings.from_env(
+        {"FACE_DETECTOR": "DLIB", "MAX_AUDIO_SECONDS": "12.5", "ALLOW_LOOPBACK_URLS": "true", "RENDER_BATCH_SIZE": "4"}
+    )
+    assert (s.face_detector, s.max_audio_seconds, s.allow_loopback_urls, s.render_batch_size) == ("dlib", 12.5, True, 4)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("FACE_DETECTOR", "mtcnn"),
+        ("MAX_AUDIO_SECONDS", "nan"),
+        ("MAX_AUDIO_SECONDS", "-1"),
+        ("RENDER_BATCH_SIZE", "0"),
+        ("RENDER_BATCH_SIZE", "2.5"),
+        ("ALLOW_LOOPBACK_URLS", "maybe"),
+        ("DEVICE", "tpu"),
+    ],
+)
+def test_bad_values_raise_naming_the_variable(name, value):
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_repr_hides_the_secret():
+    s = Settings.from_env({"R2_SECRET_ACCESS_KEY": "very-secret-value"})
+    assert "very-secret-value" not in repr(s)
