@@ -75,6 +75,8 @@ class Settings:
     max_audio_bytes: int = 100 * MB
     download_connect_timeout_s: float = 10.0
     download_read_timeout_s: float = 30.0
+    # Longest one whole download (redirects and body) may take, so a trickling server cannot hold a job.
+    download_total_timeout_s: float = 300.0
     # Allow URLs that resolve to loopback addresses (tests only; never in production).
     allow_loopback_urls: bool = False
 
@@ -119,6 +121,7 @@ class Settings:
             max_audio_bytes=_int(env, "MAX_AUDIO_BYTES", d.max_audio_bytes, 1),
             download_connect_timeout_s=_float(env, "DOWNLOAD_CONNECT_TIMEOUT_S", d.download_connect_timeout_s, 0.001),
             download_read_timeout_s=_float(env, "DOWNLOAD_READ_TIMEOUT_S", d.download_read_timeout_s, 0.001),
+            download_total_timeout_s=_float(env, "DOWNLOAD_TOTAL_TIMEOUT_S", d.download_total_timeout_s, 0.001),
             allow_loopback_urls=_bool(env, "ALLOW_LOOPBACK_URLS", d.allow_loopback_urls),
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", d.max_audio_seconds, 0.001),
             max_image_side=_int(env, "MAX_IMAGE_SIDE", d.max_image_side, 256),
