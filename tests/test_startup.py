@@ -1,0 +1,188 @@
+"""Start-up checks: weight files by size, ffmpeg, device, the refusal message and the RunPod fitness check."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sadtalker import startup, tools, weights
+from sadtalker.settings import Settings
+from sadtalker.startup import StartupError, run_checks
+
+NAME_512 = "SadTalker_V0.0.2_512.safetensors"
+
+
+def settings_for(folder: Path, **env: str) -> Settings:
+    return Settings.from_env({"CHECKPOINTS_DIR": str(folder), "DEVICE": "cpu", **env})
+
+
+def make_stand_ins(folder: Path, skip: tuple = ()) -> None:
+    """Sparse files with the table's exact sizes (no data written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for weight in weights.WEIGHTS:
+        if weight.name not in skip:
+            with open(folder / weight.name, "wb") as handle:
+                handle.truncate(weight.size_bytes)
+
+
+def fake_ffmpeg(folder: Path, script: str) -> Path:
+    """A fake ``ffmpeg`` executable in ``folder`` running the given shell body."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "ffmpeg"
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+class TestWeights:
+    def test_empty_dir_lists_every_required_file_and_the_download_command(self, tmp_path) -> None:
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path))
+        message = str(err.value)
+        for weight in weights.WEIGHTS:
+            assert (f"{weight.name}: missing" in message) == (weight.name != NAME_512)
+        assert f"Fetch them with: CHECKPOINTS_DIR={tmp_path} {startup.DOWNLOAD_SCRIPT} --size 256" in message
+        assert message.startswith("The worker cannot start:\n7 weight file(s) missing")
+
+    def test_load_512_at_startup_requires_the_512_file_and_fetches_all(self, tmp_path) -> None:
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path, LOAD_512="startup"))
+        assert f"{NAME_512}: missing" in str(err.value)
+        assert str(err.value).endswith("--size all")
+
+    def test_stand_ins_of_the_right_size_pass(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        report = run_checks(settings_for(tmp_path, LOAD_512="startup"))
+        assert sorted(report.weights) == sorted(w.name for w in weights.WEIGHTS)
+        assert report.device == "cpu"
+        assert report.checkpoints_dir == str(tmp_path.resolve())
+        assert report.notes == ()
+
+    def test_a_wrong_size_is_reported_with_both_sizes(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        gfpgan = weights.by_name("GFPGANv1.4.pth")
+        os.truncate(tmp_path / gfpgan.name, 1000)
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path))
+        assert f"GFPGANv1.4.pth: 1000 bytes, expected {gfpgan.size_bytes}" in str(err.value)
+        assert "1 weight file(s) missing or incomplete" in str(err.value)
+
+    def test_absent_512_file_with_lazy_loading_only_adds_a_note(self, tmp_path) -> None:
+        make_stand_ins(tmp_path, skip=(NAME_512,))
+        report = run_checks(settings_for(tmp_path, LOAD_512="lazy"))
+        assert NAME_512 not in report.weights
+        assert len(report.notes) == 1 and NAME_512 in report.notes[0] and "--size 512" in report.notes[0]
+
+    def test_dlib_face_finder_does_not_need_the_fan_landmark_file(self, tmp_path) -> None:
+        make_stand_ins(tmp_path, skip=("alignment_WFLW_4HG.pth",))
+        report = run_checks(settings_for(tmp_path, FACE_DETECTOR="dlib"))
+        assert "alignment_WFLW_4HG.pth" not in report.weights
+        with pytest.raises(StartupError, match="alignment_WFLW_4HG.pth: missing"):
+            run_checks(settings_for(tmp_path, FACE_DETECTOR="retinaface"))
+
+
+class TestFfmpeg:
+    def test_system_ffmpeg_on_path_is_preferred(self, tmp_path, monkeypatch) -> None:
+        exe = fake_ffmpeg(tmp_path / "bin", "exit 0\n")
+        monkeypatch.setenv("PATH", str(exe.parent))
+        assert tools.ffmpeg_exe() == str(exe)
+
+    def test_without_system_ffmpeg_the_imageio_binary_is_used(self, tmp_path, monkeypatch) -> None:
+        import imageio_ffmpeg
+
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert tools.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+
+    def test_real_ffmpeg_runs_and_is_reported(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        report = run_checks(settings_for(tmp_path))
+        assert report.ffmpeg.startswith(tools.ffmpeg_exe() + ": ffmpeg version")
+
+    def test_an_ffmpeg_that_fails_stops_the_start(self, tmp_path, monkeypatch) -> None:
+        make_stand_ins(tmp_path / "ckpt")
+        fake_ffmpeg(tmp_path / "bin", "echo 'libfoo.so: cannot open shared object' >&2\nexit 127\n")
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        with pytest.raises(StartupError, match="does not run.*libfoo.so"):
+            run_checks(settings_for(tmp_path / "ckpt"))
+
+    def test_an_ffmpeg_without_libx264_stops_the_start(self, tmp_path, monkeypatch) -> None:
+        make_stand_ins(tmp_path / "ckpt")
+        body = 'case "$2" in -version) echo "ffmpeg version 0-test";; -encoders) echo " A..... aac AAC";; esac\n'
+        fake_ffmpeg(tmp_path / "bin", body)
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        with pytest.raises(StartupError, match=r"lacks encoder\(s\): libx264$"):
+            run_checks(settings_for(tmp_path / "ckpt"))
+
+
+class TestDevice:
+    def test_a_cuda_device_is_reported_by_name_and_memory(self, tmp_path, monkeypatch) -> None:
+        make_stand_ins(tmp_path)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        props = SimpleNamespace(name="Test GPU", total_memory=80 * 1024**3)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+        report = run_checks(settings_for(tmp_path, DEVICE="auto"))
+        assert report.device == "cuda:0 Test GPU, 80.0 GiB"
+
+    def test_device_cuda_without_a_gpu_stops_the_start(self, tmp_path, monkeypatch) -> None:
+        make_stand_ins(tmp_path)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(StartupError, match="DEVICE=cuda but no CUDA device is usable"):
+            run_checks(settings_for(tmp_path, DEVICE="cuda"))
+        assert run_checks(settings_for(tmp_path, DEVICE="auto")).device == "cpu"
+        with pytest.raises(StartupError, match="DEVICE=auto but no CUDA device"):
+            run_checks(settings_for(tmp_path, DEVICE="auto"), require_cuda=True)
+
+    def test_every_problem_is_listed_in_one_error(self, tmp_path, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        fake_ffmpeg(tmp_path / "bin", "exit 1\n")
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path / "empty", DEVICE="cuda"))
+        text = str(err.value)
+        assert "weight file(s) missing" in text and "does not run" in text and "DEVICE=cuda" in text
+
+
+class TestEntryPoints:
+    def test_check_or_exit_logs_the_message_and_exits_1(self, tmp_path, caplog) -> None:
+        with caplog.at_level(logging.ERROR, logger="sadtalker.startup"), pytest.raises(SystemExit) as exited:
+            startup.check_or_exit(settings_for(tmp_path))
+        assert exited.value.code == 1
+        assert "Fetch them with: CHECKPOINTS_DIR=" in caplog.text
+
+    def test_check_or_exit_logs_the_report(self, tmp_path, caplog) -> None:
+        make_stand_ins(tmp_path)
+        with caplog.at_level(logging.INFO, logger="sadtalker.startup"):
+            report = startup.check_or_exit(settings_for(tmp_path))
+        assert f"start-up check: device: {report.device}" in caplog.text
+
+    def test_fitness_check_is_registered_with_runpod_and_runs_the_same_checks(self, tmp_path) -> None:
+        from runpod.serverless.modules import rp_fitness
+
+        before = list(rp_fitness._fitness_checks)
+        try:
+            check = startup.register_fitness_check(settings_for(tmp_path))
+            assert rp_fitness._fitness_checks[-1] is check
+            with pytest.raises(RuntimeError, match="weight file\\(s\\) missing"):
+                check()
+            make_stand_ins(tmp_path)
+            check()  # DEVICE=cpu: no GPU needed
+        finally:
+            rp_fitness._fitness_checks[:] = before
+
+    def test_fitness_check_requires_a_gpu_unless_device_is_cpu(self, tmp_path, monkeypatch) -> None:
+        from runpod.serverless.modules import rp_fitness
+
+        make_stand_ins(tmp_path)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        before = list(rp_fitness._fitness_checks)
+        try:
+            check = startup.register_fitness_check(settings_for(tmp_path, DEVICE="auto"))
+            with pytest.raises(RuntimeError, match="no CUDA device"):
+                check()
+        finally:
+            rp_fitness._fitness_checks[:] = before
