@@ -1,0 +1,216 @@
+"""RunPod entry point. ``handler(job)`` runs one job; ``python handler.py`` starts the worker.
+
+Start-up, only under ``__main__``: read the settings, check that every weight file is present
+(``sadtalker.startup.run_checks``, which stops the worker with the list of missing files and the command that
+fetches them), load the models once (``sadtalker.pipeline.load_models``), then hand over to
+``runpod.serverless.start``. With ``test_input.json`` in the working directory RunPod runs that one job and exits;
+``--rp_serve_api`` serves the HTTP API on localhost.
+
+A job: parse the input (``sadtalker.options``), resolve storage, download and decode the image and the audio
+(``sadtalker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
+(``sadtalker.storage``). Each job works in its own temporary folder, removed in ``finally``. Every failure
+becomes ``{"success": false, "error", "error_type"}`` in :func:`_error`.
+
+Importing this module loads no model and imports neither torch nor runpod, so tests can call ``handler(job)``.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from sadtalker.download import limits_from_settings
+from sadtalker.errors import InternalError, WorkerError
+from sadtalker.jobtools import StageTimer
+from sadtalker.media import decode_audio, decode_image, source_bytes
+from sadtalker.options import JobOptions, parse_job_input
+from sadtalker.settings import Settings
+from sadtalker.storage import StorageConfig, deliver, resolve_storage
+
+logger = logging.getLogger("handler")
+
+# Set once by main() before the first job; a job never loads models.
+_BUNDLE: Optional[Any] = None
+_SETTINGS: Optional[Settings] = None
+
+# Overall progress percent at the handler's own stages; the pipeline's 0-100 maps into the span between.
+_PERCENT = {"download": 0.0, "decode": 5.0, "upload": 92.0, "done": 100.0}
+_PIPELINE_SPAN = (10.0, 90.0)
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+Progress = Callable[..., None]
+
+
+def handler(job: Mapping[str, Any]) -> Dict[str, Any]:
+    """Run one RunPod job and return the success dict or the failure dict (never raises)."""
+    started = time.monotonic()
+    try:
+        return _run_job(job, started)
+    except WorkerError as error:
+        logger.warning("job failed: %s: %s", error.error_type, error.message)
+        return _error(error)
+    except Exception as error:  # the one place an unexpected failure becomes a response
+        return _unexpected(error)
+
+
+def _run_job(job: Mapping[str, Any], started: float) -> Dict[str, Any]:
+    if not isinstance(job, Mapping):
+        raise InternalError("the job is not an object")
+    settings = _SETTINGS or Settings.from_env()
+    options = parse_job_input(job.get("input"))
+    storage = resolve_storage(options.r2, settings)
+    job_id = _safe_job_id(job.get("id"))
+    workdir = tempfile.mkdtemp(prefix=f"sadtalker-{job_id[:40]}-")
+    try:
+        return _process(job, options, storage, settings, job_id, workdir, started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _process(
+    job: Mapping[str, Any],
+    options: JobOptions,
+    storage: Optional[StorageConfig],
+    settings: Settings,
+    job_id: str,
+    workdir: str,
+    started: float,
+) -> Dict[str, Any]:
+    timer = StageTimer()
+    report = _progress_reporter(job)
+    report("download")
+    with timer.stage("download"):
+        image_bytes = source_bytes(options.image, limits_from_settings(settings, settings.max_image_bytes))
+        audio_bytes = source_bytes(options.audio, limits_from_settings(settings, settings.max_audio_bytes))
+    report("decode")
+    with timer.stage("decode"):
+        image_rgb = decode_image(image_bytes, settings.max_image_side)
+        audio = decode_audio(audio_bytes, workdir, settings.max_audio_seconds)
+    del image_bytes, audio_bytes
+    pipeline = importlib.import_module("sadtalker.pipeline")
+    result = pipeline.animate(
+        _loaded_bundle(), options, image_rgb, audio.samples, job_id, workdir, _pipeline_progress(report)
+    )
+    report("upload")
+    with timer.stage("upload"):
+        delivery = deliver(result["video_path"], storage, job_id, settings.inline_result_max_bytes)
+    report("done")
+    return {
+        "success": True,
+        **delivery.as_result(),
+        "duration_seconds": result["duration_seconds"],
+        "chunks_processed": result["chunks_processed"],
+        "processing_time_seconds": round(time.monotonic() - started, 3),
+        "width": result["width"],
+        "height": result["height"],
+        "fps": result["fps"],
+        "frames": result["frames"],
+        "seed": result["seed"],
+        "timings": {**timer.rounded(), **result.get("timings", {})},
+    }
+
+
+def _loaded_bundle() -> Any:
+    if _BUNDLE is None:
+        raise InternalError("the models are not loaded; start the worker with `python handler.py`")
+    return _BUNDLE
+
+
+def _safe_job_id(raw: Any) -> str:
+    """The job id as a file- and key-safe string (RunPod ids already are); a fresh one when there is none."""
+    cleaned = _SAFE_ID.sub("_", str(raw or ""))[:128].strip("._")
+    return cleaned or uuid.uuid4().hex
+
+
+def _progress_reporter(job: Mapping[str, Any]) -> Progress:
+    """A function that sends ``{stage, chunk, chunks, percent}`` to RunPod for this job."""
+
+    def report(stage: str, chunk: int = 0, chunks: int = 0, percent: Optional[float] = None) -> None:
+        value = _PERCENT.get(stage, 0.0) if percent is None else percent
+        payload = {"stage": stage, "chunk": chunk, "chunks": chunks, "percent": round(value, 1)}
+        logger.info("progress %s", payload)
+        if job.get("id") is not None:
+            _send_progress(job, payload)
+
+    return report
+
+
+def _pipeline_progress(report: Progress) -> Progress:
+    """The ``progress`` given to ``pipeline.animate``: ``(stage, chunk, chunks, percent)`` with the pipeline's
+    own percent (0-100), reported as part of the job's overall percent."""
+    low, high = _PIPELINE_SPAN
+
+    def progress(stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
+        fraction = min(max(float(percent), 0.0), 100.0) / 100.0
+        report(stage, chunk, chunks, low + fraction * (high - low))
+
+    return progress
+
+
+def _send_progress(job: Mapping[str, Any], payload: Dict[str, Any]) -> None:
+    import runpod  # at call time: importing the handler must stay cheap
+
+    runpod.serverless.progress_update(dict(job), payload)
+
+
+def _error(error: WorkerError, refresh_worker: bool = False) -> Dict[str, Any]:
+    """The failure dict. The ``error`` key makes RunPod mark the job failed."""
+    response: Dict[str, Any] = {"success": False, "error": error.message, "error_type": error.error_type}
+    if refresh_worker:
+        response["refresh_worker"] = True
+    return response
+
+
+def _unexpected(error: Exception) -> Dict[str, Any]:
+    """An exception nobody planned for: the traceback goes to the log, a short message to the caller."""
+    logger.exception("job failed with an unexpected error")
+    if _is_cuda_out_of_memory(error):
+        message = "the GPU ran out of memory; this worker restarts. Try size 256, enhancer none or shorter audio"
+        return _error(InternalError(message), refresh_worker=True)
+    return _error(InternalError(f"internal error ({type(error).__name__}); the worker log has the details"))
+
+
+def _is_cuda_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # only loaded if a job got as far as the models
+    out_of_memory = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if out_of_memory is not None and isinstance(error, out_of_memory):
+        return True
+    return isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+
+
+def main() -> int:
+    """Start the worker: settings, weight check, models, then RunPod's job loop."""
+    from sadtalker.logging_setup import configure_logging
+
+    configure_logging()
+    global _BUNDLE, _SETTINGS
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        logger.error("bad environment: %s", error)
+        return 2
+    from sadtalker.startup import StartupError, run_checks
+
+    try:
+        run_checks(settings)
+    except StartupError as error:
+        logger.error("%s", error)
+        return 1
+    from sadtalker.pipeline import load_models
+
+    _SETTINGS = settings
+    _BUNDLE = load_models(settings)
+    import runpod
+
+    runpod.serverless.start({"handler": handler})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
