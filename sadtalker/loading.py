@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, Optional
+import time
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from sadtalker.errors import CheckpointError
+
+if TYPE_CHECKING:  # the network modules are imported when a loader runs, not at import time
+    from sadtalker.renderer.mapping import MappingNet
+    from sadtalker.renderer.models import RendererModels
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +113,83 @@ def state_dict_problems(module: nn.Module, state_dict: Dict[str, Tensor]) -> Lis
     return problems
 
 
-def load_strict(module: nn.Module, state_dict: Dict[str, Tensor], source: str) -> nn.Module:
-    """Strict ``load_state_dict``; one CheckpointError lists every problem and names ``source``."""
+def load_strict(
+    module: nn.Module, state_dict: Dict[str, Tensor], source: str, assign: bool = False
+) -> nn.Module:
+    """Strict ``load_state_dict``; one CheckpointError lists every problem and names ``source``.
+
+    ``assign=True`` adopts the given tensors instead of copying into the module's (use it for a
+    module built on the ``meta`` device, which then needs no random initialisation).
+    """
     problems = state_dict_problems(module, state_dict)
     if problems:
         raise CheckpointError(
             f"{source} does not fit {type(module).__name__}: " + " | ".join(problems)
         )
-    module.load_state_dict(state_dict, strict=True)
+    module.load_state_dict(state_dict, strict=True, assign=assign)
     return module
+
+
+def _finish(module: nn.Module, device: Union[str, torch.device], dtype: torch.dtype) -> nn.Module:
+    module.requires_grad_(False)
+    return module.eval().to(device=device, dtype=dtype)
+
+
+def sadtalker_path(checkpoints_dir: str, size: int) -> str:
+    return os.path.join(checkpoints_dir, sadtalker_file_name(size))
+
+
+def load_renderer(
+    checkpoints_dir: str, size: int, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32
+) -> "RendererModels":
+    """Keypoint detector + generator from ``SadTalker_V0.0.2_<size>.safetensors``, strict, eval."""
+    from sadtalker.renderer.dims import OFFICIAL
+    from sadtalker.renderer.generator import OcclusionAwareSPADEGenerator
+    from sadtalker.renderer.keypoints import KPDetector
+    from sadtalker.renderer.models import RendererModels
+
+    start = time.monotonic()
+    path = sadtalker_path(checkpoints_dir, size)
+    name = os.path.basename(path)
+    parts = read_components(path, ("kp_extractor", "generator"))
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        kp_extractor = KPDetector(OFFICIAL.keypoints)
+        generator = OcclusionAwareSPADEGenerator(OFFICIAL.generator)
+    problems = [
+        f"[{component}] " + " | ".join(state_dict_problems(module, parts[component]))
+        for component, module in (("kp_extractor", kp_extractor), ("generator", generator))
+        if state_dict_problems(module, parts[component])
+    ]
+    if problems:
+        raise CheckpointError(f"{name} does not fit the face renderer: " + " ".join(problems))
+    load_strict(kp_extractor, parts["kp_extractor"], f"{name} [kp_extractor]", assign=True)
+    load_strict(generator, parts["generator"], f"{name} [generator]", assign=True)
+    models = RendererModels(_finish(kp_extractor, device, dtype), _finish(generator, device, dtype))
+    log.info("loaded %s renderer in %.2f s (%s, %s)", name, time.monotonic() - start, device, dtype)
+    return models
+
+
+def load_mapping(
+    checkpoints_dir: str, preprocess: str, device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> "MappingNet":
+    """MappingNet for ``preprocess`` (00229: 70 inputs; 00109 for full/extfull: 73), strict, eval."""
+    from sadtalker.renderer.dims import OFFICIAL_MAPPING
+    from sadtalker.renderer.mapping import MappingNet
+
+    name = mapping_file_name(preprocess)
+    state_dict = read_torch_entry(os.path.join(checkpoints_dir, name), "mapping")
+    with torch.device("meta"):
+        mapping = MappingNet(OFFICIAL_MAPPING["full" if "full" in preprocess.lower() else "crop"])
+    load_strict(mapping, state_dict, f"{name} [mapping]", assign=True)
+    return _finish(mapping, device, dtype)
+
+
+def read_coefficient_state_dicts(checkpoints_dir: str, size: int) -> Dict[str, Dict[str, Tensor]]:
+    """State dicts of audio2exp, audio2pose and face_3drecon from the size's SadTalker file.
+
+    The reference takes these three from the same file as the renderer (the one ``size`` picks),
+    so a 512 job uses the 512 file's copies. CPU float32 tensors; build the networks, then
+    :func:`load_strict` each with source ``"<file> [<component>]"``.
+    """
+    return read_components(sadtalker_path(checkpoints_dir, size), ("audio2exp", "audio2pose", "face_3drecon"))

@@ -130,9 +130,10 @@ def build_tensors(file: str, manifest: dict) -> "OrderedDict[str, np.ndarray]":
             value = vectors[stem][0 if key.endswith("_u") else 1]
         else:
             value = draw(file, key, shape, spec["dtype"])
+        value = np.require(value, requirements="C")  # (np.ascontiguousarray would make a scalar 1-D)
         if value.shape != shape:
             raise ValueError(f"{file}:{key}: built {value.shape}, manifest says {shape}")
-        out[key] = np.ascontiguousarray(value)
+        out[key] = value
     return out
 
 
