@@ -25,12 +25,15 @@ Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2) in original-image pixels, x2
 FEATHER_FRACTION = 0.1  # feather width as a fraction of the box's shorter side
 
 
-def box_from_crop_info(crop_info: Sequence) -> Box:
-    """The face box (x1, y1, x2, y2) in original-image pixels from a reference-style crop_info.
+def box_from_crop_info(crop_info: object) -> Box:
+    """The face box (x1, y1, x2, y2) in original-image pixels.
 
-    crop_info is ``((w, h), (clx, cly, crx, cry), (lx, ly, rx, ry))``: the border crop, then the face
-    square inside it; the box is the face square shifted by the crop's origin.
+    Accepts :class:`sadtalker.crop.CropInfo` (its ``box``) or a reference-style tuple
+    ``((w, h), (clx, cly, crx, cry), (lx, ly, rx, ry))``: the border crop, then the face square inside it.
     """
+    box = getattr(crop_info, "box", None)
+    if box is not None:
+        return tuple(int(v) for v in box)
     _, crop, quad = crop_info
     if crop is None or quad is None:
         raise ValueError("crop_info has no crop box (the 'resize' preprocess keeps the whole image)")

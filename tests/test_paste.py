@@ -106,6 +106,13 @@ def test_box_from_reference_crop_info():
         box_from_crop_info(((512, 512), None, None))
 
 
+def test_box_from_preprocess_crop_info():
+    from sadtalker.crop import CropInfo
+
+    info = CropInfo(original_size=(512, 512), box=(138, 25, 312, 200), rsize=(512, 512))
+    assert box_from_crop_info(info) == (138, 25, 312, 200)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_paste_matches_cpu(original):
     crop = faces(3, 64, 64)
