@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import subprocess
 import tempfile
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, List, Optional, Tuple, Union
+from typing import IO, List, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
@@ -146,17 +148,67 @@ class EncodedVideo:
         return self.frames / self.fps
 
 
+class _PipeFeeder:
+    """Writes frame buffers to ffmpeg's stdin: in the caller's thread (``depth`` 0), or from a background
+    thread fed by a queue of at most ``depth`` batches, so the caller (the GPU loop) does not wait for
+    ffmpeg unless it falls that far behind. A write error is kept and raised on the next put/finish."""
+
+    def __init__(self, pipe: IO[bytes], depth: int) -> None:
+        self.pipe = pipe
+        self.error: Optional[OSError] = None
+        self._done = False
+        self._queue: Optional[queue.Queue] = queue.Queue(maxsize=depth) if depth > 0 else None
+        self._thread: Optional[threading.Thread] = None
+        if self._queue is not None:
+            self._thread = threading.Thread(target=self._run, name="ffmpeg-feeder", daemon=True)
+            self._thread.start()
+
+    @property
+    def queued(self) -> bool:
+        return self._queue is not None
+
+    def put(self, data: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        if self._queue is None:
+            self.pipe.write(memoryview(data).cast("B"))
+        else:
+            self._queue.put(data)
+
+    def finish(self) -> None:
+        """Wait until every queued batch is written (idempotent); raises the write error if there was one."""
+        if self._queue is not None and not self._done:
+            self._queue.put(None)
+            self._thread.join()
+        self._done = True
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is None:  # after an error, keep draining so put() never blocks forever
+                try:
+                    self.pipe.write(memoryview(item).cast("B"))
+                except OSError as exc:  # BrokenPipeError: ffmpeg exited
+                    self.error = exc
+
+
 class VideoWriter:
     """Encode ``n_frames`` RGB frames of ``width`` x ``height`` plus audio into an MP4 at ``path``.
 
     ``audio`` is a file path (the original upload: any format ffmpeg reads) or the decoded float32
     16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``n_frames`` defaults to
-    ``num_frames(len(audio))`` for an array and is required for a path. Use as a context manager, or
-    call :meth:`close` (which checks the frame count) or :meth:`abort` yourself.
+    ``num_frames(len(audio))`` for an array and is required for a path. ``queue_batches`` > 0 hands
+    batches to a background thread (a copy each; at most that many waiting), so :meth:`write` returns
+    at once while ffmpeg keeps up. Use as a context manager, or call :meth:`close` (which checks the
+    frame count) or :meth:`abort` yourself.
     """
 
     def __init__(self, path: Union[str, Path], width: int, height: int, audio: Union[str, Path, np.ndarray],
-                 n_frames: Optional[int] = None, codec: str = "auto") -> None:
+                 n_frames: Optional[int] = None, codec: str = "auto", queue_batches: int = 0) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
         self.path = str(path)
@@ -177,6 +229,7 @@ class VideoWriter:
         argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, str(audio), self.codec)
         log.debug("ffmpeg argv: %s", argv)
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._feeder = _PipeFeeder(self._proc.stdin, queue_batches)
 
     def write(self, frames: np.ndarray) -> None:
         """Append a batch of frames: uint8 (B, height, width, 3) RGB (or one (height, width, 3) frame)."""
@@ -191,14 +244,23 @@ class VideoWriter:
             self.abort()
             raise EncoderError(f"got {self.written + len(frames)} frames for a {self.n_frames}-frame video")
         data = np.ascontiguousarray(pad_to_even(frames))
+        if self._feeder.queued and data is frames:
+            data = data.copy()  # the caller may reuse its buffer before the thread writes it
         try:
-            self._proc.stdin.write(memoryview(data).cast("B"))
+            self._feeder.put(data)
         except OSError as exc:  # BrokenPipeError: ffmpeg exited
-            self._proc.wait()
-            tail = self._stderr_tail()
-            self.abort()
-            raise EncoderError(f"ffmpeg stopped reading frames (exit {self._proc.returncode}): {tail}") from exc
+            self._fail("ffmpeg stopped reading frames", exc)
         self.written += len(frames)
+
+    def _fail(self, what: str, exc: BaseException) -> NoReturn:
+        """Abort and raise EncoderError with ffmpeg's exit status and stderr tail."""
+        try:
+            self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            pass  # still running (a write timeout, not an exit): abort kills it
+        tail = self._stderr_tail()
+        self.abort()
+        raise EncoderError(f"{what} (exit {self._proc.returncode}): {tail}") from exc
 
     def close(self) -> EncodedVideo:
         """Finish the file; raises EncoderError when frames are missing or ffmpeg fails."""
@@ -206,12 +268,11 @@ class VideoWriter:
             self.abort()
             raise EncoderError(f"got {self.written} frames for a {self.n_frames}-frame video")
         try:
+            self._feeder.finish()
             self._proc.stdin.close()
             code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            tail = self._stderr_tail()
-            self.abort()
-            raise EncoderError(f"ffmpeg did not finish: {tail}") from exc
+            self._fail("ffmpeg did not finish", exc)
         tail = self._stderr_tail()
         self._cleanup()
         if code != 0:
@@ -224,6 +285,10 @@ class VideoWriter:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+        try:
+            self._feeder.finish()  # the thread, if any, sees the broken pipe and drains its queue
+        except OSError:
+            pass  # expected: ffmpeg was killed
         if self._proc.stdin and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()

@@ -40,18 +40,20 @@ def decode_rgb(path, width: int, height: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
-def encode(path, frames: np.ndarray, audio, n_frames=None, batch: int = 8):
-    with VideoWriter(path, frames.shape[2], frames.shape[1], audio, n_frames=n_frames, codec="libx264") as writer:
+def encode(path, frames: np.ndarray, audio, n_frames=None, batch: int = 8, queue_batches: int = 0):
+    with VideoWriter(path, frames.shape[2], frames.shape[1], audio, n_frames=n_frames, codec="libx264",
+                     queue_batches=queue_batches) as writer:
         for i in range(0, len(frames), batch):
             writer.write(frames[i : i + batch])
     return writer
 
 
 @needs_ffprobe
-def test_array_audio_gives_h264_yuv420p_25fps_aac_of_the_audio_length(tmp_path):
+@pytest.mark.parametrize("queue_batches", [0, 3])
+def test_array_audio_gives_h264_yuv420p_25fps_aac_of_the_audio_length(tmp_path, queue_batches):
     wav = tone(1.5, extra=555)  # 1.534 s: 38 whole frames, 35 ms left over
     frames = np.random.default_rng(0).integers(0, 256, (num_frames(len(wav)), 64, 96, 3), dtype=np.uint8)
-    encode(tmp_path / "out.mp4", frames, wav)
+    encode(tmp_path / "out.mp4", frames, wav, queue_batches=queue_batches)
     info = ffprobe(tmp_path / "out.mp4")
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
@@ -144,9 +146,23 @@ def test_wrong_frame_shape_or_dtype_is_refused(tmp_path):
         writer.write(np.zeros((2, 32, 32, 3), np.float32))
 
 
-def test_ffmpeg_failure_raises_with_its_stderr(tmp_path):
+@pytest.mark.parametrize("queue_batches", [0, 2])
+def test_ffmpeg_failure_raises_with_its_stderr(tmp_path, queue_batches):
+    frames = np.zeros((40, 64, 64, 3), np.uint8)
     with pytest.raises(EncoderError, match="No such file or directory"):
-        encode(tmp_path / "out.mp4", np.zeros((10, 32, 32, 3), np.uint8), tmp_path / "missing.wav", n_frames=10)
+        encode(tmp_path / "out.mp4", frames, tmp_path / "missing.wav", n_frames=40, batch=4,
+               queue_batches=queue_batches)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_queued_writer_copies_batches_the_caller_reuses(tmp_path):
+    buffer = np.zeros((5, 32, 32, 3), np.uint8)
+    with VideoWriter(tmp_path / "q.mp4", 32, 32, tone(0.4), codec="libx264", queue_batches=4) as writer:
+        for value in (40, 200):  # the same buffer, overwritten right after each write
+            buffer[:] = value
+            writer.write(buffer)
+    decoded = decode_rgb(tmp_path / "q.mp4", 32, 32)
+    assert abs(int(decoded[2].mean()) - 40) <= 3 and abs(int(decoded[7].mean()) - 200) <= 3
 
 
 def test_audio_shorter_than_one_frame_is_refused(tmp_path):
