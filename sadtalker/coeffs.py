@@ -15,7 +15,7 @@ reference does), or injected with ``pose_z`` (tests feed the golden draws).
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from sadtalker.audio2exp import ExpNet
 from sadtalker.audio2pose import PoseVAE
+from sadtalker.loading import load_strict
 
 BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the 5 frames of one blink
 MIN_FRAMES_FOR_BLINKS = 21  # with T <= 20 the reference draws no blinks
@@ -33,6 +34,15 @@ SAVGOL_ORDER = 2
 NUM_POSE_STYLES = 46
 EXP_BATCH = 128  # frames per ExpNet call (memory only; frames are independent)
 AUDIO_BATCH = 256  # mel windows per audio-encoder call in the PoseVAE
+
+
+def load_audio_models(
+    audio2exp_state: Dict[str, Tensor], audio2pose_state: Dict[str, Tensor], source: str, device: torch.device
+) -> Tuple[ExpNet, PoseVAE]:
+    """ExpNet and PoseVAE strictly loaded from their components (see loading.read_components), eval."""
+    exp_net = load_strict(ExpNet(), audio2exp_state, f"{source} (audio2exp)")
+    pose_vae = load_strict(PoseVAE(), audio2pose_state, f"{source} (audio2pose)")
+    return tuple(net.to(device).eval().requires_grad_(False) for net in (exp_net, pose_vae))
 
 
 def blink_sequence(frames: int, rng: random.Random) -> np.ndarray:
