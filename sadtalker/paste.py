@@ -15,7 +15,7 @@ Output size: the original image's, rounded up to even (the last row/column is re
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch

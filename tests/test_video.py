@@ -82,8 +82,8 @@ def test_box_parser_sees_moov_after_mdat_without_faststart(tmp_path):
 @needs_ffprobe
 def test_audio_file_path_is_muxed_and_cut_to_the_video(tmp_path):
     src = tmp_path / "speech.mp3"  # 44.1 kHz stereo, 1.3 s: longer than the 30 frames we encode
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100:duration=1.3",
-                    "-ac", "2", str(src)], check=True)
+    tone_src = "sine=frequency=300:sample_rate=44100:duration=1.3"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", tone_src, "-ac", "2", str(src)], check=True)
     encode(tmp_path / "out.mp4", np.full((30, 48, 48, 3), 128, np.uint8), src, n_frames=30)
     info = ffprobe(tmp_path / "out.mp4")
     assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
