@@ -1,8 +1,8 @@
 """RunPod entry point. ``handler(job)`` runs one job; ``python handler.py`` starts the worker.
 
 Start-up, only under ``__main__``: read the settings, check that every weight file is present
-(``sadtalker.startup.run_checks``, which stops the worker with the list of missing files and the command that
-fetches them), load the models once (``sadtalker.pipeline.load_models``), then hand over to
+(``sadtalker.startup.check_or_exit``, i.e. ``run_checks``: it stops the worker with the list of missing files and
+the command that fetches them), load the models once (``sadtalker.pipeline.load_models``), then hand over to
 ``runpod.serverless.start``. With ``test_input.json`` in the working directory RunPod runs that one job and exits;
 ``--rp_serve_api`` serves the HTTP API on localhost.
 
@@ -185,7 +185,7 @@ def _is_cuda_out_of_memory(error: BaseException) -> bool:
 
 
 def main() -> int:
-    """Start the worker: settings, weight check, models, then RunPod's job loop."""
+    """Start the worker: settings, start-up checks, models, then RunPod's job loop."""
     from sadtalker.logging_setup import configure_logging
 
     configure_logging()
@@ -195,19 +195,16 @@ def main() -> int:
     except ValueError as error:
         logger.error("bad environment: %s", error)
         return 2
-    from sadtalker.startup import StartupError, run_checks
+    from sadtalker.startup import check_or_exit, register_fitness_check
 
-    try:
-        run_checks(settings)
-    except StartupError as error:
-        logger.error("%s", error)
-        return 1
+    check_or_exit(settings)  # logs every missing weight file + the download command, exits 1
     from sadtalker.pipeline import load_models
 
     _SETTINGS = settings
     _BUNDLE = load_models(settings)
     import runpod
 
+    register_fitness_check(settings)  # on the RunPod platform only: the same checks, GPU required
     runpod.serverless.start({"handler": handler})
     return 0
 

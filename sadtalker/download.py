@@ -235,14 +235,14 @@ def _translated_errors(target: _Target) -> Iterator[None]:
     """Turn transport errors into DownloadFailed with a short reason (no exception text: it may hold the URL)."""
     try:
         yield
+    except urllib3.exceptions.NewConnectionError:  # before ConnectTimeoutError: urllib3 2 subclasses it
+        raise DownloadFailed(f"could not connect to {target.shown}") from None
     except urllib3.exceptions.ConnectTimeoutError:
         raise DownloadFailed(f"timed out connecting to {target.shown}") from None
     except urllib3.exceptions.ReadTimeoutError:
         raise DownloadFailed(f"timed out waiting for data from {target.shown}") from None
     except urllib3.exceptions.SSLError:
         raise DownloadFailed(f"TLS handshake or certificate check failed for {target.shown}") from None
-    except urllib3.exceptions.NewConnectionError:
-        raise DownloadFailed(f"could not connect to {target.shown}") from None
     except urllib3.exceptions.ProtocolError:
         raise DownloadFailed(f"connection broken while downloading {target.shown} (body shorter than announced?)") from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -257,7 +257,12 @@ def _read_capped(response: urllib3.BaseHTTPResponse, limits: DownloadLimits, dea
         raise DownloadFailed(f"{too_big} (Content-Length {announced})")
     chunks: List[bytes] = []
     total = 0
-    for chunk in response.stream(CHUNK_BYTES, decode_content=False):
+    while True:
+        # read1 returns what has arrived (up to CHUNK_BYTES) instead of waiting for a full chunk, so the
+        # deadline is checked while a slow server trickles.
+        chunk = response.read1(CHUNK_BYTES, decode_content=False)
+        if not chunk:
+            break
         total += len(chunk)
         if total > limits.max_bytes:
             raise DownloadFailed(f"{too_big} (stopped after {total} bytes)")

@@ -1,0 +1,54 @@
+# Two commands on a fresh Debian 12 machine with Python 3.11:
+#   make run    install on first use, then run test_input.json through handler.py
+#   make test   install on first use, then run the whole test suite
+# Installing = Debian packages (only when run as root, only the missing ones) + .venv with the pinned requirements.
+# The venv is rebuilt-in-place (pip re-run) whenever a requirements file changes (stamp file below).
+
+PYTHON ?= python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.requirements-installed
+REQUIREMENTS := requirements-torch.txt requirements.txt requirements-nodeps.txt requirements-test.txt
+PYTEST_ARGS ?=
+
+# ffmpeg (with ffprobe) encodes and decodes media; python3.11-venv gives Debian's python3.11 its venv module.
+RUN_DEBS := ffmpeg python3.11-venv
+# OpenStack Swift with s3api + memcached: the real S3 server of the storage integration test.
+TEST_DEBS := $(RUN_DEBS) swift-proxy swift-account swift-container swift-object memcached
+
+.PHONY: run test install debs-run debs-test
+
+run: debs-run install
+	$(VPY) handler.py
+
+# pytest exit 5 means "no tests collected": reported and kept as a failure.
+test: debs-test install
+	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5), which counts as a failure" >&2; fi; \
+	exit $$rc
+
+install: $(STAMP)
+
+# The recipe of requirements-nodeps.txt's header: torch first, the no-deps set without build isolation.
+$(STAMP): $(REQUIREMENTS)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements-torch.txt -r requirements.txt
+	$(PIP) install --no-deps --no-build-isolation -r requirements-nodeps.txt
+	$(PIP) install -r requirements-test.txt
+	touch $@
+
+# Installs only what dpkg does not already have; without root it says what is missing and goes on.
+define install_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "make: not root, not installing Debian packages:$$missing" >&2; exit 0; fi; \
+	echo "make: installing Debian packages:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+endef
+
+debs-run:
+	$(call install_debs,$(RUN_DEBS))
+
+debs-test:
+	$(call install_debs,$(TEST_DEBS))
