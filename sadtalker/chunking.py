@@ -21,6 +21,10 @@ from typing import List
 
 import numpy as np
 
+from sadtalker.audio import num_frames  # floor(n_samples / 640), the reference's T
+
+__all__ = ["Chunk", "num_frames", "plan_chunks", "quietest_boundary"]
+
 SAMPLE_RATE = 16000  # the decoded audio's rate (sadtalker.media)
 FPS = 25  # video frame rate
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms = one video frame
@@ -47,11 +51,6 @@ class Chunk:
     @property
     def end_sample(self) -> int:
         return self.end_frame * SAMPLES_PER_FRAME
-
-
-def num_frames(n_samples: int) -> int:
-    """Video frames for ``n_samples`` of 16 kHz audio: ``floor(n / 640)`` (the reference's T)."""
-    return int(n_samples) // SAMPLES_PER_FRAME
 
 
 def _window_rms(wav: np.ndarray, centres: np.ndarray, width: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import IO, List, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
+from sadtalker.audio import num_frames  # floor(n_samples / 640): frames for the decoded audio
 from sadtalker.errors import InternalError
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,6 @@ CLOSE_TIMEOUT_S = 600.0
 
 class EncoderError(InternalError):
     """ffmpeg failed or the frames did not match the plan; the message carries ffmpeg's stderr tail."""
-
-
-def num_frames(n_samples: int) -> int:
-    """Video frames for ``n_samples`` of 16 kHz audio: ``floor(n / 640)``."""
-    return int(n_samples) // SAMPLES_PER_FRAME
 
 
 def even_size(width: int, height: int) -> Tuple[int, int]:
