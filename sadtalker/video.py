@@ -224,7 +224,11 @@ class VideoWriter:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, str(audio), self.codec)
         log.debug("ffmpeg argv: %s", argv)
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        except OSError as exc:
+            self._cleanup()
+            raise EncoderError(f"cannot start ffmpeg ({argv[0]}): {exc}") from exc
         self._feeder = _PipeFeeder(self._proc.stdin, queue_batches)
 
     def write(self, frames: np.ndarray) -> None:
@@ -272,6 +276,7 @@ class VideoWriter:
         tail = self._stderr_tail()
         self._cleanup()
         if code != 0:
+            Path(self.path).unlink(missing_ok=True)
             raise EncoderError(f"ffmpeg failed (exit {code}): {tail}")
         width, height = self.out_size
         return EncodedVideo(self.path, width, height, FPS, self.written, self.codec)
