@@ -125,7 +125,7 @@ def make_client(config: StorageConfig):
         s3={"addressing_style": "path"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
         connect_timeout=config.connect_timeout_s,
         read_timeout=config.read_timeout_s,
     )
