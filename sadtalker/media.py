@@ -157,7 +157,10 @@ def _ffmpeg_to_wav(path: str, max_seconds: float) -> bytes:
     try:
         result = subprocess.run(argv, capture_output=True, check=True, timeout=FFMPEG_TIMEOUT_S)
     except subprocess.CalledProcessError as error:
-        stderr = error.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
+        stderr = error.stderr.decode("utf-8", "replace").replace(path, "<input>")
+        stderr = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())[-STDERR_TAIL_CHARS:]
+        if "matches no streams" in stderr:
+            raise UnsupportedMedia("the audio file has no audio stream (ffmpeg found none to decode)") from None
         raise UnsupportedMedia(f"ffmpeg could not decode the audio: {stderr or 'no message'}") from None
     except subprocess.TimeoutExpired:
         raise UnsupportedMedia(f"ffmpeg took longer than {FFMPEG_TIMEOUT_S:g} s to decode the audio") from None

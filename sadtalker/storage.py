@@ -171,7 +171,7 @@ def inline_video(path: str, max_bytes: int) -> Delivery:
     size = os.path.getsize(path)
     if size > max_bytes:
         raise UploadFailed(
-            f"the video is {size / 1048576:.1f} MB, above the {max_bytes / 1048576:.1f} MB inline limit "
+            f"the video is {_size_text(size)}, above the {_size_text(max_bytes)} inline limit "
             "(INLINE_RESULT_MAX_BYTES); configure R2 (the job's r2 object or the R2_* environment variables)"
         )
     with open(path, "rb") as handle:
@@ -183,6 +183,10 @@ def deliver(path: str, config: Optional[StorageConfig], job_id: str, inline_max_
     if config is None:
         return inline_video(path, inline_max_bytes)
     return upload_video(path, config, job_id)
+
+
+def _size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 1048576:.1f} MB" if n_bytes >= 1048576 else f"{n_bytes} bytes"
 
 
 def _endpoint_host(endpoint_url: str) -> str:
