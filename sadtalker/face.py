@@ -68,20 +68,17 @@ def wflw98_to_68(points98: np.ndarray) -> np.ndarray:
 def decode_heatmaps(heatmaps: np.ndarray) -> np.ndarray:
     """(N, 64, 64) heatmaps -> (N, 2) points in heatmap pixels (x, y), centre-of-pixel convention.
 
-    Each point is the argmax, moved 0.25 px toward the larger of its two neighbours in x and in y
-    (neighbours clamped at the border), plus 0.5.
+    Each point is the argmax, moved 0.25 px toward the larger of its two neighbours in x and in y,
+    plus 0.5. At the border the missing neighbour counts as smaller than any value.
     """
     n, height, width = heatmaps.shape
     flat = heatmaps.reshape(n, -1).argmax(axis=1)
     ys, xs = np.divmod(flat, width)
-    rows = np.arange(n)
-
-    def nudge(lo_idx: Tuple[np.ndarray, np.ndarray], hi_idx: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        return 0.25 * np.sign(heatmaps[(rows, *hi_idx)] - heatmaps[(rows, *lo_idx)])
-
-    dx = nudge((ys, np.maximum(xs - 1, 0)), (ys, np.minimum(xs + 1, width - 1)))
-    dy = nudge((np.maximum(ys - 1, 0), xs), (np.minimum(ys + 1, height - 1), xs))
-    return np.stack([xs + dx + 0.5, ys + dy + 0.5], axis=1).astype(np.float64)
+    padded = np.pad(heatmaps.astype(np.float64), ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    rows, py, px = np.arange(n), ys + 1, xs + 1
+    dx = 0.25 * np.sign(padded[rows, py, px + 1] - padded[rows, py, px - 1])
+    dy = 0.25 * np.sign(padded[rows, py + 1, px] - padded[rows, py - 1, px])
+    return np.stack([xs + dx + 0.5, ys + dy + 0.5], axis=1)
 
 
 def clamp_box(box: Sequence[float], width: int, height: int) -> Optional[Tuple[int, int, int, int]]:
