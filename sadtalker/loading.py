@@ -155,12 +155,12 @@ def load_renderer(
     with torch.device("meta"):  # no random init: every tensor comes from the file
         kp_extractor = KPDetector(OFFICIAL.keypoints)
         generator = OcclusionAwareSPADEGenerator(OFFICIAL.generator)
-    problems = [
-        f"[{component}] " + " | ".join(state_dict_problems(module, parts[component]))
-        for component, module in (("kp_extractor", kp_extractor), ("generator", generator))
-        if state_dict_problems(module, parts[component])
-    ]
-    if problems:
+    problems = []
+    for component, module in (("kp_extractor", kp_extractor), ("generator", generator)):
+        found = state_dict_problems(module, parts[component])
+        if found:
+            problems.append(f"[{component}] " + " | ".join(found))
+    if problems:  # one error for both components
         raise CheckpointError(f"{name} does not fit the face renderer: " + " ".join(problems))
     load_strict(kp_extractor, parts["kp_extractor"], f"{name} [kp_extractor]", assign=True)
     load_strict(generator, parts["generator"], f"{name} [generator]", assign=True)

@@ -1,0 +1,162 @@
+"""Renderer stage: semantic windows, target coefficients, and render() plumbing (small random networks)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sadtalker.renderer import stage
+from sadtalker.renderer.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+from sadtalker.renderer.models import build_mapping, build_renderer
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    return build_renderer(SMALL, seed=0), build_mapping(SMALL_MAPPING["crop"], seed=1)
+
+
+@pytest.fixture(scope="module")
+def small_inputs():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE, 3), dtype=np.uint8)
+    coeffs = rng.normal(0, 0.5, (7, 70)).astype(np.float32)
+    source = rng.normal(0, 0.5, 73).astype(np.float32)
+    return image, stage.source_semantics(source, "crop"), stage.target_semantics(coeffs, source)
+
+
+def render_all(models, image, source_sem, windows, batch_size):
+    (renderer, mapping) = models
+    return list(stage.render(renderer, mapping, image, source_sem, windows, batch_size))
+
+
+# ---- windows and target coefficients ------------------------------------------------------------
+
+def test_semantic_windows_centre_on_each_frame_and_clamp_at_the_ends():
+    coeffs = np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # frame i holds value i
+    windows = stage.semantic_windows(coeffs, radius=3)
+    assert windows.shape == (5, 2, 7) and windows.dtype == np.float32
+    assert windows[2, 0].tolist() == [0, 0, 1, 2, 3, 4, 4]
+    assert windows[0, 1].tolist() == [0, 0, 0, 0, 1, 2, 3]
+    assert windows[4, 0].tolist() == [1, 2, 3, 4, 4, 4, 4]
+
+
+def test_semantic_windows_default_radius_gives_27_frames():
+    assert stage.semantic_windows(np.zeros((3, 70), np.float32)).shape == (3, 70, 27)
+
+
+def test_semantic_windows_reject_empty_input():
+    with pytest.raises(ValueError):
+        stage.semantic_windows(np.zeros((0, 70), np.float32))
+
+
+def test_expression_scale_multiplies_only_the_64_expression_columns():
+    coeffs = np.ones((4, 70), np.float32)
+    target = stage.target_coefficients(coeffs, np.zeros(73, np.float32), expression_scale=2.5)
+    assert np.all(target[:, :64] == 2.5) and np.all(target[:, 64:] == 1.0)
+    assert np.all(coeffs == 1.0), "the caller's array must not change"
+
+
+def test_still_mode_freezes_pose_at_the_source_pose():
+    coeffs = np.ones((4, 70), np.float32)
+    source = np.arange(73, dtype=np.float32)
+    target = stage.target_coefficients(coeffs, source, still_mode=True)
+    assert np.all(target[:, :64] == 1.0)
+    assert np.array_equal(target[:, 64:], np.tile(source[64:70], (4, 1)))
+
+
+def test_full_mode_appends_the_source_crop_parameters_and_still_freezes_them_too():
+    coeffs = np.ones((3, 70), np.float32)
+    source = np.arange(73, dtype=np.float32)
+    target = stage.target_coefficients(coeffs, source, preprocess="full")
+    assert target.shape == (3, 73) and np.array_equal(target[:, 70:], np.tile(source[70:], (3, 1)))
+    still = stage.target_coefficients(coeffs, source, still_mode=True, preprocess="extfull")
+    assert np.array_equal(still[:, 64:], np.tile(source[64:], (3, 1)))
+
+
+def test_source_semantics_repeat_70_or_73_columns():
+    source = np.arange(73, dtype=np.float32)
+    crop, full = stage.source_semantics(source, "crop"), stage.source_semantics(source, "full")
+    assert crop.shape == (70, 27) and full.shape == (73, 27)
+    assert np.array_equal(full[:, 5], source)
+
+
+@pytest.mark.parametrize("preprocess, npz", [("crop", "render.npz"), ("full", "mapping_full.npz")])
+def test_windows_equal_the_reference_windows_of_golden_a(golden_a_dir, preprocess, npz):
+    coeffs = np.load(golden_a_dir / "posevae.npz")["coeffs"]  # (75, 70), the reference's .mat
+    source = np.load(golden_a_dir / "align3dmm.npz")["coeff_3dmm"]  # (73,)
+    golden = np.load(golden_a_dir / npz)
+    windows = stage.target_semantics(coeffs, source, 1.0, False, preprocess)
+    assert np.array_equal(windows[:8], golden["target_semantics"])
+    assert np.array_equal(stage.source_semantics(source, preprocess), golden["source_semantics"])
+
+
+# ---- uint8 conversion ---------------------------------------------------------------------------
+
+def test_frames_to_uint8_is_rint_of_x_times_255():
+    values = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    values[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    expected = np.rint(values.numpy() * np.float32(255)).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(stage.frames_to_uint8(values), expected)
+
+
+# ---- render -------------------------------------------------------------------------------------
+
+def test_render_yields_uint8_batches_in_order_with_a_short_last_batch(small_models, small_inputs):
+    image, source_sem, windows = small_inputs
+    batches = render_all(small_models, image, source_sem, windows, batch_size=3)
+    assert [b.shape for b in batches] == [(3, 32, 32, 3), (3, 32, 32, 3), (1, 32, 32, 3)]
+    assert all(b.dtype == np.uint8 for b in batches)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7, 10])
+def test_batch_size_changes_frames_only_by_float_rounding(small_models, small_inputs, batch_size):
+    # Frames are computed independently, but BLAS/oneDNN pick a different blocking per batch size, so the
+    # float output moves by ~1e-6 and a value sitting at a rounding boundary can flip by one level
+    # (the reference behaves the same). Anything that mixed frames would change far more than this.
+    image, source_sem, windows = small_inputs
+    reference = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=3))
+    frames = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=batch_size))
+    diff = np.abs(frames.astype(np.int16) - reference.astype(np.int16))
+    assert diff.max() <= 1, f"batch {batch_size} vs 3: max difference {diff.max()} levels"
+    assert (diff > 0).mean() < 0.005, f"batch {batch_size} vs 3: {(diff > 0).mean():.3%} of values differ"
+
+
+def test_batch_size_does_not_change_the_generator_output_beyond_1e_5(small_models, small_inputs):
+    renderer, mapping = small_models
+    image, source_sem, windows = small_inputs
+    outputs = {}
+    for batch_size in (1, 7):
+        record = []
+        hook = renderer.generator.decoder.register_forward_hook(lambda m, a, o: record.append(o))
+        try:
+            list(stage.render(renderer, mapping, image, source_sem, windows, batch_size))
+        finally:
+            hook.remove()
+        outputs[batch_size] = torch.cat(record).numpy()
+    assert np.abs(outputs[1] - outputs[7]).max() < 1e-5
+
+
+def test_each_frame_depends_only_on_its_own_window(small_models, small_inputs):
+    image, source_sem, windows = small_inputs
+    forward = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=2))
+    backward = np.concatenate(render_all(small_models, image, source_sem, windows[::-1].copy(), batch_size=2))
+    assert np.array_equal(forward, backward[::-1])
+    assert not np.array_equal(forward[0], forward[-1]), "different windows should give different frames"
+
+
+def test_render_runs_in_the_models_dtype(small_inputs):
+    image, source_sem, windows = small_inputs
+    models = (build_renderer(SMALL, dtype=torch.float64), build_mapping(SMALL_MAPPING["crop"], dtype=torch.float64))
+    frames = np.concatenate(render_all(models, image, source_sem, windows, batch_size=4))
+    assert frames.shape == (7, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_render_rejects_batch_size_zero(small_models, small_inputs):
+    with pytest.raises(ValueError):
+        next(iter(stage.render(*small_models, *small_inputs, batch_size=0)))
+
+
+def test_small_renderer_gives_a_non_constant_image(small_models, small_inputs):
+    image, source_sem, windows = small_inputs
+    frames = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=7))
+    assert frames.std() > 1.0
