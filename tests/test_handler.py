@@ -5,9 +5,11 @@ storage and inline paths run for real. ``BAD_INPUTS`` is the table of refused in
 ``scripts/bad_inputs_table.py`` prints; every row is also a test here.
 """
 import base64
+import inspect
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from PIL import Image
 import handler
 from sadtalker.errors import NoFaceDetected
 from sadtalker.options import JobOptions
+from sadtalker.settings import Settings
 from sadtalker.tools import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,3 +399,23 @@ def file_server():
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+class TestReadme:
+    """README's environment table stays in step with Settings.from_env."""
+
+    @staticmethod
+    def table():
+        text = (ROOT / "README.md").read_text()
+        section = text.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+        rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", section, re.M)
+        return {name: default.strip() for name, default in rows}
+
+    def test_every_variable_read_by_from_env_has_a_row(self):
+        read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
+        assert read and read == set(self.table())
+
+    def test_each_documented_default_is_the_codes_default(self):
+        for name, default in self.table().items():
+            value = "" if default == "(empty)" else default.strip("`")
+            assert Settings.from_env({name: value}) == Settings.from_env({}), name
