@@ -15,7 +15,7 @@ import base64
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from sadtalker.download import resolve_checked
@@ -114,7 +114,7 @@ def result_key(prefix: str, job_id: str) -> str:
     return f"{prefix}{job_id}.mp4"
 
 
-def make_client(config: StorageConfig):
+def make_client(config: StorageConfig) -> Any:
     """A boto3 S3 client configured for R2 (and any S3 API that checks SigV4, such as Swift's s3api)."""
     import boto3
     from botocore.config import Config
