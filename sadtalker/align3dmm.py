@@ -98,7 +98,8 @@ def align_image(image: np.ndarray, lm: np.ndarray) -> Alignment:
     lm5 = five_points(lm) if lm.shape[0] != 5 else np.asarray(lm)
     t, s_fit = fit_scale_translation(lm5)
     s = RESCALE / s_fit if s_fit > 0 else float("inf")
-    if not (np.isfinite(s) and np.all(np.isfinite(t)) and 0 < width * s <= MAX_SCALED_SIDE and 0 < height * s <= MAX_SCALED_SIDE):
+    finite = np.isfinite(s) and np.all(np.isfinite(t))
+    if not (finite and 0 < width * s <= MAX_SCALED_SIDE and 0 < height * s <= MAX_SCALED_SIDE):
         raise NoFaceDetected("the face landmarks are degenerate (cannot align the face); use a clearer face photo")
     w, h = int(width * s), int(height * s)
     left = int(w / 2 - TARGET_SIZE / 2 + (t[0] - width / 2) * s)

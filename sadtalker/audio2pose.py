@@ -57,7 +57,9 @@ class ResidualConv(nn.Module):
             nn.ReLU(),
             nn.Conv2d(cout, cout, kernel_size=3, padding=1),
         )
-        self.conv_skip = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1), nn.BatchNorm2d(cout))
+        self.conv_skip = nn.Sequential(
+            nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1), nn.BatchNorm2d(cout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_block(x) + self.conv_skip(x)
@@ -81,7 +83,10 @@ class ResUNet(nn.Module):
         super().__init__()
         f0, f1, f2, f3 = filters
         self.input_layer = nn.Sequential(
-            nn.Conv2d(1, f0, kernel_size=3, padding=1), nn.BatchNorm2d(f0), nn.ReLU(), nn.Conv2d(f0, f0, kernel_size=3, padding=1)
+            nn.Conv2d(1, f0, kernel_size=3, padding=1),
+            nn.BatchNorm2d(f0),
+            nn.ReLU(),
+            nn.Conv2d(f0, f0, kernel_size=3, padding=1),
         )
         self.input_skip = nn.Sequential(nn.Conv2d(1, f0, kernel_size=3, padding=1))
         self.residual_conv_1 = ResidualConv(f0, f1, stride=(2, 1))

@@ -93,7 +93,10 @@ def predict_exp(audio2exp: ExpNet, indiv_mels: np.ndarray, ref_exp: np.ndarray, 
     mels = torch.as_tensor(indiv_mels, dtype=dtype, device=device).unsqueeze(1)
     ref = torch.as_tensor(ref_exp, dtype=dtype, device=device).reshape(1, -1).expand(frames, -1)
     ratio = torch.as_tensor(blink, dtype=dtype, device=device).reshape(frames, 1)
-    out = [audio2exp(mels[i : i + EXP_BATCH], ref[i : i + EXP_BATCH], ratio[i : i + EXP_BATCH]) for i in range(0, frames, EXP_BATCH)]
+    out = [
+        audio2exp(mels[i : i + EXP_BATCH], ref[i : i + EXP_BATCH], ratio[i : i + EXP_BATCH])
+        for i in range(0, frames, EXP_BATCH)
+    ]
     if not out:
         return np.zeros((0, ref_exp.shape[-1]), dtype=np.float32)
     return torch.cat(out).float().cpu().numpy()

@@ -242,7 +242,8 @@ def _torch_file(path: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file (pickle, zip, policy)
-        raise CheckpointError(f"cannot read {os.path.basename(path)} with torch.load(weights_only=True): {exc}") from exc
+        name = os.path.basename(path)
+        raise CheckpointError(f"cannot read {name} with torch.load(weights_only=True): {exc}") from exc
 
 
 def make_face_finder(settings, device) -> FaceFinder:

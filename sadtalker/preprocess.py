@@ -30,7 +30,10 @@ from sadtalker.loading import load_strict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceFinder", "load_recon_net", "Preprocessed", "Reconstruction", "make_face_finder", "preprocess_image", "reconstruct"]
+__all__ = [
+    "FaceFinder", "Preprocessed", "Reconstruction",
+    "load_recon_net", "make_face_finder", "preprocess_image", "reconstruct",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ class Reconstruction:
     alignment: align3dmm.Alignment  # trans_params and the 224x224 ReconNet input
 
 
-def crop_landmarks_for_alignment(finder: Optional[FaceFinder], source: np.ndarray, lm: Optional[np.ndarray]) -> np.ndarray:
+def crop_landmarks_for_alignment(
+    finder: Optional[FaceFinder], source: np.ndarray, lm: Optional[np.ndarray]
+) -> np.ndarray:
     """Landmarks on the source image in y-up coordinates, or the 5-point template when none are found."""
     height, width = source.shape[:2]
     if lm is None:
@@ -79,7 +84,11 @@ def reconstruct(recon_net: ReconNet, source: np.ndarray, lm_yup: np.ndarray) -> 
 
 
 def crop_source(
-    image_rgb: np.ndarray, finder: Optional[FaceFinder], preprocess: str, size: int, landmarks: Optional[np.ndarray] = None
+    image_rgb: np.ndarray,
+    finder: Optional[FaceFinder],
+    preprocess: str,
+    size: int,
+    landmarks: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, CropInfo]:
     """Steps 1-2: the size x size source image and its crop info."""
     if preprocess != "resize" and landmarks is None:

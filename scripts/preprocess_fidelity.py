@@ -45,37 +45,9 @@ def rgb(name):
     return cv2.cvtColor(cv2.imread(str(GOLDEN / name)), cv2.COLOR_BGR2RGB)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints_dir")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    g = {n: np.load(GOLDEN / f"{n}.npz") for n in ("audio", "crop", "align3dmm", "expnet", "posevae")}
-    rows = []
-
-    def row(stage, err, tol, secs):
-        rows.append((stage, err, tol, secs))
-
-    path = Path(args.checkpoints_dir) / sadtalker_file_name(256)
-
-    def load():
-        parts = read_components(str(path), ["face_3drecon", "audio2exp", "audio2pose"])
-        recon = preprocess.load_recon_net(parts["face_3drecon"], path.name, torch.device("cpu"))
-        return recon, *coeffs.load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
-
-    (recon, exp_net, pose_vae), secs = timed(load, 1)
-    row("load ReconNet + ExpNet + PoseVAE", None, None, secs)
-
-    wav, _ = soundfile.read(str(GOLDEN / "scenario_a.wav"), dtype="float32")
-    frames = audio.num_frames(len(wav))
-    mel, secs = timed(lambda: audio.melspectrogram(audio.fit_to_frames(wav, frames)), args.repeat)
-    row("mel spectrogram", np.abs(mel - g["audio"]["mel"]).max(), 1e-4, secs)
-    win, secs = timed(lambda: audio.mel_windows(mel, frames), args.repeat)
-    row("mel windows", np.abs(win - g["audio"]["indiv_mels"]).max(), 1e-4, secs)
-
+def measure_image(g, recon, row, repeat) -> None:
+    """Landmarks (dlib), crop, source, alignment, ReconNet, preprocess_image."""
+    args = argparse.Namespace(repeat=repeat)
     image = rgb("input_image.png")
     finder = face.DlibFinder()
     lm, secs = timed(lambda: finder.landmarks(image), args.repeat)
@@ -100,6 +72,18 @@ def main(argv=None) -> int:
     _, secs = timed(lambda: preprocess.preprocess_image(image, finder, recon, "crop", 256), args.repeat)
     row("preprocess_image total (2 dlib passes, crop, align, ReconNet)", None, None, secs)
 
+
+
+def measure_audio(g, exp_net, pose_vae, row, repeat) -> np.ndarray:
+    """Mel, windows, blinks, z, ExpNet, PoseVAE, smoothing, final coefficients; returns the windows."""
+    args = argparse.Namespace(repeat=repeat)
+    wav, _ = soundfile.read(str(GOLDEN / "scenario_a.wav"), dtype="float32")
+    frames = audio.num_frames(len(wav))
+    mel, secs = timed(lambda: audio.melspectrogram(audio.fit_to_frames(wav, frames)), args.repeat)
+    row("mel spectrogram", np.abs(mel - g["audio"]["mel"]).max(), 1e-4, secs)
+    win, secs = timed(lambda: audio.mel_windows(mel, frames), args.repeat)
+    row("mel windows", np.abs(win - g["audio"]["indiv_mels"]).max(), 1e-4, secs)
+
     blink = g["expnet"]["blink_ratio"]
     row("blinks, random.Random(0)", np.abs(coeffs.blink_sequence(frames, random.Random(0)) - blink).max(), 0, None)
     z = coeffs.draw_pose_z(3, torch.Generator().manual_seed(0))
@@ -116,6 +100,35 @@ def main(argv=None) -> int:
     out, secs = timed(lambda: coeffs.audio_to_coeffs(exp_net, pose_vae, win, coeff, blink, 0, None, pose_z=zt), args.repeat)
     row("final coefficients (75x70)", np.abs(out - g["posevae"]["coeffs"]).max(), 1e-4, secs)
 
+    return win
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints_dir")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    g = {n: np.load(GOLDEN / f"{n}.npz") for n in ("audio", "crop", "align3dmm", "expnet", "posevae")}
+    rows = []
+
+    def row(stage, err, tol, secs):
+        rows.append((stage, err, tol, secs))
+
+    path = Path(args.checkpoints_dir) / sadtalker_file_name(256)
+
+    def load():
+        parts = read_components(str(path), ["face_3drecon", "audio2exp", "audio2pose"])
+        recon = preprocess.load_recon_net(parts["face_3drecon"], path.name, torch.device("cpu"))
+        return recon, *coeffs.load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
+
+    (recon, exp_net, pose_vae), secs = timed(load, 1)
+    row("load ReconNet + ExpNet + PoseVAE", None, None, secs)
+
+    win = measure_audio(g, exp_net, pose_vae, row, args.repeat)
+    measure_image(g, recon, row, args.repeat)
     log.info("| stage | max abs error vs golden A | tolerance | median s (CPU, %d threads) |", args.threads)
     log.info("|---|---|---|---|")
     for stage, err, tol, secs in rows:
