@@ -72,6 +72,24 @@ class TestWeights:
         assert f"GFPGANv1.4.pth: 1000 bytes, expected {gfpgan.size_bytes}" in str(err.value)
         assert "1 weight file(s) missing or incomplete" in str(err.value)
 
+    def test_size_check_off_accepts_other_sizes_but_still_needs_every_file(self, tmp_path) -> None:
+        make_stand_ins(tmp_path, skip=("parsing_parsenet.pth",))
+        os.truncate(tmp_path / "GFPGANv1.4.pth", 1000)
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
+        assert "parsing_parsenet.pth: missing" in str(err.value)
+        assert "GFPGANv1.4.pth" not in str(err.value)
+        (tmp_path / "parsing_parsenet.pth").write_bytes(b"x")
+        report = run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
+        assert "GFPGANv1.4.pth" in report.weights
+        assert any("presence only" in note for note in report.notes)
+
+    def test_an_empty_file_fails_even_with_the_size_check_off(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        os.truncate(tmp_path / "GFPGANv1.4.pth", 0)
+        with pytest.raises(StartupError, match="GFPGANv1.4.pth: 0 bytes"):
+            run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
+
     def test_absent_512_file_with_lazy_loading_only_adds_a_note(self, tmp_path) -> None:
         make_stand_ins(tmp_path, skip=(NAME_512,))
         report = run_checks(settings_for(tmp_path, LOAD_512="lazy"))

@@ -1,5 +1,4 @@
 """The streaming MP4 encoder, checked with ffprobe and by parsing the file's boxes."""
-import json
 import shutil
 import subprocess
 
@@ -17,6 +16,8 @@ from sadtalker.video import (
     pad_to_even,
 )
 
+from mediacheck import decode_rgb, ffprobe
+
 SR = 16000
 needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed (apt ffmpeg)")
 
@@ -24,20 +25,6 @@ needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffpr
 def tone(seconds: float, extra: int = 0) -> np.ndarray:
     n = int(seconds * SR) + extra
     return (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)).astype(np.float32)
-
-
-def ffprobe(path) -> dict:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
-    )
-    return json.loads(out.stdout)
-
-
-def decode_rgb(path, width: int, height: int) -> np.ndarray:
-    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
 def encode(path, frames: np.ndarray, audio, n_frames=None, batch: int = 8, queue_batches: int = 0):

@@ -1,0 +1,239 @@
+"""The pipeline end to end: chunked long audio, full mode, the enhancer, seeds, and `python handler.py`.
+
+Plumbing tests use the real coefficient networks (strictly loaded from the generated official-format
+weights) with small renderer and GFPGAN networks, so ~100 s of audio runs in a few minutes on CPU.
+The end-to-end test runs the worker as a user does, on the official network sizes.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
+from PIL import Image
+
+from sadtalker.audio import FPS, SAMPLE_RATE, fit_to_frames, mel_windows, melspectrogram, num_frames
+from sadtalker.chunking import plan_chunks
+from sadtalker.coeffs import load_audio_models
+from sadtalker.enhancer import EnhancerDims, FaceEnhancer, build_gfpgan
+from sadtalker.face import DlibFinder
+from sadtalker.jobtools import LRUCache
+from sadtalker.loading import read_coefficient_state_dicts
+from sadtalker.options import parse_job_input
+from sadtalker.pipeline import ModelBundle, SizeModels, animate, chunk_coefficients
+from sadtalker.preprocess import load_recon_net, preprocess_image
+from sadtalker.renderer.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+from sadtalker.renderer.models import build_mapping, build_renderer
+from sadtalker.seams import seam_jumps
+from sadtalker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "tests" / "golden" / "scenario_a" / "input_image.png"
+SPEECH = ROOT / "assets" / "speech.wav"
+SMALL_GFPGAN = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
+# Quiet gaps in the long test signal: one inside each search window (the last 5 s before 45 s, then before
+# the next chunk's 45 s), and decoys outside the windows that must not be chosen.
+GAPS_S = (42.3, 85.5)
+DECOYS_S = (20.0, 30.0, 60.0)
+LONG_S = 100.0
+
+
+def speech_like(seconds: float, quiet_at=(), seed: int = 0) -> np.ndarray:
+    """A voiced signal with syllable-rate loudness changes and 0.3 s of near-silence at each ``quiet_at``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    voice = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (140, 280, 420, 1100))
+    envelope = 0.35 + 0.3 * np.abs(np.sin(2 * np.pi * 2.7 * t))
+    wav = 0.15 * voice * envelope + 0.01 * rng.standard_normal(t.size)
+    for start in quiet_at:
+        wav[int(start * SAMPLE_RATE) : int((start + 0.3) * SAMPLE_RATE)] *= 0.002
+    return wav.astype(np.float32)
+
+
+def job(**fields) -> object:
+    return parse_job_input({"image_base64": "eA==", "audio_base64": "eA==", "enhancer": "none", **fields})
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.array(Image.open(ASTRONAUT).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def bundle(test_checkpoints_dir) -> ModelBundle:
+    """Real coefficient networks and dlib, small renderer and GFPGAN (random weights, fixed seeds)."""
+    cpu = torch.device("cpu")
+    states = read_coefficient_state_dicts(str(test_checkpoints_dir), 256)
+    audio2exp, audio2pose = load_audio_models(states["audio2exp"], states["audio2pose"], "test 256", cpu)
+    recon_net = load_recon_net(states["face_3drecon"], "test 256", cpu)
+    size_models = SizeModels(build_renderer(SMALL, seed=0), recon_net, audio2exp, audio2pose, SMALL_IMAGE_SIZE)
+    torch.manual_seed(1)
+    enhancer = FaceEnhancer(build_gfpgan(SMALL_GFPGAN).eval(), SMALL_GFPGAN, batch_size=4)
+    settings = Settings.from_env({"FACE_DETECTOR": "dlib", "CHECKPOINTS_DIR": str(test_checkpoints_dir)})
+    return ModelBundle(
+        settings=settings, device=cpu, sizes={256: size_models},
+        mappings={name: build_mapping(dims, seed=2) for name, dims in SMALL_MAPPING.items()},
+        face_finder=DlibFinder(), enhancer=enhancer, cache=LRUCache(4),
+    )
+
+
+class Recorder:
+    """The ``progress`` callback, recording every call."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, stage, chunk=0, chunks=0, percent=0.0) -> None:
+        self.calls.append((stage, chunk, chunks, percent))
+
+
+@pytest.fixture(scope="module")
+def long_run(bundle, image, tmp_path_factory):
+    wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
+    progress = Recorder()
+    result = animate(bundle, job(seed=11), image, wav, "long", str(tmp_path_factory.mktemp("long")), progress)
+    return wav, result, progress
+
+
+class TestChunking:
+    def test_long_audio_is_cut_at_the_quiet_gaps_into_three_chunks(self, long_run):
+        wav, result, _ = long_run
+        chunks = plan_chunks(wav, 45.0)
+        assert result["chunks_processed"] == len(chunks) == 3
+        cuts_s = [c.start_frame / FPS for c in chunks[1:]]
+        for cut, gap in zip(cuts_s, GAPS_S):
+            assert gap <= cut <= gap + 0.3, (cuts_s, GAPS_S)
+        assert all(c.n_frames <= 45 * FPS for c in chunks)
+
+    def test_one_continuous_video_as_long_as_the_audio(self, long_run):
+        wav, result, _ = long_run
+        frames = num_frames(len(wav))
+        assert result["frames"] == frames and result["duration_seconds"] == pytest.approx(frames / FPS)
+        assert_browser_mp4(result["video_path"], len(wav) / SAMPLE_RATE)
+        times = video_packet_times(result["video_path"])
+        assert len(times) == frames
+        assert np.allclose(np.diff(times), FRAME_S, atol=1e-3), "timestamps jump inside the video"
+
+    def test_progress_reports_every_chunk_in_order_and_percent_never_falls(self, long_run):
+        _, _, progress = long_run
+        stages = [call[0] for call in progress.calls]
+        assert stages[0] == "preprocess" and stages[-1] == "encode"
+        coeff_chunks = [call[1] for call in progress.calls if call[0] == "audio2coeff" and call[1] > 0]
+        assert coeff_chunks == [1, 2, 3]
+        render_chunks = [call[1] for call in progress.calls if call[0] == "render"]
+        assert render_chunks[0] == 1 and render_chunks[-1] == 3 and render_chunks == sorted(render_chunks)
+        percents = [call[3] for call in progress.calls]
+        assert percents == sorted(percents) and percents[-1] <= 100.0
+
+    def test_pose_does_not_jump_at_the_seams(self, bundle, image):
+        wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
+        frames = num_frames(len(wav))
+        windows = mel_windows(melspectrogram(fit_to_frames(wav, frames)), frames)
+        chunks = plan_chunks(wav, 45.0)
+        models = bundle.sizes[256]
+        pre = _preprocess(bundle, image)
+        carried = chunk_coefficients(models, job(), pre, windows, chunks, 5, Recorder())
+        # Each chunk alone (its seed depends only on its index): what the seams look like without carry-over.
+        raw = np.concatenate([chunk_coefficients(models, job(), pre, windows, [c], 5, Recorder()) for c in chunks])
+        seams = [c.start_frame for c in chunks[1:]]
+        after, before = seam_jumps(carried, seams), seam_jumps(raw, seams)
+        assert after.worst_ratio <= 1.5, after
+        assert before.worst_ratio > after.worst_ratio, (before, after)
+
+
+def _preprocess(bundle, image):
+    return preprocess_image(image, bundle.face_finder, bundle.sizes[256].recon_net, "crop", 256)
+
+
+class TestModesAndSeeds:
+    def test_full_mode_with_enhancer_outputs_the_photo_size(self, bundle, image, tmp_path):
+        wav = speech_like(1.0)
+        result = animate(bundle, job(preprocess="full", enhancer="gfpgan", seed=1), image, wav, "full", str(tmp_path),
+                         Recorder())
+        assert (result["width"], result["height"]) == (image.shape[1], image.shape[0])
+        assert {"enhance", "paste", "render"} <= set(result["timings"])
+        assert_browser_mp4(result["video_path"], len(wav) / SAMPLE_RATE)
+
+    def test_crop_mode_with_enhancer_keeps_the_render_size(self, bundle, image, tmp_path):
+        result = animate(bundle, job(enhancer="gfpgan", seed=1), image, speech_like(0.6), "crop", str(tmp_path),
+                         Recorder())
+        crop_w, crop_h = _preprocess(bundle, image).crop_info.size
+        assert (result["width"], result["height"]) == (256, int(256 * crop_h / crop_w) // 2 * 2)
+
+    def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
+        wav = speech_like(2.0, seed=3)
+
+        def frames(seed, name):
+            result = animate(bundle, job(seed=seed, preprocess="full"), image, wav, name, str(tmp_path), Recorder())
+            return result, decode_rgb(result["video_path"], result["width"], result["height"])
+
+        first, a = frames(7, "a")
+        _, b = frames(7, "b")
+        _, c = frames(8, "c")
+        assert first["seed"] == 7
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+    def test_without_a_seed_one_is_drawn_and_returned(self, bundle, image, tmp_path):
+        result = animate(bundle, job(), image, speech_like(0.3), "noseed", str(tmp_path), Recorder())
+        assert isinstance(result["seed"], int) and 0 <= result["seed"] < 2**32
+
+    def test_a_second_job_on_the_same_image_reuses_the_preprocessing(self, bundle, image, tmp_path):
+        before = bundle.cache.hits
+        for name in ("one", "two"):
+            animate(bundle, job(seed=1, preprocess="resize"), image, speech_like(0.3), name, str(tmp_path), Recorder())
+        assert bundle.cache.hits >= before + 1
+
+
+def test_python_handler_py_renders_a_real_size_job_to_an_inline_mp4(test_checkpoints_dir, tmp_path):
+    """The worker as a user runs it: official network sizes, generated official-format weights, dlib faces."""
+    seconds = 1.5
+    wav = np.clip(speech_like(seconds) * 32767, -32768, 32767).astype("<i2")
+    audio = tmp_path / "speech.wav"
+    _write_wav16(audio, wav)
+    job_input = {
+        "image_base64": base64.b64encode(ASTRONAUT.read_bytes()).decode(),
+        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
+        "enhancer": "none",
+        "seed": 1,
+    }
+    env = {
+        **os.environ, "CHECKPOINTS_DIR": str(test_checkpoints_dir), "FACE_DETECTOR": "dlib",
+        "CHECK_WEIGHT_SIZES": "false", "DEVICE": "cpu", "RENDER_BATCH_SIZE": "4",
+    }
+    run = subprocess.run(
+        [sys.executable, "handler.py", "--test_input", json.dumps({"input": job_input})],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    result = _job_result(log)
+    assert result["success"] is True and result["chunks_processed"] == 1
+    assert result["frames"] == num_frames(len(wav)) and (result["width"], result["height"]) == (256, 256)
+    video = tmp_path / "out.mp4"
+    video.write_bytes(base64.b64decode(result["video_base64"]))
+    assert_browser_mp4(video, len(wav) / SAMPLE_RATE)
+
+
+def _write_wav16(path: Path, samples: np.ndarray) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes(samples.tobytes())
+
+
+def _job_result(log: str) -> dict:
+    """The dict RunPod's local test mode prints after ``Job result:``."""
+    marker = "Job result: "
+    line = next(line for line in log.splitlines() if marker in line)
+    return json.loads(line.split(marker, 1)[1])
