@@ -162,3 +162,18 @@ def test_load_in_float64_casts_floats_and_keeps_counters(test_checkpoints_dir):
     assert mapping.first[0].weight.shape == (1024, 73, 7)
     raw = torch.load(str(test_checkpoints_dir / "mapping_00109-model.pth.tar"), weights_only=True)["mapping"]
     assert np.array_equal(mapping.fc_t.weight.numpy(), raw["fc_t.weight"].double().numpy())
+
+
+def test_512_renderer_loads_and_works_at_512(test_checkpoints_dir):
+    # No golden frames exist at 512: this checks the loaded networks run at the 512 working resolution
+    # (keypoints from a 128^2 map, a 16x128x128 feature volume) up to the decoder, which is convolutional.
+    models = loading.load_renderer(str(test_checkpoints_dir), 512)
+    image = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        kp = models.kp_extractor(image)
+        feature = models.generator.encode(image)
+        motion = models.generator.motion(feature, kp, kp + 0.01)
+    assert kp.shape == (1, 15, 3) and bool((kp.abs() <= 1).all())
+    assert feature.shape == (1, 32, 16, 128, 128)
+    assert motion.deformation.shape == (1, 16, 128, 128, 3) and motion.occlusion.shape == (1, 1, 128, 128)
+    assert bool(torch.isfinite(motion.deformation).all())
