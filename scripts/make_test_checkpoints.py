@@ -38,6 +38,7 @@ import numpy as np
 log = logging.getLogger("make_test_checkpoints")
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "checkpoint_manifests"
+sys.path.insert(0, str(MANIFEST_DIR.parents[1]))  # the repo root, for sadtalker when run as a script
 
 # Every file the worker reads (the renderer's four, the face finder's two, the enhancer's two).
 WORKER_FILES = (
@@ -63,22 +64,11 @@ def load_manifest(name: str) -> dict:
 
 
 def anti_alias_kernel() -> np.ndarray:
-    """The keypoint detector's Gaussian (3, 1, 13, 13) float32, computed in torch float32.
+    """The keypoint detector's fixed Gaussian (3, 1, 13, 13) float32 (scale 0.25), taken from the network's own
+    constructor so the stored bits are exactly the buffer the reference builds."""
+    from sadtalker.renderer.blocks import anti_alias_kernel as network_kernel
 
-    Same op order as the network's own buffer (sadtalker.renderer.blocks), so the bits agree:
-    exp(-(i - 6)^2 / (2 * 1.5^2)) along each axis, multiplied, divided by the sum.
-    """
-    import torch
-
-    sigma, size = 1.5, 13
-    grids = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
-    )
-    kernel = torch.ones((size, size), dtype=torch.float32)
-    for grid in grids:
-        kernel = kernel * torch.exp(-((grid - (size - 1) / 2) ** 2) / (2 * sigma**2))
-    kernel = kernel / torch.sum(kernel)
-    return kernel.view(1, 1, size, size).repeat(3, 1, 1, 1).numpy()
+    return network_kernel(3, 0.25).numpy()
 
 
 def draw(file: str, key: str, shape: Tuple[int, ...], dtype: str) -> np.ndarray:
