@@ -250,7 +250,9 @@ def animate(
     with timer.stage("audio2coeff"):
         windows = mel_windows(melspectrogram(fit_to_frames(wav16k, frames_total)), frames_total)
         coeffs = chunk_coefficients(models, options, pre, windows, chunks, seed, progress)
-        targets = target_semantics(coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess)
+        targets = target_semantics(
+            coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
+        )
         sources = source_semantics(pre.coeff_3dmm, options.preprocess)
 
     post = _FramePost(bundle, options, pre, image_rgb)
@@ -259,7 +261,8 @@ def animate(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
         bundle.settings.render_batch_size,
     )
-    with VideoWriter(path, post.size[0], post.size[1], wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE) as writer:
+    width, height = post.size
+    with VideoWriter(path, width, height, wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE) as writer:
         _stream(_timed(batches, timer, "render"), post, writer, chunks, timer, progress)
         progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
         with timer.stage("encode"):

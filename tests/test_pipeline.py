@@ -7,14 +7,16 @@ The end-to-end test runs the worker as a user does, on the official network size
 from __future__ import annotations
 
 import base64
-import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import torch
 from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
 from PIL import Image
@@ -192,8 +194,10 @@ class TestModesAndSeeds:
         assert bundle.cache.hits >= before + 1
 
 
-def test_python_handler_py_renders_a_real_size_job_to_an_inline_mp4(test_checkpoints_dir, tmp_path):
-    """The worker as a user runs it: official network sizes, generated official-format weights, dlib faces."""
+def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoints_dir, tmp_path):
+    """The worker as a user runs it: `python handler.py --rp_serve_api`, official network sizes, generated
+    official-format weights, dlib faces, one POST /runsync. (RunPod's test_input.json mode would run the same
+    job, but it logs the result cut to 4096 characters, so the inline video could not be read back.)"""
     seconds = 1.5
     wav = np.clip(speech_like(seconds) * 32767, -32768, 32767).astype("<i2")
     audio = tmp_path / "speech.wav"
@@ -208,18 +212,47 @@ def test_python_handler_py_renders_a_real_size_job_to_an_inline_mp4(test_checkpo
         **os.environ, "CHECKPOINTS_DIR": str(test_checkpoints_dir), "FACE_DETECTOR": "dlib",
         "CHECK_WEIGHT_SIZES": "false", "DEVICE": "cpu", "RENDER_BATCH_SIZE": "4",
     }
-    run = subprocess.run(
-        [sys.executable, "handler.py", "--test_input", json.dumps({"input": job_input})],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-3000:]
-    result = _job_result(log)
+    port = _free_port()
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_port(worker, port, log_path)
+            response = requests.post(f"http://127.0.0.1:{port}/runsync", json={"input": job_input}, timeout=1800)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert response.status_code == 200, response.text[:2000]
+    body = response.json()
+    assert body["status"] == "COMPLETED", (body, log_path.read_text()[-3000:])
+    result = body["output"]
     assert result["success"] is True and result["chunks_processed"] == 1
     assert result["frames"] == num_frames(len(wav)) and (result["width"], result["height"]) == (256, 256)
+    assert {"download", "decode", "preprocess", "audio2coeff", "render", "encode"} <= set(result["timings"])
     video = tmp_path / "out.mp4"
     video.write_bytes(base64.b64decode(result["video_base64"]))
     assert_browser_mp4(video, len(wav) / SAMPLE_RATE)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(worker: subprocess.Popen, port: int, log_path: Path, limit_s: float = 300.0) -> None:
+    """Until the worker accepts connections (start-up checks + model loading); fails if it exits first."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, f"the worker exited: {log_path.read_text()[-3000:]}"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the worker did not listen within {limit_s} s: {log_path.read_text()[-3000:]}")
 
 
 def _write_wav16(path: Path, samples: np.ndarray) -> None:
@@ -230,10 +263,3 @@ def _write_wav16(path: Path, samples: np.ndarray) -> None:
         handle.setsampwidth(2)
         handle.setframerate(SAMPLE_RATE)
         handle.writeframes(samples.tobytes())
-
-
-def _job_result(log: str) -> dict:
-    """The dict RunPod's local test mode prints after ``Job result:``."""
-    marker = "Job result: "
-    line = next(line for line in log.splitlines() if marker in line)
-    return json.loads(line.split(marker, 1)[1])

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Benchmark the real pipeline: per-stage seconds, frames per second, realtime factor, peak memory.
+
+Runs ``sadtalker.pipeline.load_models`` + ``animate`` (the code a job runs) on speech of a given length,
+for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
+the official formats (speed does not depend on the values; they are generated once into --checkpoints
+by scripts/make_test_checkpoints.py unless real weights are there). Faces are found with dlib, because
+random RetinaFace weights find none. The first run of each size is a warm-up and is not reported unless
+--no-warmup is given.
+
+Also reports the renderer's compute rate: the FLOPs of one generator frame (torch's FLOP counter,
+multiply-add = 2) times frames per second of the render stage.
+
+Examples:
+    python scripts/benchmark.py --device cpu --seconds 2 --sizes 256 --enhancers none --preprocess crop
+    python scripts/benchmark.py --device cuda --seconds 30 --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+log = logging.getLogger("benchmark")
+SPEECH = ROOT / "assets" / "speech.wav"
+IMAGE = ROOT / "assets" / "astronaut.jpg"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the speech (default 30)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
+    parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
+    parser.add_argument("--preprocess", nargs="+", default=["crop", "full"], choices=["crop", "resize", "full"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
+    parser.add_argument("--checkpoints", default=str(ROOT / ".cache" / "test_checkpoints"),
+                        help="weights folder; generated there when files are missing")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-warmup", action="store_true", help="report the first run of each size too")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting the generator's FLOPs")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def speech(seconds: float) -> np.ndarray:
+    """The repo's espeak-ng sample looped to ``seconds`` (16 kHz float32)."""
+    with wave.open(str(SPEECH)) as handle:
+        assert handle.getframerate() == 16000 and handle.getsampwidth() == 2 and handle.getnchannels() == 1
+        clip = np.frombuffer(handle.readframes(handle.getnframes()), "<i2").astype(np.float32) / 32768.0
+    reps = int(np.ceil(seconds * 16000 / len(clip)))
+    return np.tile(clip, reps)[: int(seconds * 16000)]
+
+
+def ensure_weights(folder: str) -> None:
+    import make_test_checkpoints as writer
+
+    missing = [name for name in writer.WORKER_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        log.info("generating %d weight file(s) into %s", len(missing), folder)
+        writer.write_all(folder, missing)
+
+
+def generator_flops_per_frame(bundle, size: int) -> float:
+    """FLOPs of one generator frame at ``size`` (motion + decode), counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sadtalker.renderer.stage import render_frames
+
+    models = bundle.for_size(size).renderer
+    with torch.inference_mode():
+        source = torch.rand(1, 3, size, size, device=models.device, dtype=models.dtype)
+        kp = models.kp_extractor(source)
+        feature = models.generator.encode(source)
+        with FlopCounterMode(display=False) as counter:
+            render_frames(models, feature, kp, kp + 0.01)
+    return float(counter.get_total_flops())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str) -> Dict:
+    import torch
+
+    from sadtalker.options import parse_job_input
+    from sadtalker.pipeline import animate
+
+    options = parse_job_input({"image_base64": "eA==", "audio_base64": "eA==", "size": size, "enhancer": enhancer,
+                               "preprocess": preprocess, "seed": 0})
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = animate(bundle, options, image, wav, "bench", workdir, lambda *args: None)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    audio_s = len(wav) / 16000
+    row = {
+        "size": size, "enhancer": enhancer, "preprocess": preprocess, "audio_seconds": round(audio_s, 3),
+        "frames": result["frames"], "width": result["width"], "height": result["height"],
+        "total_seconds": round(total, 3), "fps": round(result["frames"] / total, 3),
+        "realtime_factor": round(audio_s / total, 3),
+        "render_fps": round(result["frames"] / result["timings"]["render"], 3),
+        "timings": result["timings"], "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if torch.cuda.is_available():
+        row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row
+
+
+def print_table(rows: List[Dict]) -> None:
+    stages = sorted({stage for row in rows for stage in row["timings"]})
+    head = ["size", "enhancer", "preprocess", "frames", "total_s", "fps", "x_realtime", "render_fps", "TFLOP/s"]
+    print(" | ".join(head + [f"{s}_s" for s in stages] + ["peak_rss_mb", "peak_gpu_mb"]))
+    for row in rows:
+        cells = [row["size"], row["enhancer"], row["preprocess"], row["frames"], row["total_seconds"], row["fps"],
+                 row["realtime_factor"], row["render_fps"], row.get("render_tflops", "-")]
+        cells += [row["timings"].get(s, "-") for s in stages] + [row["peak_rss_mb"], row.get("peak_gpu_mb", "-")]
+        print(" | ".join(str(c) for c in cells))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+    from PIL import Image
+
+    from sadtalker.pipeline import load_models
+    from sadtalker.settings import Settings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ensure_weights(args.checkpoints)
+    env = {"CHECKPOINTS_DIR": args.checkpoints, "FACE_DETECTOR": "dlib", "DEVICE": args.device,
+           "LOAD_512": "startup" if 512 in args.sizes else "lazy"}
+    if args.batch_size:
+        env["RENDER_BATCH_SIZE"] = str(args.batch_size)
+    start = time.perf_counter()
+    bundle = load_models(Settings.from_env(env))
+    load_s = time.perf_counter() - start
+    image = np.array(Image.open(IMAGE).convert("RGB"))
+    wav = speech(args.seconds)
+    device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
+    report = {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
+              "torch": torch.__version__, "rows": []}
+    for size in args.sizes:
+        flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
+        if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
+            run_one(bundle, image, wav[: 16000 // 2], size, "none", "crop")
+        for enhancer, preprocess in itertools.product(args.enhancers, args.preprocess):
+            row = run_one(bundle, image, wav, size, enhancer, preprocess)
+            if flops:
+                row["generator_gflop_per_frame"] = round(flops / 1e9, 1)
+                row["render_tflops"] = round(flops * row["render_fps"] / 1e12, 3)
+            log.info("%s", row)
+            report["rows"].append(row)
+    print(f"device: {device}, torch threads {report['threads']}, model load {report['load_seconds']} s")
+    print_table(report["rows"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
