@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,6 +235,8 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
     assert {"download", "decode", "preprocess", "audio2coeff", "render", "encode"} <= set(result["timings"])
     video = tmp_path / "out.mp4"
     video.write_bytes(base64.b64decode(result["video_base64"]))
+    if os.environ.get("TEST_ARTIFACTS_DIR"):  # keep the video for a person to look at or probe
+        shutil.copy(video, Path(os.environ["TEST_ARTIFACTS_DIR"]) / "end_to_end.mp4")
     assert_browser_mp4(video, len(wav) / SAMPLE_RATE)
 
 
