@@ -160,3 +160,24 @@ def test_small_renderer_gives_a_non_constant_image(small_models, small_inputs):
     image, source_sem, windows = small_inputs
     frames = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=7))
     assert frames.std() > 1.0
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_render_under_autocast_yields_uint8_frames_close_to_fp32(precision):
+    models, mapping = build_renderer(SMALL), build_mapping(SMALL_MAPPING["crop"])
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE, 3), dtype=np.uint8)
+    coeffs = rng.normal(0, 0.1, (3, 70)).astype(np.float32)
+    windows, source = stage.semantic_windows(coeffs), stage.source_semantics(np.zeros(73, np.float32), "crop")
+    full = np.concatenate(list(stage.render(models, mapping, image, source, windows, 2)))
+    low = np.concatenate(list(stage.render(models, mapping, image, source, windows, 2, precision=precision)))
+    assert low.dtype == np.uint8 and low.shape == full.shape
+    assert np.abs(low.astype(int) - full.astype(int)).max() <= 8  # reduced precision, not a different picture
+
+
+def test_render_rejects_an_unknown_precision():
+    models, mapping = build_renderer(SMALL), build_mapping(SMALL_MAPPING["crop"])
+    windows = stage.semantic_windows(np.zeros((1, 70), np.float32))
+    with pytest.raises(ValueError, match="precision"):
+        list(stage.render(models, mapping, np.zeros((32, 32, 3), np.uint8),
+                          stage.source_semantics(np.zeros(73, np.float32), "crop"), windows, 1, precision="fp8"))

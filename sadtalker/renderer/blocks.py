@@ -6,7 +6,7 @@ checkpoints' state-dict keys, so the weight files load without renaming.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -247,8 +247,12 @@ class SPADEResBlock(nn.Module):
         if self.learned_shortcut:
             self.conv_s = SpectralNormConv2d(fin, fout, 1, bias=False)
             self.norm_s = SPADE(fin, label_nc, hidden)
+        # Inference-only fused copy of this block (sadtalker.renderer.fast.prepare_decoder); None = unfused.
+        self.fused: Optional[nn.Module] = None
 
     def forward(self, x: Tensor, seg: Tensor) -> Tensor:
+        if self.fused is not None:
+            return self.fused(x, seg)
         shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))

@@ -10,6 +10,8 @@ The work is split in three steps so a caller can encode the source once for many
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,9 +38,12 @@ class SPADEDecoder(nn.Module):
         self.up_0 = SPADEResBlock(2 * ic, ic, ic, hidden)
         self.up_1 = SPADEResBlock(ic, oc, ic, hidden)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
+        # Set by sadtalker.renderer.fast.prepare_decoder (inference-only fused convs); None = unfused.
+        self.fused_fc: Optional[nn.Module] = None
+        self.prepared_for: Optional[tuple] = None
 
     def forward(self, feature: Tensor) -> Tensor:
-        x = self.fc(feature)
+        x = self.fc(feature) if self.fused_fc is None else self.fused_fc(feature)
         for i in range(self.num_middle):
             x = getattr(self, f"G_middle_{i}")(x, feature)
         x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), feature)

@@ -14,12 +14,14 @@ Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
 """
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sadtalker.renderer.fast import prepare_renderer
 from sadtalker.renderer.mapping import MappingNet
 from sadtalker.renderer.keypoints import transform_keypoints
 from sadtalker.renderer.models import RendererModels
@@ -82,37 +84,97 @@ def image_to_tensor(image: np.ndarray, device: torch.device, dtype: torch.dtype)
     return scaled.to(device=device, dtype=dtype)
 
 
-def frames_to_uint8(frames: Tensor) -> np.ndarray:
-    """(B, 3, S, S) in [0, 1] -> (B, S, S, 3) uint8 by rint(x * 255) (skimage's img_as_ubyte)."""
+def frames_to_uint8_tensor(frames: Tensor) -> Tensor:
+    """(B, 3, S, S) in [0, 1] -> (B, S, S, 3) uint8 on the same device, by rint(x * 255) (skimage's img_as_ubyte)."""
     scaled = torch.round(frames.float().clamp(0, 1) * 255)
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def frames_to_uint8(frames: Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [0, 1] -> (B, S, S, 3) uint8 numpy (see :func:`frames_to_uint8_tensor`)."""
+    return frames_to_uint8_tensor(frames).cpu().numpy()
+
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """One autocast region for the renderer: ``fp32`` runs as loaded; ``fp16`` / ``bf16`` autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
 def render(
     models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
-    target_windows: np.ndarray, batch_size: int,
+    target_windows: np.ndarray, batch_size: int, precision: str = "fp32",
 ) -> Iterator[np.ndarray]:
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
 
     source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27).
-    Runs on the device and dtype of ``models``.
+    Runs on the device and dtype of ``models``; ``precision`` fp16 / bf16 wraps it in one autocast region.
+    On CUDA each batch's frames travel to pinned host memory asynchronously while the next batch renders.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device, dtype = models.device, models.dtype
     windows = torch.from_numpy(np.asarray(target_windows, dtype=np.float32))
-    with torch.inference_mode():
+    if device.type == "cuda":
+        windows = windows.pin_memory()
+    prepare_renderer(models.generator)  # fused inference convs, built once from the loaded weights
+    downloads = FrameDownloads(device)
+    with torch.inference_mode(), autocast_context(device, precision):
         source = image_to_tensor(source_image, device, dtype)
         kp_canonical = models.kp_extractor(source)  # (1, K, 3)
         semantics = torch.from_numpy(np.asarray(source_semantics, dtype=np.float32))[None].to(device, dtype)
         kp_source = transform_keypoints(kp_canonical, mapping(semantics))
         feature = models.generator.encode(source)  # the source's appearance volume, shared by all frames
         for start in range(0, len(windows), batch_size):
-            batch = windows[start : start + batch_size].to(device, dtype)
+            batch = windows[start : start + batch_size].to(device, dtype, non_blocking=True)
             n = batch.shape[0]
             kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch))
             frames = render_frames(models, feature, kp_source, kp_driving)
+            yield from downloads.push(frames)
+    yield from downloads.drain()
+
+
+class FrameDownloads:
+    """Frames (B, 3, S, S) in [0, 1] on the device -> uint8 (B, S, S, 3) numpy, in order.
+
+    On CUDA the uint8 conversion runs on the GPU and the copy goes to a pinned host buffer without
+    blocking; a batch is handed out only after the next one was queued, so the copy and the CPU's
+    encoding overlap the GPU's rendering. On CPU every batch comes out at once.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pending: Optional[Tuple[Tensor, object]] = None
+
+    def push(self, frames: Tensor) -> Iterator[np.ndarray]:
+        if not self.cuda:
             yield frames_to_uint8(frames)
+            return
+        pixels = frames_to_uint8_tensor(frames)
+        host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(pixels, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        previous, self.pending = self.pending, (host, event)
+        if previous is not None:
+            yield self._ready(previous)
+
+    def drain(self) -> Iterator[np.ndarray]:
+        previous, self.pending = self.pending, None
+        if previous is not None:
+            yield self._ready(previous)
+
+    @staticmethod
+    def _ready(item: Tuple[Tensor, object]) -> np.ndarray:
+        host, event = item
+        event.synchronize()
+        return host.numpy()
 
 
 def render_frames(models: RendererModels, feature: Tensor, kp_source: Tensor, kp_driving: Tensor) -> Tensor:
