@@ -40,6 +40,7 @@ from sadtalker.options import JobOptions
 from sadtalker.paste import Paster
 from sadtalker.preprocess import FaceFinder, Preprocessed, load_recon_net, make_face_finder, preprocess_image
 from sadtalker.renderer.models import RendererModels
+from sadtalker.renderer.fast import compile_generator, prepare_renderer
 from sadtalker.renderer.stage import render, source_semantics, target_semantics
 from sadtalker.seams import carry_pose, seam_jumps
 from sadtalker.settings import Settings
@@ -257,9 +258,11 @@ def animate(
 
     post = _FramePost(bundle, options, pre, image_rgb)
     path = os.path.join(workdir, f"{job_id}.mp4")
+    if bundle.settings.torch_compile:
+        compile_generator(prepare_renderer(models.renderer.generator))
     batches = render(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
-        bundle.settings.render_batch_size,
+        bundle.settings.render_batch_size, precision=bundle.settings.render_dtype,
     )
     width, height = post.size
     with VideoWriter(path, width, height, wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE) as writer:
