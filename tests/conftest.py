@@ -13,7 +13,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import ipaddress
 import os
+import socket
 from pathlib import Path
 from types import ModuleType
 
@@ -76,3 +78,17 @@ def golden_a_dir() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Fixtures added by other helpers go below this line (append only; name the owner in a comment).
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Fail, without connecting, any socket connect to an address other than loopback (the network tests' guard)."""
+    original = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            raise AssertionError(f"the test tried to connect to {host}")
+        return original(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)

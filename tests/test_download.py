@@ -136,17 +136,8 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def loopback_guard(monkeypatch):
-    """Fail, without connecting, any socket connect to something other than loopback."""
-    original = socket.socket.connect
-
-    def guarded(sock, address):
-        host = address[0] if isinstance(address, tuple) else None
-        if host is not None and not ipaddress.ip_address(host.split("%")[0]).is_loopback:
-            raise AssertionError(f"the test tried to connect to {host}")
-        return original(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+def loopback_guard(loopback_only):
+    """Every test here: no connection except to loopback (tests/conftest.py)."""
 
 
 @pytest.fixture
