@@ -105,11 +105,18 @@ def pick_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_size_models(checkpoints_dir: str, size: int, device: torch.device) -> SizeModels:
-    """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``."""
+def load_size_models(checkpoints_dir: str, size: int, device: torch.device, torch_compile: bool = False) -> SizeModels:
+    """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``.
+
+    The renderer's fused inference layers are built here (and compiled with ``torch_compile``), so the first job
+    does not pay for them.
+    """
     from sadtalker.loading import load_renderer, read_coefficient_state_dicts, sadtalker_file_name
 
     renderer = load_renderer(checkpoints_dir, size, device)
+    prepare_renderer(renderer.generator)
+    if torch_compile:
+        compile_generator(renderer.generator)
     states = read_coefficient_state_dicts(checkpoints_dir, size)
     name = sadtalker_file_name(size)
     audio2exp, audio2pose = load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
@@ -124,9 +131,12 @@ def load_models(settings: Settings) -> ModelBundle:
 
     start = time.monotonic()
     device = pick_device(settings.device)
-    sizes = {256: load_size_models(settings.checkpoints_dir, 256, device)}
+    def load_size(size: int) -> SizeModels:
+        return load_size_models(settings.checkpoints_dir, size, device, settings.torch_compile)
+
+    sizes = {256: load_size(256)}
     if settings.load_512 == "startup":
-        sizes[512] = load_size_models(settings.checkpoints_dir, 512, device)
+        sizes[512] = load_size(512)
     bundle = ModelBundle(
         settings=settings,
         device=device,
@@ -135,7 +145,7 @@ def load_models(settings: Settings) -> ModelBundle:
         face_finder=make_face_finder(settings, device),
         enhancer=load_enhancer(settings.checkpoints_dir, device),
         cache=LRUCache(settings.preprocess_cache_size),
-        load_size=lambda size: load_size_models(settings.checkpoints_dir, size, device),
+        load_size=load_size,
     )
     log.info("models loaded in %.2f s on %s (sizes %s)", time.monotonic() - start, device, sorted(sizes))
     return bundle
@@ -258,8 +268,6 @@ def animate(
 
     post = _FramePost(bundle, options, pre, image_rgb)
     path = os.path.join(workdir, f"{job_id}.mp4")
-    if bundle.settings.torch_compile:
-        compile_generator(prepare_renderer(models.renderer.generator))
     batches = render(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
         bundle.settings.render_batch_size, precision=bundle.settings.render_dtype,
