@@ -97,6 +97,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class ProgressLog:
+    """The pipeline's progress callback: logs each new stage and every 10 % of the job."""
+
+    def __init__(self) -> None:
+        self.stage, self.tenth = None, -1
+
+    def __call__(self, stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
+        if stage != self.stage or int(percent // 10) > self.tenth:
+            self.stage, self.tenth = stage, int(percent // 10)
+            log.info("progress: %s chunk %d/%d, %.0f %%", stage, chunk, chunks, percent)
+
+
 def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str) -> Dict:
     import torch
 
@@ -110,7 +122,7 @@ def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str
         torch.cuda.synchronize()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        result = animate(bundle, options, image, wav, "bench", workdir, lambda *args: None)
+        result = animate(bundle, options, image, wav, "bench", workdir, ProgressLog())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     total = time.perf_counter() - start
