@@ -13,6 +13,12 @@ warps back and doubles the frame size, we already know where the face is:
 - ``full``: the face crop is restored before paste-back (ask for the box's size with ``size=``) and
   :mod:`sadtalker.paste` places it.
 
+Speed: StyleGAN2's modulated convolution scales the shared kernel per face and runs one grouped convolution
+(groups = batch), which cuDNN handles poorly. :func:`batch_modulated_convs` gives every such layer a forward
+that computes the same thing as one ordinary convolution over the batch: the input is scaled by the style,
+convolved with the shared kernel, and the output scaled by the demodulation factor
+(``conv(x, W * s * d) == d * conv(x * s, W)``, exact up to float rounding). The weights are untouched.
+
 Input ``x`` in [0, 1] is mapped to [-1, 1] (the network's range) and back. The output keeps the input's
 size: no 2x upscale. Determinism: the reference calls GFPGAN with ``randomize_noise=True`` (fresh
 StyleGAN2 noise per layer, per frame). We call it with ``randomize_noise=False``, so each layer adds
@@ -31,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sadtalker.renderer.stage import PRECISIONS, precision_context
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,44 @@ def build_gfpgan(dims: EnhancerDims = OFFICIAL, device: Union[str, torch.device]
         return GFPGANv1Clean(decoder_load_path=None, fix_decoder=False, **asdict(dims))
 
 
+def _batched_modulated_forward(self, x: Tensor, style: Tensor) -> Tensor:
+    """StyleGAN2 modulated conv as one ordinary convolution over the batch (see the module docstring).
+
+    x: (B, C_in, H, W); style: (B, num_style_feat) -> (B, C_out, H', W'). ``self`` is a gfpgan
+    ``ModulatedConv2d`` (weight (1, C_out, C_in, k, k), modulation Linear, demodulate, sample_mode, eps).
+    """
+    scale = self.modulation(style)  # (B, C_in)
+    kernel = self.weight[0]  # (C_out, C_in, k, k)
+    if self.sample_mode == "upsample":
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    elif self.sample_mode == "downsample":
+        x = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    out = F.conv2d(x * scale[:, :, None, None].to(x.dtype), kernel.to(x.dtype), padding=self.padding)
+    if self.demodulate:
+        # d[b, o] = 1 / sqrt(sum_c,i,j (W[o,c,i,j] s[b,c])^2 + eps), at least float32 whatever the autocast type
+        acc = torch.promote_types(kernel.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            energy = scale.to(acc).square() @ kernel.to(acc).square().sum(dim=(2, 3)).t()  # (B, C_out)
+            demod = torch.rsqrt(energy + self.eps)
+        out = out * demod[:, :, None, None].to(out.dtype)
+    return out
+
+
+def batch_modulated_convs(net: nn.Module) -> int:
+    """Give every gfpgan ``ModulatedConv2d`` in ``net`` the batched forward; returns how many (idempotent)."""
+    from sadtalker.compat import patch_torchvision
+
+    patch_torchvision()  # gfpgan imports basicsr, which needs the torchvision alias
+    from gfpgan.archs.stylegan2_clean_arch import ModulatedConv2d
+
+    count = 0
+    for module in net.modules():
+        if isinstance(module, ModulatedConv2d):
+            module.forward = _batched_modulated_forward.__get__(module)
+            count += 1
+    return count
+
+
 def _to_nchw(frames: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     return tensor.to(device).permute(0, 3, 1, 2)
@@ -83,10 +129,15 @@ def _resize(x: Tensor, size: Tuple[int, int]) -> Tensor:
 class FaceEnhancer:
     """GFPGAN restorer for aligned faces, on the network's device and dtype."""
 
-    def __init__(self, net: nn.Module, dims: EnhancerDims = OFFICIAL, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(self, net: nn.Module, dims: EnhancerDims = OFFICIAL, batch_size: int = DEFAULT_BATCH,
+                 precision: str = "fp32") -> None:
         self.net = net.eval().requires_grad_(False)
+        batch_modulated_convs(self.net)
         self.dims = dims
         self.batch_size = batch_size
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision  # see sadtalker.renderer.stage.precision_context
         first = next(net.parameters())
         self.device, self.dtype = first.device, first.dtype
 
@@ -101,7 +152,8 @@ class FaceEnhancer:
         x = _resize(faces.to(self.device, torch.float32), (side, side)) * 2.0 - 1.0
         # contiguous NCHW: GFPGAN flattens a feature map with .view, which channels-last strides break.
         x = x.to(self.dtype).contiguous(memory_format=torch.contiguous_format)
-        restored, _ = self.net(x, return_rgb=False, randomize_noise=False)
+        with precision_context(self.device, self.precision):
+            restored, _ = self.net(x, return_rgb=False, randomize_noise=False)
         restored = (restored.float().clamp(-1.0, 1.0) + 1.0) / 2.0
         return _resize(restored, out_size).clamp(0.0, 1.0)
 
@@ -125,11 +177,12 @@ class FaceEnhancer:
 
 def load_enhancer(checkpoints_dir: str, device: Union[str, torch.device] = "cpu",
                   dtype: torch.dtype = torch.float32, dims: EnhancerDims = OFFICIAL,
-                  batch_size: int = DEFAULT_BATCH, file_name: str = WEIGHT_FILE) -> FaceEnhancer:
+                  batch_size: int = DEFAULT_BATCH, file_name: str = WEIGHT_FILE, precision: str = "fp32") -> FaceEnhancer:
     """The restorer from ``checkpoints_dir/GFPGANv1.4.pth``: strict load of ``params_ema``, eval, on ``device``.
 
     Raises CheckpointError (from :mod:`sadtalker.loading`) when the file is missing, unreadable, has no
-    ``params_ema`` entry, or its keys/shapes do not fit ``dims``.
+    ``params_ema`` entry, or its keys/shapes do not fit ``dims``. ``precision``: see
+    :func:`sadtalker.renderer.stage.precision_context` (fp16 / bf16 autocast; the weights stay in ``dtype``).
     """
     from sadtalker.loading import load_strict, read_torch_entry
 
@@ -139,4 +192,4 @@ def load_enhancer(checkpoints_dir: str, device: Union[str, torch.device] = "cpu"
     load_strict(net, state_dict, f"{file_name} [{WEIGHT_ENTRY}]", assign=True)
     net = net.to(device=device, dtype=dtype)
     log.info("loaded %s in %.2f s (%s, %s)", file_name, time.monotonic() - start, device, dtype)
-    return FaceEnhancer(net, dims, batch_size)
+    return FaceEnhancer(net, dims, batch_size, precision)

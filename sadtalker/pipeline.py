@@ -105,6 +105,14 @@ def pick_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
+def enhancer_precision(settings: Settings, device: torch.device) -> str:
+    """``ENHANCER_DTYPE``; ``auto`` is fp16 on CUDA (1 level from fp32 at most, measured) and fp32 on CPU, whose
+    fp16 arithmetic is emulated and slow."""
+    if settings.enhancer_dtype != "auto":
+        return settings.enhancer_dtype
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
 def load_size_models(checkpoints_dir: str, size: int, device: torch.device, torch_compile: bool = False) -> SizeModels:
     """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``.
 
@@ -143,7 +151,7 @@ def load_models(settings: Settings) -> ModelBundle:
         sizes=sizes,
         mappings={p: load_mapping(settings.checkpoints_dir, p, device) for p in ("crop", "full")},
         face_finder=make_face_finder(settings, device),
-        enhancer=load_enhancer(settings.checkpoints_dir, device),
+        enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device)),
         cache=LRUCache(settings.preprocess_cache_size),
         load_size=load_size,
     )

@@ -72,8 +72,11 @@ class Settings:
     render_batch_size: int = 8
     # When to load the 512 renderer: "startup" or "lazy" (on the first size-512 job).
     load_512: str = "lazy"
-    # Renderer arithmetic: "fp32" (default; the golden-checked path), or "fp16" / "bf16" autocast (GPU speed).
+    # Renderer arithmetic: "fp32" (default; the golden-checked path, TF32 off), "tf32", or "fp16" / "bf16"
+    # autocast (GPU speed).
     render_dtype: str = "fp32"
+    # GFPGAN arithmetic: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "tf32", "fp16" or "bf16".
+    enhancer_dtype: str = "auto"
     # torch.compile the renderer's per-frame steps (first batch pays the compile time; GPU speed).
     torch_compile: bool = False
 
@@ -125,7 +128,9 @@ class Settings:
             device=_choice(env, "DEVICE", d.device, ("auto", "cuda", "cpu")),
             render_batch_size=_int(env, "RENDER_BATCH_SIZE", d.render_batch_size, 1),
             load_512=_choice(env, "LOAD_512", d.load_512, ("startup", "lazy")),
-            render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, ("fp32", "fp16", "bf16")),
+            render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, ("fp32", "tf32", "fp16", "bf16")),
+            enhancer_dtype=_choice(env, "ENHANCER_DTYPE", d.enhancer_dtype,
+                                   ("auto", "fp32", "tf32", "fp16", "bf16")),
             torch_compile=_bool(env, "TORCH_COMPILE", d.torch_compile),
             max_image_bytes=_int(env, "MAX_IMAGE_BYTES", d.max_image_bytes, 1),
             max_audio_bytes=_int(env, "MAX_AUDIO_BYTES", d.max_audio_bytes, 1),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.enhancer import OFFICIAL, EnhancerDims, FaceEnhancer, build_gfpgan, load_enhancer
+from sadtalker.enhancer import OFFICIAL, EnhancerDims, FaceEnhancer, batch_modulated_convs, build_gfpgan, load_enhancer
 from sadtalker.errors import CheckpointError
 
 SMALL = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
@@ -57,6 +57,51 @@ def test_restore_uses_the_stored_noise_maps(small_net):
         net.stylegan_decoder.noises.noise3.add_(shift)  # noise3 feeds style_convs[2]
         nets.append(FaceEnhancer(net.eval(), SMALL))
     assert not np.array_equal(nets[0].restore(frames), nets[1].restore(frames))
+
+
+def test_reduced_precision_runs_the_network_under_autocast(small_net, enhancer):
+    """ENHANCER_DTYPE=bf16 (fp16 on CPU autocast is far slower): convolutions see bf16, the result is close
+    to fp32 but not identical, and the weights stay fp32."""
+    seen = []
+    hook = small_net.conv_body_first.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    try:
+        low = FaceEnhancer(small_net, SMALL, batch_size=2, precision="bf16").restore(faces(2))
+        full = enhancer.restore(faces(2))
+    finally:
+        hook.remove()
+    assert seen == [torch.bfloat16, torch.float32]
+    assert next(small_net.parameters()).dtype == torch.float32
+    difference = np.abs(low.astype(int) - full.astype(int))
+    assert 0 < difference.max() <= 24, difference.max()  # bf16 keeps 8 mantissa bits
+
+
+@torch.no_grad()
+def test_batched_modulated_conv_computes_what_the_grouped_one_does():
+    """Our one-convolution forward equals gfpgan's own grouped-convolution ModulatedConv2d (float64, every
+    sample mode, with and without demodulation), and the whole network's output is unchanged."""
+    build_gfpgan(SMALL, device="meta")  # imports gfpgan with the torchvision alias in place
+    from gfpgan.archs.stylegan2_clean_arch import ModulatedConv2d
+
+    torch.manual_seed(1)
+    x, style = torch.randn(3, 8, 10, 10, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
+    for sample_mode in (None, "upsample", "downsample"):
+        for demodulate in (True, False):
+            conv = ModulatedConv2d(8, 5, 3, 16, demodulate=demodulate, sample_mode=sample_mode).double()
+            expected = conv(x, style)
+            assert batch_modulated_convs(conv) == 1
+            np.testing.assert_allclose(conv(x, style).numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+    net = build_gfpgan(SMALL).double().eval()
+    image = torch.rand(2, 3, SMALL.out_size, SMALL.out_size, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        expected = net(image, return_rgb=False, randomize_noise=False)[0]
+        assert batch_modulated_convs(net) > 10
+        actual = net(image, return_rgb=False, randomize_noise=False)[0]
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_unknown_precision_is_refused(small_net):
+    with pytest.raises(ValueError, match="precision"):
+        FaceEnhancer(small_net, SMALL, precision="fp8")
 
 
 def test_torch_frames_in_give_torch_frames_out(enhancer):

@@ -140,7 +140,9 @@ def test_each_frame_depends_only_on_its_own_window(small_models, small_inputs):
     image, source_sem, windows = small_inputs
     forward = np.concatenate(render_all(small_models, image, source_sem, windows, batch_size=2))
     backward = np.concatenate(render_all(small_models, image, source_sem, windows[::-1].copy(), batch_size=2))
-    assert np.array_equal(forward, backward[::-1])
+    # equal up to float rounding: a frame's batch neighbours change only BLAS/oneDNN's blocking, never its value
+    difference = np.abs(forward.astype(int) - backward[::-1].astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005, (difference.max(), (difference > 0).mean())
     assert not np.array_equal(forward[0], forward[-1]), "different windows should give different frames"
 
 
@@ -181,3 +183,32 @@ def test_render_rejects_an_unknown_precision():
     with pytest.raises(ValueError, match="precision"):
         list(stage.render(models, mapping, np.zeros((32, 32, 3), np.uint8),
                           stage.source_semantics(np.zeros(73, np.float32), "crop"), windows, 1, precision="fp8"))
+
+
+def test_precision_region_does_not_leak_into_the_callers_code_between_batches():
+    """The enhancer and paste-back run between the renderer's batches: they must not inherit its autocast."""
+    models, mapping = build_renderer(SMALL), build_mapping(SMALL_MAPPING["crop"])
+    windows = stage.semantic_windows(np.zeros((3, 70), np.float32))
+    source = stage.source_semantics(np.zeros(73, np.float32), "crop")
+    image = np.zeros((SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE, 3), np.uint8)
+    seen = []
+    for _ in stage.render(models, mapping, image, source, windows, 1, precision="bf16"):
+        seen.append(torch.is_autocast_enabled("cpu"))
+    assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("precision, autocast, tf32", [
+    ("fp32", False, False), ("tf32", False, True), ("fp16", True, True), ("bf16", True, True)])
+def test_precision_context_sets_autocast_and_tf32_and_restores_them(precision, autocast, tf32):
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with stage.precision_context(torch.device("cpu"), precision):
+        assert torch.is_autocast_enabled("cpu") is autocast
+        assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_fp32_region_switches_off_an_enclosing_autocast():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with stage.precision_context(torch.device("cpu"), "fp32"):
+            out = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert out.dtype == torch.float32

@@ -43,3 +43,20 @@ def test_bad_values_raise_naming_the_variable(name, value):
 def test_repr_hides_the_secret():
     s = Settings.from_env({"R2_SECRET_ACCESS_KEY": "very-secret-value"})
     assert "very-secret-value" not in repr(s)
+
+
+@pytest.mark.parametrize("setting, device, expected", [
+    ("auto", "cuda", "fp16"), ("auto", "cpu", "fp32"), ("bf16", "cpu", "bf16"), ("fp32", "cuda", "fp32")])
+def test_enhancer_precision_auto_is_fp16_on_cuda_only(setting, device, expected):
+    import torch
+
+    from sadtalker.pipeline import enhancer_precision
+
+    settings = Settings.from_env({"ENHANCER_DTYPE": setting})
+    assert enhancer_precision(settings, torch.device(device)) == expected
+
+
+def test_render_and_enhancer_dtype_refuse_unknown_values():
+    for name in ("RENDER_DTYPE", "ENHANCER_DTYPE"):
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env({name: "fp8"})

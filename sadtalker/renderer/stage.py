@@ -96,15 +96,30 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """One autocast region for the renderer: ``fp32`` runs as loaded; ``fp16`` / ``bf16`` autocast."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in AUTOCAST_DTYPES:
-        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+@contextlib.contextmanager
+def precision_context(device: torch.device, precision: str) -> Iterator[None]:
+    """The arithmetic of one region (renderer or enhancer).
+
+    ``fp32``: as loaded, with CUDA's TF32 tensor cores off for convolutions and matrix products (TF32 keeps
+    10 mantissa bits; with it on, cuDNN's fp32 convolutions leave golden A's tolerance). ``tf32``: fp32 weights
+    and activations, TF32 tensor cores allowed. ``fp16`` / ``bf16``: autocast. The global TF32 flags are
+    restored on exit.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    tf32 = precision != "fp32"
+    dtype = AUTOCAST_DTYPES.get(precision)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        # fp32 / tf32 switch autocast off explicitly, so an enclosing autocast region cannot lower them
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def render(
@@ -114,7 +129,8 @@ def render(
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
 
     source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27).
-    Runs on the device and dtype of ``models``; ``precision`` fp16 / bf16 wraps it in one autocast region.
+    Runs on the device and dtype of ``models``; ``precision`` (fp32, tf32, fp16, bf16) sets the arithmetic of the
+    whole region (:func:`precision_context`).
     On CUDA each batch's frames travel to pinned host memory asynchronously while the next batch renders.
     """
     if batch_size < 1:
@@ -125,18 +141,21 @@ def render(
         windows = windows.pin_memory()
     prepare_renderer(models.generator)  # fused inference convs, built once from the loaded weights
     downloads = FrameDownloads(device)
-    with torch.inference_mode(), autocast_context(device, precision):
+    # The precision region is entered per step and left before each yield, so the caller's code between
+    # batches (enhancer, paste-back) never runs under the renderer's autocast or TF32 setting.
+    with torch.inference_mode(), precision_context(device, precision):
         source = image_to_tensor(source_image, device, dtype)
         kp_canonical = models.kp_extractor(source)  # (1, K, 3)
         semantics = torch.from_numpy(np.asarray(source_semantics, dtype=np.float32))[None].to(device, dtype)
         kp_source = transform_keypoints(kp_canonical, mapping(semantics))
         feature = models.generator.encode(source)  # the source's appearance volume, shared by all frames
-        for start in range(0, len(windows), batch_size):
+    for start in range(0, len(windows), batch_size):
+        with torch.inference_mode(), precision_context(device, precision):
             batch = windows[start : start + batch_size].to(device, dtype, non_blocking=True)
             n = batch.shape[0]
             kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch))
-            frames = render_frames(models, feature, kp_source, kp_driving)
-            yield from downloads.push(frames)
+            ready = list(downloads.push(render_frames(models, feature, kp_source, kp_driving)))
+        yield from ready
     yield from downloads.drain()
 
 

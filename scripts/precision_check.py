@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Error of each renderer / enhancer precision on golden scenario A, on any device.
+
+Renderer: ``sadtalker.renderer.stage.render`` over golden A's 8 windows (batch 2, as the reference ran)
+with the golden-recipe weights, once per precision; the generator's float output is compared with the
+reference's (``generator_output``) and the uint8 frames with the reference's frames (``final_frames``).
+Precisions (``RENDER_DTYPE``, see ``sadtalker.renderer.stage.precision_context``): ``fp32`` (TF32 tensor cores
+off), ``tf32`` (cuDNN and matrix products may use TF32 on CUDA; the same as fp32 on CPU), ``fp16`` and ``bf16``
+(autocast).
+
+Enhancer (``--enhancer``): the official-size GFPGAN with generated weights restores the 8 reference frames;
+each other precision is compared with fp32 on the same device (there is no reference output for it).
+
+Examples:
+    python scripts/precision_check.py --device cuda --json precision.json
+    python scripts/precision_check.py --device cpu --precisions fp32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+GOLDEN_A = ROOT / "tests" / "golden" / "scenario_a"
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--checkpoints", default=str(ROOT / ".cache" / "test_checkpoints"),
+                        help="golden-recipe weights; generated there when files are missing")
+    parser.add_argument("--enhancer", action="store_true", help="also compare GFPGAN's precisions")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def errors(actual: np.ndarray, expected: np.ndarray) -> Dict[str, float]:
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return {"max": float(diff.max()), "mean": float(diff.mean()), "share_differing": float((diff > 0).mean())}
+
+
+def render_golden(models, mapping, golden: Dict[str, np.ndarray], source: np.ndarray, precision: str) -> Dict:
+    """Generator float output and uint8 frames for golden A's 8 windows at ``precision``."""
+    import torch
+
+    from sadtalker.renderer import stage
+
+    outputs: List[np.ndarray] = []
+    hook = models.generator.decoder.register_forward_hook(
+        lambda module, args, out: outputs.append(out.float().cpu().numpy()))
+    start = time.perf_counter()
+    try:
+        frames = np.concatenate(list(stage.render(models, mapping, source, golden["source_semantics"],
+                                                  golden["target_semantics"], batch_size=2, precision=precision)))
+    finally:
+        hook.remove()
+    if models.device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"generator": np.concatenate(outputs), "frames": frames, "seconds": time.perf_counter() - start}
+
+
+def check_renderer(args: argparse.Namespace) -> List[Dict]:
+    import torch
+    from PIL import Image
+
+    from sadtalker.loading import load_mapping, load_renderer
+
+    golden = dict(np.load(GOLDEN_A / "render.npz"))
+    source = np.array(Image.open(GOLDEN_A / "source_256.png").convert("RGB"))
+    models = load_renderer(args.checkpoints, 256, args.device, torch.float32)
+    mapping = load_mapping(args.checkpoints, "crop", args.device, torch.float32)
+    render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice, fused layers
+    rows = []
+    for precision in args.precisions:
+        run = render_golden(models, mapping, golden, source, precision)
+        rows.append({"part": "renderer", "precision": precision, "against": "reference (golden A)",
+                     "generator_output": errors(run["generator"], golden["generator_output"]),
+                     "uint8_frames": errors(run["frames"], golden["final_frames"])})
+    return rows
+
+
+def check_enhancer(args: argparse.Namespace) -> List[Dict]:
+    import torch
+
+    from sadtalker.enhancer import load_enhancer
+
+    frames = dict(np.load(GOLDEN_A / "render.npz"))["final_frames"]
+    enhancer = load_enhancer(args.checkpoints, args.device, precision="fp32")
+    reference = enhancer.restore(frames)
+    rows = []
+    for precision in [p for p in args.precisions if p != "fp32"]:
+        enhancer.precision = precision
+        restored = enhancer.restore(frames)
+        rows.append({"part": "enhancer", "precision": precision, "against": "fp32, same device",
+                     "uint8_frames": errors(restored, reference)})
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from benchmark import ensure_weights
+
+    ensure_weights(args.checkpoints)
+    rows = check_renderer(args)
+    if args.enhancer:
+        rows += check_enhancer(args)
+    device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+    print(f"device: {device}, torch {torch.__version__}")
+    print("part | precision | against | generator max / mean abs | uint8 max / mean abs / share differing")
+    for row in rows:
+        gen = row.get("generator_output")
+        gen_text = f"{gen['max']:.2e} / {gen['mean']:.2e}" if gen else "-"
+        u8 = row["uint8_frames"]
+        print(f"{row['part']} | {row['precision']} | {row['against']} | {gen_text} | "
+              f"{u8['max']:.0f} / {u8['mean']:.3f} / {100 * u8['share_differing']:.2f} %")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
