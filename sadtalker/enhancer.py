@@ -13,10 +13,10 @@ warps back and doubles the frame size, we already know where the face is:
 - ``full``: the face crop is restored before paste-back (ask for the box's size with ``size=``) and
   :mod:`sadtalker.paste` places it.
 
-Speed: StyleGAN2's modulated convolution scales the shared kernel per face and runs one grouped convolution
-(groups = batch), which cuDNN handles poorly. :func:`batch_modulated_convs` gives every such layer a forward
-that computes the same thing as one ordinary convolution over the batch: the input is scaled by the style,
-convolved with the shared kernel, and the output scaled by the demodulation factor
+Batching: StyleGAN2's modulated convolution scales the shared kernel per face and runs one grouped convolution
+(groups = batch), a layout convolution libraries are rarely tuned for. :func:`batch_modulated_convs` gives every
+such layer a forward that computes the same thing as one ordinary convolution over the batch: the input is
+scaled by the style, convolved with the shared kernel, and the output scaled by the demodulation factor
 (``conv(x, W * s * d) == d * conv(x * s, W)``, exact up to float rounding). The weights are untouched.
 
 Input ``x`` in [0, 1] is mapped to [-1, 1] (the network's range) and back. The output keeps the input's
@@ -177,7 +177,8 @@ class FaceEnhancer:
 
 def load_enhancer(checkpoints_dir: str, device: Union[str, torch.device] = "cpu",
                   dtype: torch.dtype = torch.float32, dims: EnhancerDims = OFFICIAL,
-                  batch_size: int = DEFAULT_BATCH, file_name: str = WEIGHT_FILE, precision: str = "fp32") -> FaceEnhancer:
+                  batch_size: int = DEFAULT_BATCH, file_name: str = WEIGHT_FILE,
+                  precision: str = "fp32") -> FaceEnhancer:
     """The restorer from ``checkpoints_dir/GFPGANv1.4.pth``: strict load of ``params_ema``, eval, on ``device``.
 
     Raises CheckpointError (from :mod:`sadtalker.loading`) when the file is missing, unreadable, has no
