@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadtalker.renderer.stage import PRECISIONS, precision_context
+from sadtalker.renderer.stage import check_precision, precision_context
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,7 @@ class FaceEnhancer:
         batch_modulated_convs(self.net)
         self.dims = dims
         self.batch_size = batch_size
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision  # see sadtalker.renderer.stage.precision_context
+        self.precision = check_precision(precision)  # see sadtalker.renderer.stage.precision_context
         first = next(net.parameters())
         self.device, self.dtype = first.device, first.dtype
 

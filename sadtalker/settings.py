@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 MB = 1024 * 1024
+# Arithmetic choices of RENDER_DTYPE and ENHANCER_DTYPE (see sadtalker.renderer.stage.precision_context).
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -128,9 +130,8 @@ class Settings:
             device=_choice(env, "DEVICE", d.device, ("auto", "cuda", "cpu")),
             render_batch_size=_int(env, "RENDER_BATCH_SIZE", d.render_batch_size, 1),
             load_512=_choice(env, "LOAD_512", d.load_512, ("startup", "lazy")),
-            render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, ("fp32", "tf32", "fp16", "bf16")),
-            enhancer_dtype=_choice(env, "ENHANCER_DTYPE", d.enhancer_dtype,
-                                   ("auto", "fp32", "tf32", "fp16", "bf16")),
+            render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, PRECISIONS),
+            enhancer_dtype=_choice(env, "ENHANCER_DTYPE", d.enhancer_dtype, ("auto",) + PRECISIONS),
             torch_compile=_bool(env, "TORCH_COMPILE", d.torch_compile),
             max_image_bytes=_int(env, "MAX_IMAGE_BYTES", d.max_image_bytes, 1),
             max_audio_bytes=_int(env, "MAX_AUDIO_BYTES", d.max_audio_bytes, 1),

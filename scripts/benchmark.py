@@ -55,9 +55,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
     parser.add_argument("--checkpoints", default=str(ROOT / ".cache" / "test_checkpoints"),
                         help="weights folder; generated there when files are missing")
-    parser.add_argument("--render-dtype", default=None, choices=["fp32", "tf32", "fp16", "bf16"],
+    from sadtalker.settings import PRECISIONS
+
+    parser.add_argument("--render-dtype", default=None, choices=PRECISIONS,
                         help="RENDER_DTYPE (default: the setting's, fp32)")
-    parser.add_argument("--enhancer-dtype", default=None, choices=["auto", "fp32", "tf32", "fp16", "bf16"],
+    parser.add_argument("--enhancer-dtype", default=None, choices=("auto",) + PRECISIONS,
                         help="ENHANCER_DTYPE (default: the setting's, auto)")
     parser.add_argument("--enhancer-batch", type=int, default=None,
                         help="faces per GFPGAN forward (default: sadtalker.enhancer.DEFAULT_BATCH)")

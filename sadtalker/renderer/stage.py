@@ -25,6 +25,7 @@ from sadtalker.renderer.fast import prepare_renderer
 from sadtalker.renderer.mapping import MappingNet
 from sadtalker.renderer.keypoints import transform_keypoints
 from sadtalker.renderer.models import RendererModels
+from sadtalker.settings import PRECISIONS
 
 SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
 N_EXP = 64  # expression coefficients; then 3 angles, 3 translations (70), then 3 crop parameters (73)
@@ -96,7 +97,13 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`sadtalker.settings.PRECISIONS`, else ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 @contextlib.contextmanager
@@ -108,8 +115,7 @@ def precision_context(device: torch.device, precision: str) -> Iterator[None]:
     and activations, TF32 tensor cores allowed. ``fp16`` / ``bf16``: autocast. The global TF32 flags are
     restored on exit.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     tf32 = precision != "fp32"
     dtype = AUTOCAST_DTYPES.get(precision)
