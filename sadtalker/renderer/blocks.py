@@ -101,8 +101,12 @@ class UpBlock3d(nn.Module):
         super().__init__()
         self.conv = nn.Conv3d(cin, cout, 3, padding=1)
         self.norm = nn.BatchNorm3d(cout)
+        # Inference-only upsample + conv in one (sadtalker.renderer.fast.prepare_upsampling); None = as written.
+        self.fused: Optional[nn.Module] = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused is not None:
+            return F.relu(self.norm(self.fused(x)))
         x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
         return F.relu(self.norm(self.conv(x)))
 

@@ -18,7 +18,8 @@ directly (cuDNN picks its own algorithm).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+import itertools
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +42,12 @@ _WINOGRAD: Dict[int, Tuple[list, list, list]] = {
     ),
 }
 DEFAULT_TILE = 4
-# Measured on the 2-core CPU: Winograd F(4, 3) beats oneDNN's direct conv for 512 input channels at 64x64
-# (about 25 % less CPU time); with fewer input channels its tile transforms cost more than they save.
-WINOGRAD_MIN_CIN = 512
+BAND_TILES = 128  # tiles transformed at once (see WinogradConv3x3.forward)
+# Measured on the 2-core CPU (scripts/winograd_speed.py): Winograd F(4, 3) takes 25-50 % less time than
+# oneDNN's direct conv from 128 input and output channels up (e.g. 128 -> 1024 at 64x64: 55 -> 28 ms,
+# 512 -> 512: 85 -> 40 ms); below that its tile transforms cost more than they save.
+WINOGRAD_MIN_CIN = 128
+WINOGRAD_MIN_COUT = 128
 
 
 def winograd_matrices(m: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -63,6 +67,7 @@ class WinogradConv3x3(nn.Module):
         super().__init__()
         at, g, bt = winograd_matrices(m)
         self.m, self.n = m, m + 2
+        self.band_tiles = BAND_TILES
         w = weight.detach().to(torch.float64)
         u = torch.einsum("ik,ockl,jl->ijoc", g, w, g)  # (n, n, Cout, Cin): G w G^T per channel pair
         n2 = self.n * self.n
@@ -79,16 +84,30 @@ class WinogradConv3x3(nn.Module):
         m, n = self.m, self.n
         th, tw = -(-h // m), -(-w // m)
         padded = F.pad(x, (1, 1 + tw * m - w, 1, 1 + th * m - h))
-        spectra = F.conv2d(padded.reshape(b * cin, 1, *padded.shape[2:]), self.input_tf, stride=m)
-        spectra = spectra.view(b, cin, n * n, th * tw).permute(2, 1, 0, 3).reshape(n * n, cin, b * th * tw)
-        products = torch.bmm(self.kernel, spectra)  # (n^2, Cout, P): the channel sums, one per spectrum entry
-        cout = products.shape[1]
-        out = torch.mm(self.output_tf, products.view(n * n, -1))  # (m^2, Cout * P): A^T M A
-        out = out.view(m * m, cout, b, th * tw).permute(2, 1, 0, 3).reshape(b, cout * m * m, th, tw)
-        out = F.pixel_shuffle(out, m)[:, :, :h, :w]  # channel c * m^2 + (i * m + j) -> pixel (m t + i, m s + j)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out.contiguous()
+        cout = self.kernel.shape[1]
+        out = x.new_empty(b, cout, th * m, tw * m)
+        blocks = out.view(b, cout, th, m, tw, m)  # output pixel (m t + i, m s + j) is blocks[:, :, t, i, s, j]
+        bias = None if self.bias is None else self.bias.view(1, cout, 1, 1, 1, 1)
+        # A band of tile rows at a time, so the transformed tiles (2.25x the band's input and output) stay
+        # in cache: on the 2-core CPU this took the 128 -> 512 conv at 256x256 from 499 ms to 278 ms.
+        rows = max(1, self.band_tiles // (b * tw))
+        for r0 in range(0, th, rows):
+            r1 = min(th, r0 + rows)
+            band = padded[:, :, m * r0 : m * r1 + 2]
+            spectra = F.conv2d(band.reshape(b * cin, 1, *band.shape[2:]), self.input_tf, stride=m)
+            tiles = (r1 - r0) * tw
+            spectra = spectra.view(b, cin, n * n, tiles).permute(2, 1, 0, 3).reshape(n * n, cin, b * tiles)
+            products = torch.bmm(self.kernel, spectra)  # (n^2, Cout, P): the channel sums, one per spectrum entry
+            # A^T M A as (Cout * P, m^2), each tile's m x m outputs contiguous, so the copy below moves rows of m
+            tile_out = torch.mm(products.view(n * n, -1).t(), self.output_tf.t())
+            tile_out = tile_out.view(cout, b, r1 - r0, tw, m, m).permute(1, 0, 2, 4, 3, 5)  # (b, C, t, i, s, j)
+            if bias is None:
+                blocks[:, :, r0:r1].copy_(tile_out)
+            else:
+                torch.add(tile_out, bias, out=blocks[:, :, r0:r1])
+        if th * m != h or tw * m != w:
+            out = out[:, :, :h, :w].contiguous()
+        return out
 
 
 class DirectConv3x3(nn.Module):
@@ -105,9 +124,83 @@ class DirectConv3x3(nn.Module):
 
 def make_conv3x3(weight: Tensor, bias: Optional[Tensor], winograd_tile: Optional[int]) -> nn.Module:
     """Winograd conv when ``winograd_tile`` is set (CPU) and the conv is wide enough to gain, else direct."""
-    if winograd_tile and weight.shape[1] >= WINOGRAD_MIN_CIN:
+    if winograd_tile and weight.shape[1] >= WINOGRAD_MIN_CIN and weight.shape[0] >= WINOGRAD_MIN_COUT:
         return WinogradConv3x3(weight, bias, winograd_tile)
     return DirectConv3x3(weight, bias)
+
+
+def _axis_phases(scale: int) -> List[Tuple[int, int, List[Tuple[int, Tensor]]]]:
+    """One axis of a 3-tap, padding-1 conv read after nearest upsampling by ``scale``.
+
+    Output index ``scale * i + a`` (phase a) reads upsampled indices ``scale * i + a + d``, d in (-1, 0, 1),
+    which are low-resolution indices ``i + (a + d) // scale``: at most two distinct ones, so the taps that
+    land on the same low-resolution index can be summed into one. Phases reading the same offsets are
+    grouped: returns (first offset, taps, [(phase, (taps, 3) 0/1 matrix summing the kernel's taps)]).
+    """
+    groups: Dict[Tuple[int, int], List[Tuple[int, Tensor]]] = {}
+    for phase in range(scale):
+        offsets = [(phase + d) // scale for d in (-1, 0, 1)]
+        low, high = min(offsets), max(offsets)
+        merge = torch.zeros(high - low + 1, 3, dtype=torch.float64)
+        for tap, offset in enumerate(offsets):
+            merge[offset - low, tap] = 1
+        groups.setdefault((low, high), []).append((phase, merge))
+    return [(low, high - low + 1, members) for (low, high), members in groups.items()]
+
+
+class UpsampledConv(nn.Module):
+    """``conv(interpolate(x, scale_factor=scales, mode="nearest"), weight, bias, padding=1)``, for a
+    3-tap kernel on every axis (2-D or 3-D), computed on ``x`` itself without building the upsampled map.
+
+    Each output phase (its position inside a ``scales`` block) is a small conv of the low-resolution
+    input whose kernel sums the taps that read the same input pixel: per axis, 2 taps instead of 3 for
+    a scale of 2, 6 taps per 4 phases instead of 12 for a scale of 4. Multiply-adds fall 2.25x (x2 in
+    two axes) and 4x (x4). Exact up to float rounding (the summed taps); an axis with scale 1 keeps its
+    3 taps. Phases sharing offsets run as one conv with their kernels stacked.
+    """
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], scales: Sequence[int]) -> None:
+        super().__init__()
+        self.ndim = weight.dim() - 2
+        if self.ndim not in (2, 3) or len(scales) != self.ndim or any(k != 3 for k in weight.shape[2:]):
+            raise ValueError("UpsampledConv needs a 2-D or 3-D kernel of 3 taps per axis and one scale per axis")
+        self.scales = tuple(int(s) for s in scales)
+        self.cout = weight.shape[0]
+        self.conv = F.conv2d if self.ndim == 2 else F.conv3d
+        self.parts: List[Tuple[Tuple[int, ...], Tuple[int, ...], List[Tuple[int, ...]]]] = []
+        w = weight.detach().to(torch.float64)
+        for index, combo in enumerate(itertools.product(*(_axis_phases(s) for s in self.scales))):
+            kernels, phases = [], []
+            for members in itertools.product(*(members for _, _, members in combo)):
+                kernel = w
+                for axis, (_, merge) in enumerate(members):
+                    kernel = torch.tensordot(merge, kernel, dims=([1], [2 + axis])).movedim(0, 2 + axis)
+                kernels.append(kernel)
+                phases.append(tuple(phase for phase, _ in members))
+            self.register_buffer(f"weight_{index}", torch.cat(kernels).to(weight.dtype).contiguous(),
+                                 persistent=False)
+            stacked = None if bias is None else bias.detach().repeat(len(phases)).clone()
+            self.register_buffer(f"bias_{index}", stacked, persistent=False)
+            self.parts.append((tuple(low for low, _, _ in combo), tuple(taps for _, taps, _ in combo), phases))
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[2:]
+        padded = F.pad(x, (1, 1) * self.ndim)
+        out: Optional[Tensor] = None
+        blocks: Optional[Tensor] = None
+        for index, (lows, taps, phases) in enumerate(self.parts):
+            window = tuple(slice(1 + low, 1 + low + n + t - 1) for low, t, n in zip(lows, taps, size))
+            y = self.conv(padded[(slice(None), slice(None)) + window], getattr(self, f"weight_{index}"),
+                          getattr(self, f"bias_{index}"))
+            if out is None:  # the conv's dtype (autocast may lower it)
+                out = y.new_empty(x.shape[0], self.cout, *(n * s for n, s in zip(size, self.scales)))
+                # (B, C, n0, s0, n1, s1, ...): phase (a0, a1, ...) of every block is one strided view
+                blocks = out.view(x.shape[0], self.cout, *itertools.chain(*zip(size, self.scales)))
+            for k, phase in enumerate(phases):
+                target = (slice(None), slice(None)) + tuple(itertools.chain(*((slice(None), a) for a in phase)))
+                blocks[target] = y[:, k * self.cout : (k + 1) * self.cout]
+        assert out is not None
+        return out
 
 
 class FusedSPADEBlock(nn.Module):
@@ -116,18 +209,24 @@ class FusedSPADEBlock(nn.Module):
     One conv computes every SPADE's hidden activation; one conv per SPADE computes gamma and beta.
     """
 
-    def __init__(self, block: nn.Module, winograd_tile: Optional[int]) -> None:
+    def __init__(self, block: nn.Module, winograd_tile: Optional[int], label_scale: int = 1) -> None:
         super().__init__()
         names = ["norm_s", "norm_0", "norm_1"] if block.learned_shortcut else ["norm_0", "norm_1"]
         spades = [getattr(block, name) for name in names]
         shared = [spade.mlp_shared[0] for spade in spades]
         self.names = names
         self.hidden = [conv.weight.shape[0] for conv in shared]
-        self.shared = make_conv3x3(torch.cat([c.weight for c in shared]), torch.cat([c.bias for c in shared]),
-                                   winograd_tile)
+        shared_weight, shared_bias = torch.cat([c.weight for c in shared]), torch.cat([c.bias for c in shared])
+        self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile)
+        # The label map arrives label_scale times smaller than x and is nearest-upsampled before the shared
+        # conv: that conv can run on the small map (UpsampledConv). Other sizes take the general path.
+        self.label_scale = label_scale
+        self.shared_upsampled = (UpsampledConv(shared_weight, shared_bias, (label_scale, label_scale))
+                                 if label_scale > 1 else None)
+        # gamma's bias carries the "1 +" of x * (1 + gamma) + beta, saving a pass over a full-size map
         self.modulation = nn.ModuleList(
             make_conv3x3(torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
-                         torch.cat([s.mlp_gamma.bias, s.mlp_beta.bias]), winograd_tile)
+                         torch.cat([s.mlp_gamma.bias + 1, s.mlp_beta.bias]), winograd_tile)
             for s in spades
         )
         self.conv_0 = make_conv3x3(block.conv_0.weight(), block.conv_0.bias, winograd_tile)
@@ -137,29 +236,45 @@ class FusedSPADEBlock(nn.Module):
             self.register_buffer("shortcut_weight", block.conv_s.weight().detach().clone(), persistent=False)
 
     def forward(self, x: Tensor, seg: Tensor) -> Tensor:
-        if seg.shape[2:] != x.shape[2:]:
-            seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
-        hidden = torch.split(F.relu(self.shared(seg)), self.hidden, dim=1)
+        small = tuple(n * self.label_scale for n in seg.shape[2:]) == tuple(x.shape[2:])
+        if self.shared_upsampled is not None and small:
+            shared = self.shared_upsampled(seg)
+        else:
+            if seg.shape[2:] != x.shape[2:]:
+                seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+            shared = self.shared(seg)
+        hidden = torch.split(F.relu(shared), self.hidden, dim=1)
         mods = dict(zip(self.names, zip(hidden, self.modulation)))
 
-        def spade(name: str, value: Tensor) -> Tensor:
+        def spade(name: str, normalized: Tensor) -> Tensor:
             actv, conv = mods[name]
-            gamma, beta = torch.chunk(conv(actv), 2, dim=1)
-            return torch.addcmul(beta, F.instance_norm(value, eps=1e-5), 1 + gamma)
+            gamma_plus_one, beta = torch.chunk(conv(actv), 2, dim=1)
+            return torch.addcmul(beta, normalized, gamma_plus_one)
 
+        x_normalized = F.instance_norm(x, eps=1e-5)  # shared by norm_s and norm_0
         shortcut = x
         if self.learned_shortcut:
-            shortcut = F.conv2d(spade("norm_s", x), self.shortcut_weight)
-        dx = self.conv_0(F.leaky_relu(spade("norm_0", x), 0.2))
-        dx = self.conv_1(F.leaky_relu(spade("norm_1", dx), 0.2))
-        return shortcut + dx
+            shortcut = F.conv2d(spade("norm_s", x_normalized), self.shortcut_weight)
+        dx = self.conv_0(F.leaky_relu(spade("norm_0", x_normalized), 0.2, inplace=True))
+        dx = self.conv_1(F.leaky_relu(spade("norm_1", F.instance_norm(dx, eps=1e-5)), 0.2, inplace=True))
+        return dx.add_(shortcut)
+
+
+def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The decoder's SPADE residual blocks with their names, in run order."""
+    from sadtalker.renderer.blocks import SPADEResBlock
+
+    return [(name, module) for name, module in decoder.named_modules() if isinstance(module, SPADEResBlock)]
 
 
 def spade_blocks(decoder: nn.Module) -> List[nn.Module]:
     """The decoder's SPADE residual blocks, in run order."""
-    from sadtalker.renderer.blocks import SPADEResBlock
+    return [module for _, module in named_spade_blocks(decoder)]
 
-    return [module for module in decoder.modules() if isinstance(module, SPADEResBlock)]
+
+# How much smaller than its input x each SPADE block of SPADEDecoder gets the label map (the decoder's
+# input feature): x is nearest-upsampled x2 before up_0 and again before up_1.
+LABEL_SCALES = {"up_0": 2, "up_1": 4}
 
 
 def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_TILE) -> nn.Module:
@@ -169,10 +284,11 @@ def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_T
     None gives fused direct convs (the CUDA choice). Returns ``decoder``.
     """
     with torch.no_grad():
-        for block in spade_blocks(decoder):
+        for name, block in named_spade_blocks(decoder):
             block.fused = None
             param = block.conv_0.weight_orig
-            block.fused = FusedSPADEBlock(block, winograd_tile).to(device=param.device, dtype=param.dtype)
+            scale = LABEL_SCALES.get(name, 1)
+            block.fused = FusedSPADEBlock(block, winograd_tile, scale).to(device=param.device, dtype=param.dtype)
         fc = decoder.fc
         decoder.fused_fc = make_conv3x3(fc.weight, fc.bias, winograd_tile).to(fc.weight.device)
     decoder.prepared_for = (decoder.fc.weight.device, decoder.fc.weight.dtype)
@@ -188,8 +304,32 @@ def unprepare_decoder(decoder: nn.Module) -> nn.Module:
     return decoder
 
 
+def up_blocks(module: nn.Module) -> List[nn.Module]:
+    """The :class:`~sadtalker.renderer.blocks.UpBlock3d` blocks inside ``module``."""
+    from sadtalker.renderer.blocks import UpBlock3d
+
+    return [block for block in module.modules() if isinstance(block, UpBlock3d)]
+
+
+def prepare_upsampling(module: nn.Module) -> nn.Module:
+    """Give every UpBlock3d in ``module`` an :class:`UpsampledConv` (nearest x2 in H, W + conv3x3x3 in one)."""
+    with torch.no_grad():
+        for block in up_blocks(module):
+            block.fused = None
+            block.fused = UpsampledConv(block.conv.weight, block.conv.bias, (1, 2, 2))
+    return module
+
+
+def unprepare_upsampling(module: nn.Module) -> nn.Module:
+    """Drop what :func:`prepare_upsampling` attached."""
+    for block in up_blocks(module):
+        block.fused = None
+    return module
+
+
 def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Module:
-    """Prepare ``generator.decoder`` unless already prepared for its current device and dtype.
+    """Prepare ``generator.decoder`` and the dense-motion hourglass's up blocks unless already prepared
+    for the generator's current device and dtype.
 
     ``winograd_tile`` -1 picks :func:`default_winograd_tile` for the device. Returns ``generator``.
     """
@@ -197,6 +337,7 @@ def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) ->
     if generator.decoder.prepared_for != (weight.device, weight.dtype):
         tile = default_winograd_tile(weight.device) if winograd_tile == -1 else winograd_tile
         prepare_decoder(generator.decoder, tile)
+        prepare_upsampling(generator.dense_motion_network)
         if weight.device.type == "cuda":  # tensor-core convs prefer NHWC; unmeasured until a GPU run
             generator.decoder.to(memory_format=torch.channels_last)
     return generator
