@@ -36,10 +36,83 @@ def test_winograd_rejects_an_unknown_tile():
         fast.winograd_matrices(3)
 
 
+@pytest.fixture
+def every_conv_winograd(monkeypatch):
+    """Winograd for every eligible conv, however narrow (the tests' networks are tiny)."""
+    for name in ("WINOGRAD_MIN_CIN", "WINOGRAD_MIN_COUT", "WINOGRAD_MIN_CHANNELS_3D"):
+        monkeypatch.setattr(fast, name, 1)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("batch", [1, 2])  # a batch of volumes runs one volume at a time
+@pytest.mark.parametrize("band_tiles", [1, 128])  # one band of tile rows per tile row, or one band in all
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_winograd_conv_over_volumes_equals_conv3d(tile, batch, band_tiles, with_bias):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(batch, 5, 3, 9, 6, generator=gen, dtype=torch.float64)
+    weight = torch.randn(7, 5, 3, 3, 3, generator=gen, dtype=torch.float64)
+    bias = torch.randn(7, generator=gen, dtype=torch.float64) if with_bias else None
+    conv = fast.WinogradConv3x3(weight, bias, tile)
+    conv.band_tiles = band_tiles
+    expected = F.conv3d(x, weight, bias, padding=1)
+    actual = conv(x)
+    assert actual.shape == expected.shape
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-11)
+
+
+def test_winograd_bands_of_a_2d_conv_cover_the_whole_image():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 11, 9, generator=gen, dtype=torch.float64)
+    weight = torch.randn(3, 4, 3, 3, generator=gen, dtype=torch.float64)
+    conv = fast.WinogradConv3x3(weight, None, 2)
+    conv.band_tiles = 1
+    assert torch.allclose(conv(x), F.conv2d(x, weight, padding=1), rtol=0, atol=1e-11)
+
+
+def test_winograd_refuses_other_kernel_sizes():
+    with pytest.raises(ValueError, match="3x3 or 3x3x3"):
+        fast.WinogradConv3x3(torch.zeros(2, 2, 5, 5), None)
+
+
+@pytest.mark.parametrize("scales,shape", [
+    ((2, 2), (2, 5, 7, 6)),
+    ((4, 4), (2, 5, 7, 6)),
+    ((1, 3), (1, 5, 5, 4)),
+    ((1, 2, 2), (2, 5, 4, 7, 6)),
+    ((2, 1, 4), (1, 5, 3, 4, 5)),
+])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_upsampled_conv_equals_nearest_upsampling_then_the_conv(scales, shape, with_bias):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(6, shape[1], *(3,) * len(scales), generator=gen, dtype=torch.float64)
+    bias = torch.randn(6, generator=gen, dtype=torch.float64) if with_bias else None
+    conv = F.conv2d if len(scales) == 2 else F.conv3d
+    expected = conv(F.interpolate(x, scale_factor=scales, mode="nearest"), weight, bias, padding=1)
+    actual = fast.UpsampledConv(weight, bias, scales)(x)
+    assert actual.shape == expected.shape
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-11)
+
+
+def test_upsampled_conv_has_fewer_taps_than_the_conv_it_replaces():
+    weight = torch.zeros(1, 1, 3, 3)
+    for scale, taps_per_phase in [(2, 4), (4, 36 / 16)]:
+        conv = fast.UpsampledConv(weight, None, (scale, scale))
+        taps = sum(getattr(conv, f"weight_{i}").numel() for i in range(len(conv.parts)))
+        assert taps / scale**2 == taps_per_phase  # 9 for the conv on the upsampled map
+
+
+def test_upsampled_conv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="3 taps per axis"):
+        fast.UpsampledConv(torch.zeros(2, 2, 5, 5), None, (2, 2))
+    with pytest.raises(ValueError, match="one scale per axis"):
+        fast.UpsampledConv(torch.zeros(2, 2, 3, 3), None, (2, 2, 2))
+
+
 @pytest.mark.parametrize("tile", [None, 2, 4])
 @pytest.mark.parametrize("fin,fout", [(8, 8), (8, 4)])  # plain and learned shortcut
-def test_fused_spade_block_equals_the_block(monkeypatch, tile, fin, fout):
-    monkeypatch.setattr(fast, "WINOGRAD_MIN_CIN", 1)  # Winograd for every conv, however narrow
+@pytest.mark.parametrize("label_scale", [1, 4])  # the label map (3x3) is 4x smaller than x (12x12)
+def test_fused_spade_block_equals_the_block(every_conv_winograd, tile, fin, fout, label_scale):
     torch.manual_seed(0)
     block = SPADEResBlock(fin, fout, label_nc=3, hidden=6).eval().double()
     for module in block.modules():  # default biases are tiny; make them matter
@@ -49,7 +122,20 @@ def test_fused_spade_block_equals_the_block(monkeypatch, tile, fin, fout):
     seg = torch.randn(2, 3, 3, 3, dtype=torch.float64)  # nearest x4 inside the block
     with torch.no_grad():
         expected = block(x, seg)
-        block.fused = fast.FusedSPADEBlock(block, tile).double()
+        block.fused = fast.FusedSPADEBlock(block, tile, label_scale).double()
+        actual = block(x, seg)
+    assert (block.fused.shared_upsampled is not None) == (label_scale > 1)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
+
+
+def test_fused_spade_block_takes_the_general_path_for_a_label_map_of_another_size():
+    torch.manual_seed(0)
+    block = SPADEResBlock(8, 4, label_nc=3, hidden=6).eval().double()
+    x = torch.randn(1, 8, 12, 12, dtype=torch.float64)
+    seg = torch.randn(1, 3, 4, 4, dtype=torch.float64)  # 3x smaller, not the 2x the fused block was built for
+    with torch.no_grad():
+        expected = block(x, seg)
+        block.fused = fast.FusedSPADEBlock(block, None, label_scale=2).double()
         actual = block(x, seg)
     assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
 
@@ -60,14 +146,14 @@ def small_decoder() -> SPADEDecoder:
 
 
 @pytest.mark.parametrize("tile", [None, 4])
-def test_prepared_decoder_equals_unprepared_and_unprepare_restores_it(monkeypatch, tile):
-    monkeypatch.setattr(fast, "WINOGRAD_MIN_CIN", 1)
+def test_prepared_decoder_equals_unprepared_and_unprepare_restores_it(every_conv_winograd, tile):
     decoder = small_decoder()
     feature = torch.randn(2, SMALL.generator.decoder_channels, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         expected = decoder(feature)
         fast.prepare_decoder(decoder, tile)
         assert all(block.fused is not None for block in fast.spade_blocks(decoder))
+        assert decoder.up_1.fused.shared_upsampled is not None  # the label map is 4x smaller there
         prepared = decoder(feature)
         fast.unprepare_decoder(decoder)
         restored = decoder(feature)
@@ -116,3 +202,66 @@ def test_compile_generator_keeps_the_frames_and_the_state_dict():
     assert models.generator.compiled_with == "eager"
     assert list(models.generator.state_dict()) == keys
     assert torch.equal(actual, expected)
+
+
+def small_generator_inputs():
+    torch.manual_seed(2)
+    models = build_renderer(SMALL)
+    generator = models.generator.double()
+    source = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    kp_source = torch.rand(2, 4, 3, dtype=torch.float64) - 0.5
+    kp_driving = torch.rand(2, 4, 3, dtype=torch.float64) - 0.5
+    return generator, source, kp_source, kp_driving
+
+
+def test_winograd_convs_are_the_plain_3x3_convs_only():
+    convs = [torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.Conv2d(64, 128, 7, padding=3),
+             torch.nn.Conv2d(64, 128, 1), torch.nn.Conv2d(64, 128, 3, padding=1, stride=2),
+             torch.nn.Conv3d(32, 32, 3, padding=1), torch.nn.Conv2d(256, 64, 3, padding=1)]
+    found = fast.winograd_convs(torch.nn.Sequential(*convs))
+    assert found == [convs[0], convs[4]]  # 256 -> 64: too few output channels to gain
+
+
+def test_prepared_convs_compute_the_same_frames_and_unprepare_restores_them(every_conv_winograd):
+    generator, source, kp_source, kp_driving = small_generator_inputs()
+    keys = list(generator.state_dict())
+    with torch.no_grad():
+        expected = generator(source, kp_source, kp_driving)
+        fast.prepare_convs(generator, 4)
+        prepared = [conv for conv in generator.modules() if hasattr(conv, "winograd")]
+        actual = generator(source, kp_source, kp_driving)
+        fast.unprepare_convs(generator)
+        restored = generator(source, kp_source, kp_driving)
+    assert len(prepared) == len(fast.winograd_convs(generator)) > 10
+    assert list(generator.state_dict()) == keys
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
+    assert torch.equal(restored, expected)
+    assert not any(hasattr(conv, "winograd") for conv in generator.modules())
+
+
+def test_prepared_upsampling_computes_the_same_motion(every_conv_winograd):
+    generator, source, kp_source, kp_driving = small_generator_inputs()
+    feature = generator.encode(source)
+    with torch.no_grad():
+        expected = generator.motion(feature, kp_source, kp_driving)
+        fast.prepare_upsampling(generator.dense_motion_network)
+        assert all(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))
+        actual = generator.motion(feature, kp_source, kp_driving)
+        fast.unprepare_upsampling(generator.dense_motion_network)
+    assert not any(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))
+    for got, want in zip(actual, expected):
+        assert torch.allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_prepare_renderer_on_cpu_prepares_every_fast_path(every_conv_winograd):
+    generator, source, kp_source, kp_driving = small_generator_inputs()
+    with torch.no_grad():
+        expected = generator(source, kp_source, kp_driving)
+        fast.prepare_renderer(generator)
+        actual = generator(source, kp_source, kp_driving)
+    assert all(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert generator.decoder.up_1.fused.shared_upsampled is not None
+    outside_decoder = [conv for name, child in generator.named_children() if name != "decoder"
+                       for conv in fast.winograd_convs(child)]
+    assert outside_decoder and all(hasattr(conv, "winograd") for conv in outside_decoder)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-10)

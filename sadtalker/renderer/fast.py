@@ -43,11 +43,14 @@ _WINOGRAD: Dict[int, Tuple[list, list, list]] = {
 }
 DEFAULT_TILE = 4
 BAND_TILES = 128  # tiles transformed at once (see WinogradConv3x3.forward)
-# Measured on the 2-core CPU (scripts/winograd_speed.py): Winograd F(4, 3) takes 25-50 % less time than
-# oneDNN's direct conv from 128 input and output channels up (e.g. 128 -> 1024 at 64x64: 55 -> 28 ms,
-# 512 -> 512: 85 -> 40 ms); below that its tile transforms cost more than they save.
-WINOGRAD_MIN_CIN = 128
+# Measured on the 2-core CPU (one conv at a time, the renderer's shapes): Winograd F(4, 3) takes 20-50 % less
+# time than oneDNN's direct conv with 64+ input and 128+ output channels (128 -> 1024 at 64x64: 55 -> 28 ms,
+# 512 -> 512: 85 -> 40 ms, 64 -> 128 at 256x256: 68 -> 54 ms) and, over H and W of a 3-D conv, with 32+ of
+# each (112 -> 112 at 16x64x64: 283 -> 121 ms, 32 -> 32: 24 -> 18 ms). With fewer output channels
+# (256 -> 64, 64 -> 64 at 256x256) its tile transforms cost more than they save.
+WINOGRAD_MIN_CIN = 64
 WINOGRAD_MIN_COUT = 128
+WINOGRAD_MIN_CHANNELS_3D = 32
 
 
 def winograd_matrices(m: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -58,21 +61,28 @@ def winograd_matrices(m: int) -> Tuple[Tensor, Tensor, Tensor]:
 
 
 class WinogradConv3x3(nn.Module):
-    """3x3 conv, stride 1, padding 1: (B, Cin, H, W) -> (B, Cout, H, W), as a Winograd F(m, 3).
+    """3x3 (or 3x3x3) conv, stride 1, padding 1: (B, Cin, [D,] H, W) -> (B, Cout, [D,] H, W), as a Winograd
+    F(m x m, 3 x 3) over H and W.
 
-    Holds the transformed kernel (n^2, Cout, Cin) and the tile transforms as non-persistent buffers.
+    A 3-D kernel's three depth taps stay direct: the tiles of every depth slice are transformed once and
+    each output slice sums three matrix products, one per neighbouring input slice. Holds the transformed
+    kernel (taps, n^2, Cout, Cin) and the tile transforms as non-persistent buffers.
     """
 
     def __init__(self, weight: Tensor, bias: Optional[Tensor], m: int = DEFAULT_TILE) -> None:
         super().__init__()
+        if weight.dim() not in (4, 5) or any(k != 3 for k in weight.shape[2:]):
+            raise ValueError(f"WinogradConv3x3 needs a 3x3 or 3x3x3 kernel, got shape {tuple(weight.shape)}")
         at, g, bt = winograd_matrices(m)
         self.m, self.n = m, m + 2
         self.band_tiles = BAND_TILES
+        self.volume = weight.dim() == 5
         w = weight.detach().to(torch.float64)
-        u = torch.einsum("ik,ockl,jl->ijoc", g, w, g)  # (n, n, Cout, Cin): G w G^T per channel pair
+        w = w if self.volume else w.unsqueeze(2)  # (Cout, Cin, taps, 3, 3)
+        u = torch.einsum("ik,ocdkl,jl->dijoc", g, w, g)  # (taps, n, n, Cout, Cin): G w G^T per channel pair
         n2 = self.n * self.n
-        self.register_buffer("kernel", u.reshape(n2, w.shape[0], w.shape[1]).to(weight.dtype).contiguous(),
-                             persistent=False)  # (n^2, Cout, Cin)
+        self.register_buffer("kernel", u.reshape(w.shape[2], n2, w.shape[0], w.shape[1]).to(weight.dtype)
+                             .contiguous(), persistent=False)  # (taps, n^2, Cout, Cin)
         # Input transform B^T d B of every tile as a stride-m conv with n^2 fixed (n, n) kernels.
         self.register_buffer("input_tf", torch.kron(bt, bt).reshape(n2, 1, self.n, self.n).to(weight.dtype),
                              persistent=False)
@@ -80,34 +90,51 @@ class WinogradConv3x3(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, cin, h, w = x.shape
-        m, n = self.m, self.n
+        volume = x if self.volume else x.unsqueeze(2)  # (B, Cin, D, H, W)
+        b, _, d, h, w = volume.shape
+        m = self.m
         th, tw = -(-h // m), -(-w // m)
-        padded = F.pad(x, (1, 1 + tw * m - w, 1, 1 + th * m - h))
-        cout = self.kernel.shape[1]
-        out = x.new_empty(b, cout, th * m, tw * m)
-        blocks = out.view(b, cout, th, m, tw, m)  # output pixel (m t + i, m s + j) is blocks[:, :, t, i, s, j]
-        bias = None if self.bias is None else self.bias.view(1, cout, 1, 1, 1, 1)
+        depth_pad = 1 if self.volume else 0
+        padded = F.pad(volume, (1, 1 + tw * m - w, 1, 1 + th * m - h, depth_pad, depth_pad))
+        out = volume.new_empty(b, self.kernel.shape[2], d, th * m, tw * m)
+        if self.volume and b > 1:  # one volume at a time: measured faster than bands spanning the batch
+            for i in range(b):
+                self._bands(padded[i : i + 1], out[i : i + 1])
+        else:
+            self._bands(padded, out)
+        if th * m != h or tw * m != w:
+            out = out[..., :h, :w].contiguous()
+        return out if self.volume else out.squeeze(2)
+
+    def _bands(self, padded: Tensor, out: Tensor) -> None:
+        """Fill ``out`` (B, Cout, D, th*m, tw*m) from ``padded`` (B, Cin, D + taps - 1, th*m + 2, tw*m + 2)."""
+        b, cin, d_padded = padded.shape[:3]
+        cout, d = out.shape[1:3]
+        m, n = self.m, self.n
+        th, tw = out.shape[3] // m, out.shape[4] // m
+        blocks = out.view(b, cout, d, th, m, tw, m)  # pixel (m t + i, m s + j) is blocks[..., t, i, s, j]
+        bias = None if self.bias is None else self.bias.view(1, cout, 1, 1, 1, 1, 1)
         # A band of tile rows at a time, so the transformed tiles (2.25x the band's input and output) stay
         # in cache: on the 2-core CPU this took the 128 -> 512 conv at 256x256 from 499 ms to 278 ms.
-        rows = max(1, self.band_tiles // (b * tw))
+        rows = max(1, self.band_tiles // (b * d * tw))
         for r0 in range(0, th, rows):
             r1 = min(th, r0 + rows)
-            band = padded[:, :, m * r0 : m * r1 + 2]
-            spectra = F.conv2d(band.reshape(b * cin, 1, *band.shape[2:]), self.input_tf, stride=m)
+            band = padded[:, :, :, m * r0 : m * r1 + 2]
+            spectra = F.conv2d(band.reshape(-1, 1, *band.shape[3:]), self.input_tf, stride=m)
             tiles = (r1 - r0) * tw
-            spectra = spectra.view(b, cin, n * n, tiles).permute(2, 1, 0, 3).reshape(n * n, cin, b * tiles)
-            products = torch.bmm(self.kernel, spectra)  # (n^2, Cout, P): the channel sums, one per spectrum entry
+            # (n^2, Cin, D + taps - 1, B, tiles): a depth window of it is one (n^2, Cin, P) matrix batch
+            spectra = spectra.view(b, cin, d_padded, n * n, tiles).permute(3, 1, 2, 0, 4).contiguous()
+            products = None  # (n^2, Cout, P): the channel sums, one per spectrum entry, P = D * B * tiles
+            for tap, kernel in enumerate(self.kernel):
+                window = spectra[:, :, tap : tap + d].reshape(n * n, cin, -1)
+                products = torch.bmm(kernel, window) if products is None else products.baddbmm_(kernel, window)
             # A^T M A as (Cout * P, m^2), each tile's m x m outputs contiguous, so the copy below moves rows of m
             tile_out = torch.mm(products.view(n * n, -1).t(), self.output_tf.t())
-            tile_out = tile_out.view(cout, b, r1 - r0, tw, m, m).permute(1, 0, 2, 4, 3, 5)  # (b, C, t, i, s, j)
+            tile_out = tile_out.view(cout, d, b, r1 - r0, tw, m, m).permute(2, 0, 1, 3, 5, 4, 6)
             if bias is None:
-                blocks[:, :, r0:r1].copy_(tile_out)
+                blocks[:, :, :, r0:r1].copy_(tile_out)
             else:
-                torch.add(tile_out, bias, out=blocks[:, :, r0:r1])
-        if th * m != h or tw * m != w:
-            out = out[:, :, :h, :w].contiguous()
-        return out
+                torch.add(tile_out, bias, out=blocks[:, :, :, r0:r1])
 
 
 class DirectConv3x3(nn.Module):
@@ -122,9 +149,17 @@ class DirectConv3x3(nn.Module):
         return F.conv2d(x, self.weight, self.bias, padding=1)
 
 
+def winograd_gains(weight: Tensor) -> bool:
+    """Whether a Winograd F(4, 3) beat oneDNN's direct conv for a kernel of this shape on the 2-core CPU."""
+    cout, cin = weight.shape[:2]
+    if weight.dim() == 5:
+        return cin >= WINOGRAD_MIN_CHANNELS_3D and cout >= WINOGRAD_MIN_CHANNELS_3D
+    return cin >= WINOGRAD_MIN_CIN and cout >= WINOGRAD_MIN_COUT
+
+
 def make_conv3x3(weight: Tensor, bias: Optional[Tensor], winograd_tile: Optional[int]) -> nn.Module:
     """Winograd conv when ``winograd_tile`` is set (CPU) and the conv is wide enough to gain, else direct."""
-    if winograd_tile and weight.shape[1] >= WINOGRAD_MIN_CIN and weight.shape[0] >= WINOGRAD_MIN_COUT:
+    if winograd_tile and winograd_gains(weight):
         return WinogradConv3x3(weight, bias, winograd_tile)
     return DirectConv3x3(weight, bias)
 
@@ -168,12 +203,13 @@ class UpsampledConv(nn.Module):
         self.cout = weight.shape[0]
         self.conv = F.conv2d if self.ndim == 2 else F.conv3d
         self.parts: List[Tuple[Tuple[int, ...], Tuple[int, ...], List[Tuple[int, ...]]]] = []
-        w = weight.detach().to(torch.float64)
+        w = weight.detach()  # summing 1 to 3 taps in the weights' own dtype (float64 took 2x longer to build)
         for index, combo in enumerate(itertools.product(*(_axis_phases(s) for s in self.scales))):
             kernels, phases = [], []
             for members in itertools.product(*(members for _, _, members in combo)):
                 kernel = w
                 for axis, (_, merge) in enumerate(members):
+                    merge = merge.to(w.dtype)
                     kernel = torch.tensordot(merge, kernel, dims=([1], [2 + axis])).movedim(0, 2 + axis)
                 kernels.append(kernel)
                 phases.append(tuple(phase for phase, _ in members))
@@ -277,17 +313,19 @@ def spade_blocks(decoder: nn.Module) -> List[nn.Module]:
 LABEL_SCALES = {"up_0": 2, "up_1": 4}
 
 
-def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_TILE) -> nn.Module:
+def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_TILE,
+                    small_label_convs: bool = True) -> nn.Module:
     """Attach a :class:`FusedSPADEBlock` (built from the current weights) to each SPADE block.
 
     Call after loading, and again after any change of weights, device or dtype. ``winograd_tile``
-    None gives fused direct convs (the CUDA choice). Returns ``decoder``.
+    None gives fused direct convs (the CUDA choice). ``small_label_convs``: up_0 and up_1 run their
+    shared SPADE conv on the small label map (:class:`UpsampledConv`). Returns ``decoder``.
     """
     with torch.no_grad():
         for name, block in named_spade_blocks(decoder):
             block.fused = None
             param = block.conv_0.weight_orig
-            scale = LABEL_SCALES.get(name, 1)
+            scale = LABEL_SCALES.get(name, 1) if small_label_convs else 1
             block.fused = FusedSPADEBlock(block, winograd_tile, scale).to(device=param.device, dtype=param.dtype)
         fc = decoder.fc
         decoder.fused_fc = make_conv3x3(fc.weight, fc.bias, winograd_tile).to(fc.weight.device)
@@ -327,6 +365,42 @@ def unprepare_upsampling(module: nn.Module) -> nn.Module:
     return module
 
 
+def winograd_convs(module: nn.Module) -> List[nn.Conv2d]:
+    """The plain 3x3 / 3x3x3 convs in ``module`` (stride 1, padding 1, one group) that Winograd speeds up."""
+    found = []
+    for conv in module.modules():
+        if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
+            continue
+        taps = conv.weight.dim() - 2
+        plain = (conv.kernel_size == (3,) * taps and conv.stride == (1,) * taps and conv.padding == (1,) * taps
+                 and conv.dilation == (1,) * taps and conv.groups == 1 and conv.padding_mode == "zeros")
+        if plain and winograd_gains(conv.weight):
+            found.append(conv)
+    return found
+
+
+def prepare_convs(module: nn.Module, winograd_tile: int = DEFAULT_TILE) -> nn.Module:
+    """Run every conv of :func:`winograd_convs` as a :class:`WinogradConv3x3` built from its current weights.
+
+    The conv keeps its parameters (and state-dict keys); the Winograd copy hangs on it as ``winograd`` (no
+    persistent buffers) and takes over its forward. Undo with :func:`unprepare_convs`.
+    """
+    with torch.no_grad():
+        for conv in winograd_convs(module):
+            conv.winograd = WinogradConv3x3(conv.weight, conv.bias, winograd_tile)
+            conv.forward = conv.winograd.forward
+    return module
+
+
+def unprepare_convs(module: nn.Module) -> nn.Module:
+    """Drop what :func:`prepare_convs` attached: the convs run as written again."""
+    for conv in module.modules():
+        if isinstance(conv, (nn.Conv2d, nn.Conv3d)) and hasattr(conv, "winograd"):
+            del conv.winograd
+            del conv.forward
+    return module
+
+
 def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Module:
     """Prepare ``generator.decoder`` and the dense-motion hourglass's up blocks unless already prepared
     for the generator's current device and dtype.
@@ -336,8 +410,16 @@ def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) ->
     weight = generator.decoder.fc.weight
     if generator.decoder.prepared_for != (weight.device, weight.dtype):
         tile = default_winograd_tile(weight.device) if winograd_tile == -1 else winograd_tile
-        prepare_decoder(generator.decoder, tile)
-        prepare_upsampling(generator.dense_motion_network)
+        # The convs on upsampled maps (UpsampledConv) and the 3-D Winograd convs are measured on CPU only so
+        # far; on CUDA the decoder keeps its fused direct convs and the hourglass its convs as written.
+        cpu = weight.device.type == "cpu"
+        prepare_decoder(generator.decoder, tile, small_label_convs=cpu)
+        if cpu:
+            prepare_upsampling(generator.dense_motion_network)
+            for name, child in generator.named_children():
+                if name != "decoder" and tile:  # the decoder's convs run through its fused blocks
+                    unprepare_convs(child)
+                    prepare_convs(child, tile)
         if weight.device.type == "cuda":  # tensor-core convs prefer NHWC; unmeasured until a GPU run
             generator.decoder.to(memory_format=torch.channels_last)
     return generator
