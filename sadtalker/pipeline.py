@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from sadtalker.allocator import reuse_freed_memory
 from sadtalker.audio import FPS, fit_to_frames, mel_windows, melspectrogram, num_frames
 from sadtalker.chunking import Chunk, plan_chunks
 from sadtalker.coeffs import audio_to_coeffs, blink_sequence, load_audio_models
@@ -138,7 +139,10 @@ def load_models(settings: Settings) -> ModelBundle:
     from sadtalker.loading import load_mapping
 
     start = time.monotonic()
+    if settings.reuse_freed_memory:  # before the first large tensor
+        reuse_freed_memory()
     device = pick_device(settings.device)
+
     def load_size(size: int) -> SizeModels:
         return load_size_models(settings.checkpoints_dir, size, device, settings.torch_compile)
 

@@ -81,6 +81,9 @@ class Settings:
     enhancer_dtype: str = "auto"
     # torch.compile the renderer's per-frame steps (first batch pays the compile time; GPU speed).
     torch_compile: bool = False
+    # Keep freed memory in the process (glibc mallopt, sadtalker.allocator): large tensors reuse mapped pages
+    # instead of faulting in fresh ones (CPU renderer: about 20 % less CPU time); memory stays at its peak.
+    reuse_freed_memory: bool = True
 
     # Download limits.
     max_image_bytes: int = 20 * MB
@@ -133,6 +136,7 @@ class Settings:
             render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, PRECISIONS),
             enhancer_dtype=_choice(env, "ENHANCER_DTYPE", d.enhancer_dtype, ("auto",) + PRECISIONS),
             torch_compile=_bool(env, "TORCH_COMPILE", d.torch_compile),
+            reuse_freed_memory=_bool(env, "REUSE_FREED_MEMORY", d.reuse_freed_memory),
             max_image_bytes=_int(env, "MAX_IMAGE_BYTES", d.max_image_bytes, 1),
             max_audio_bytes=_int(env, "MAX_AUDIO_BYTES", d.max_audio_bytes, 1),
             download_connect_timeout_s=_float(env, "DOWNLOAD_CONNECT_TIMEOUT_S", d.download_connect_timeout_s, 0.001),

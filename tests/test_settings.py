@@ -14,6 +14,7 @@ def test_empty_environment_gives_documented_defaults():
     assert s.inline_result_max_bytes == 15 * MB
     assert s.allow_loopback_urls is False
     assert s.r2_key_prefix == "sadtalker/results/"
+    assert s.reuse_freed_memory is True
 
 
 def test_values_are_parsed_from_strings():
@@ -21,6 +22,7 @@ def test_values_are_parsed_from_strings():
         {"FACE_DETECTOR": "DLIB", "MAX_AUDIO_SECONDS": "12.5", "ALLOW_LOOPBACK_URLS": "true", "RENDER_BATCH_SIZE": "4"}
     )
     assert (s.face_detector, s.max_audio_seconds, s.allow_loopback_urls, s.render_batch_size) == ("dlib", 12.5, True, 4)
+    assert Settings.from_env({"REUSE_FREED_MEMORY": "false"}).reuse_freed_memory is False
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,7 @@ def test_values_are_parsed_from_strings():
         ("RENDER_BATCH_SIZE", "2.5"),
         ("ALLOW_LOOPBACK_URLS", "maybe"),
         ("DEVICE", "tpu"),
+        ("REUSE_FREED_MEMORY", "sometimes"),
     ],
 )
 def test_bad_values_raise_naming_the_variable(name, value):
