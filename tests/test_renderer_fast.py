@@ -260,8 +260,54 @@ def test_prepare_renderer_on_cpu_prepares_every_fast_path(every_conv_winograd):
         fast.prepare_renderer(generator)
         actual = generator(source, kp_source, kp_driving)
     assert all(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert generator.dense_motion_network.fused_heads is not None
     assert generator.decoder.up_1.fused.shared_upsampled is not None
     outside_decoder = [conv for name, child in generator.named_children() if name != "decoder"
                        for conv in fast.winograd_convs(child)]
     assert outside_decoder and all(hasattr(conv, "winograd") for conv in outside_decoder)
     assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("k,depth_taps,depth_padding", [(7, 7, 3), (5, 3, 1), (7, 4, 0)])
+@pytest.mark.parametrize("tile", [3, 18])
+def test_tiled_fft_conv_equals_the_direct_conv(k, depth_taps, depth_padding, tile):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 4, 5, 11, 9, generator=gen, dtype=torch.float64)
+    weight = torch.randn(3, 4, depth_taps, k, k, generator=gen, dtype=torch.float64)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64)
+    expected = F.conv3d(x, weight, bias, padding=(depth_padding, k // 2, k // 2))
+    actual = fast.TiledFFTConv(weight, bias, depth_padding, tile)(x)
+    assert actual.shape == expected.shape
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
+
+
+def test_tiled_fft_conv_refuses_an_even_kernel():
+    with pytest.raises(ValueError, match="odd square kernel"):
+        fast.TiledFFTConv(torch.zeros(1, 1, 3, 4, 4), None, 1)
+
+
+def test_motion_heads_give_the_mask_and_occlusion_of_the_convs():
+    generator, source, kp_source, kp_driving = small_generator_inputs()
+    feature = generator.encode(source)
+    dense_motion = generator.dense_motion_network
+    with torch.no_grad():
+        expected = generator.motion(feature, kp_source, kp_driving)
+        fast.prepare_motion_heads(dense_motion)
+        assert dense_motion.fused_heads is not None
+        actual = generator.motion(feature, kp_source, kp_driving)
+    assert actual.occlusion.shape == expected.occlusion.shape
+    for got, want in zip(actual, expected):
+        assert torch.allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_moving_off_the_cpu_drops_the_cpu_only_paths(every_conv_winograd):
+    generator, *_ = small_generator_inputs()
+    fast.prepare_renderer(generator)
+    generator.to("meta")  # any device other than the CPU (shapes only; no GPU needed)
+    fast.prepare_renderer(generator)
+    assert generator.decoder.prepared_for[0].type == "meta"
+    assert generator.dense_motion_network.fused_heads is None
+    assert not any(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert not any(hasattr(conv, "winograd") for conv in generator.modules())
+    assert generator.decoder.up_1.fused.shared_upsampled is None  # measured on CPU only
+    assert all(isinstance(block.fused.conv_0, fast.DirectConv3x3) for block in fast.spade_blocks(generator.decoder))

@@ -14,7 +14,7 @@ the compressed feature warped by that motion.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,9 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(dims.feature_channels, dm.compress, 1)
         self.norm = nn.BatchNorm3d(dm.compress)
         self.occlusion = nn.Conv2d(self.hourglass.out_filters * dims.reshape_depth, 1, 7, padding=3)
+        # Inference-only mask and occlusion convs from one input transform (sadtalker.renderer.fast.MotionHeads,
+        # CPU); None = the convs as written.
+        self.fused_heads: Optional[nn.Module] = None
 
     def compress_feature(self, feature: Tensor) -> Tensor:
         """1x1x1 conv + BN + ReLU: (B, C, D, H, W) -> (B, compress, D, H, W). Depends on the source only."""
@@ -82,8 +85,12 @@ class DenseMotionNetwork(nn.Module):
         heat = self.heatmaps(grid, kp_driving, kp_source).unsqueeze(2)  # (B, K+1, 1, D, H, W)
         prediction = self.hourglass(torch.cat([heat, warped], dim=2).view(b, k1 * (c + 1), d, h, w))
 
-        mask = F.softmax(self.mask(prediction), dim=1)
+        if self.fused_heads is not None:
+            mask_logits, occlusion_logits = self.fused_heads(prediction)
+        else:
+            mask_logits, occlusion_logits = self.mask(prediction), self.occlusion(prediction.reshape(b, -1, h, w))
+        mask = F.softmax(mask_logits, dim=1)
         mask = torch.where(mask < MASK_FLOOR, torch.zeros_like(mask), mask).unsqueeze(2)  # (B, K+1, 1, D, H, W)
         deformation = (motions.permute(0, 1, 5, 2, 3, 4) * mask).sum(dim=1).permute(0, 2, 3, 4, 1)
-        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
+        occlusion = torch.sigmoid(occlusion_logits)
         return Motion(deformation, occlusion)
