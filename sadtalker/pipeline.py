@@ -282,7 +282,7 @@ def animate(
     path = os.path.join(workdir, f"{job_id}.mp4")
     batches = render(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
-        bundle.settings.render_batch_size, precision=bundle.settings.render_dtype,
+        bundle.settings.render_batch_for(bundle.device.type), precision=bundle.settings.render_dtype,
     )
     width, height = post.size
     with VideoWriter(path, width, height, wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE) as writer:

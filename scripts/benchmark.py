@@ -245,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wav = speech(args.seconds)
     device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
     report = {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
-              "torch": torch.__version__, "batch_size": settings.render_batch_size,
+              "torch": torch.__version__, "batch_size": settings.render_batch_for(bundle.device.type),
               "render_dtype": settings.render_dtype,
               "enhancer_dtype": bundle.enhancer.precision if bundle.enhancer else None,
               "enhancer_batch": bundle.enhancer.batch_size if bundle.enhancer else None,

@@ -15,6 +15,8 @@ def test_empty_environment_gives_documented_defaults():
     assert s.allow_loopback_urls is False
     assert s.r2_key_prefix == "sadtalker/results/"
     assert s.reuse_freed_memory is True
+    assert s.render_batch_size is None
+    assert (s.render_batch_for("cuda"), s.render_batch_for("cpu")) == (8, 2)
 
 
 def test_values_are_parsed_from_strings():
@@ -23,6 +25,7 @@ def test_values_are_parsed_from_strings():
     )
     assert (s.face_detector, s.max_audio_seconds, s.allow_loopback_urls, s.render_batch_size) == ("dlib", 12.5, True, 4)
     assert Settings.from_env({"REUSE_FREED_MEMORY": "false"}).reuse_freed_memory is False
+    assert (s.render_batch_for("cuda"), s.render_batch_for("cpu")) == (4, 4)  # a set value holds on every device
 
 
 @pytest.mark.parametrize(
