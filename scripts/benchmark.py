@@ -64,6 +64,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--enhancer-batch", type=int, default=None,
                         help="faces per GFPGAN forward (default: sadtalker.enhancer.DEFAULT_BATCH)")
     parser.add_argument("--torch-compile", action="store_true", help="TORCH_COMPILE=true")
+    parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
+                        help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
+                             "(sadtalker.renderer.fast.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     finder = parser.add_mutually_exclusive_group()
     finder.add_argument("--landmarks", default=None,
@@ -232,6 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.torch_compile:
         env["TORCH_COMPILE"] = "true"
     settings = Settings.from_env(env)
+    if args.upsampled_convs_on_cuda:
+        from sadtalker.renderer import fast
+
+        fast.UPSAMPLED_CONVS_ON_CUDA = True
     start = time.perf_counter()
     bundle = load_models(settings)
     load_s = time.perf_counter() - start
@@ -249,7 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "render_dtype": settings.render_dtype,
               "enhancer_dtype": bundle.enhancer.precision if bundle.enhancer else None,
               "enhancer_batch": bundle.enhancer.batch_size if bundle.enhancer else None,
-              "torch_compile": settings.torch_compile, "rows": []}
+              "torch_compile": settings.torch_compile, "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+              "rows": []}
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
         if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches

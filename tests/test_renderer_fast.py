@@ -311,3 +311,12 @@ def test_moving_off_the_cpu_drops_the_cpu_only_paths(every_conv_winograd):
     assert not any(hasattr(conv, "winograd") for conv in generator.modules())
     assert generator.decoder.up_1.fused.shared_upsampled is None  # measured on CPU only
     assert all(isinstance(block.fused.conv_0, fast.DirectConv3x3) for block in fast.spade_blocks(generator.decoder))
+
+
+def test_upsampled_convs_can_be_turned_on_off_the_cpu(every_conv_winograd, monkeypatch):
+    monkeypatch.setattr(fast, "UPSAMPLED_CONVS_ON_CUDA", True)
+    generator, *_ = small_generator_inputs()
+    generator.to("meta")  # not CUDA: the switch is for CUDA only
+    fast.prepare_renderer(generator)
+    assert generator.decoder.up_1.fused.shared_upsampled is None
+    assert not any(block.fused is not None for block in fast.up_blocks(generator.dense_motion_network))

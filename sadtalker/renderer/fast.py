@@ -493,34 +493,42 @@ def unprepare_convs(module: nn.Module) -> nn.Module:
     return module
 
 
-def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Module:
-    """Prepare ``generator.decoder`` and the dense-motion hourglass's up blocks unless already prepared
-    for the generator's current device and dtype.
+# The convs on nearest-upsampled maps (UpsampledConv: 1139 -> 1000 GFLOP per 256 frame) are measured on CPU only; a
+# GPU session turns them on with scripts/benchmark.py --upsampled-convs-on-cuda to measure them there.
+UPSAMPLED_CONVS_ON_CUDA = False
 
-    ``winograd_tile`` -1 picks :func:`default_winograd_tile` for the device. Returns ``generator``.
+
+def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Module:
+    """Attach the inference paths for the generator's device unless already prepared for its device and dtype.
+
+    Everywhere: the decoder's fused SPADE blocks (:func:`prepare_decoder`). On CPU also: convs on upsampled maps
+    computed on the small map (decoder up blocks, dense-motion up blocks), the mask and occlusion heads by tiled
+    FFT, and Winograd for the plain 3x3 / 3x3x3 convs that gain. ``winograd_tile`` -1 picks
+    :func:`default_winograd_tile` for the device. Returns ``generator``.
     """
     weight = generator.decoder.fc.weight
-    if generator.decoder.prepared_for != (weight.device, weight.dtype):
-        tile = default_winograd_tile(weight.device) if winograd_tile == -1 else winograd_tile
-        # The convs on upsampled maps (UpsampledConv) and the 3-D Winograd convs are measured on CPU only so
-        # far; on CUDA the decoder keeps its fused direct convs and the hourglass its convs as written.
-        cpu = weight.device.type == "cpu"
-        prepare_decoder(generator.decoder, tile, small_label_convs=cpu)
-        dense_motion = generator.dense_motion_network
-        others = [child for name, child in generator.named_children() if name != "decoder"]  # decoder: fused blocks
-        for child in others:
-            unprepare_convs(child)
-        if cpu:
-            prepare_upsampling(dense_motion)
-            prepare_motion_heads(dense_motion)
+    if generator.decoder.prepared_for == (weight.device, weight.dtype):
+        return generator
+    tile = default_winograd_tile(weight.device) if winograd_tile == -1 else winograd_tile
+    cpu = weight.device.type == "cpu"
+    upsampled = cpu or (weight.device.type == "cuda" and UPSAMPLED_CONVS_ON_CUDA)
+    prepare_decoder(generator.decoder, tile, small_label_convs=upsampled)
+    dense_motion = generator.dense_motion_network
+    if upsampled:
+        prepare_upsampling(dense_motion)
+    else:
+        unprepare_upsampling(dense_motion)
+    others = [child for name, child in generator.named_children() if name != "decoder"]  # decoder: fused blocks
+    for child in others:  # what an earlier preparation (another device or dtype) attached goes first
+        unprepare_convs(child)
+    dense_motion.fused_heads = None
+    if cpu:
+        prepare_motion_heads(dense_motion)
+        if tile:
             for child in others:
-                if tile:
-                    prepare_convs(child, tile)
-        else:  # drop what a CPU preparation attached before the move
-            unprepare_upsampling(dense_motion)
-            dense_motion.fused_heads = None
-        if weight.device.type == "cuda":  # tensor-core convs prefer NHWC; unmeasured until a GPU run
-            generator.decoder.to(memory_format=torch.channels_last)
+                prepare_convs(child, tile)
+    if weight.device.type == "cuda":  # tensor-core convs prefer NHWC
+        generator.decoder.to(memory_format=torch.channels_last)
     return generator
 
 
