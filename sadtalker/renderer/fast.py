@@ -1,20 +1,27 @@
-"""Inference-only rewrites of the SPADE decoder's 3x3 convolutions, built from the loaded weights.
+"""Inference-only rewrites of the renderer's heaviest layers, built from the loaded weights.
 
-The official state-dict keys stay as they are (strict loading is untouched); :func:`prepare_decoder`
-runs after loading and attaches, to every :class:`SPADEResBlock`, a :class:`FusedSPADEBlock` holding
-non-persistent buffers derived from the block's weights:
+The official state-dict keys stay as they are (strict loading is untouched); :func:`prepare_renderer` runs after
+loading and attaches modules holding non-persistent buffers derived from the weights. Every rewrite computes the
+same function up to float rounding; tests/test_renderer_fast.py checks each against the layer it replaces in
+float64, and the golden fidelity tests run through the prepared renderer.
+
+Everywhere (:func:`prepare_decoder`): each :class:`SPADEResBlock` gets a :class:`FusedSPADEBlock`:
 
 - the ``mlp_shared`` convs of the block's SPADEs (they all read the same label map) as one conv;
-- the ``mlp_gamma`` and ``mlp_beta`` convs of each SPADE (same input) as one conv;
-- the spectral-norm convs with their normalised kernel computed once.
+- the ``mlp_gamma`` and ``mlp_beta`` convs of each SPADE (same input) as one conv, gamma's bias carrying the "1 +";
+- the spectral-norm convs with their normalised kernel computed once; one instance norm for norm_s and norm_0.
 
-On CPU every fused 3x3 conv runs as a Winograd F(m x m, 3 x 3) convolution (Lavin & Gray 2016): the
-input is cut into overlapping (m+2)^2 tiles, each tile and each kernel is mapped by a fixed linear
-transform, the channel sums become (m+2)^2 independent matrix products, and a last transform gives
-the m x m outputs. Multiplications per output fall from 9 * Cin to (m+2)^2 / m^2 * Cin: 2.25x fewer
-for m = 2, 4x fewer for m = 4. The maths is exact; only float rounding differs from a direct conv
-(measured against the golden vectors in tests/test_renderer_fast.py). On CUDA the fused convs run
-directly (cuDNN picks its own algorithm).
+On CPU only (measured there; see README "CPU speed"):
+
+- plain 3x3 convs, and 3x3x3 convs over H and W, as Winograd F(m x m, 3 x 3) (:class:`WinogradConv3x3`, Lavin &
+  Gray 2016): the input is cut into overlapping (m+2)^2 tiles, each tile and each kernel is mapped by a fixed
+  linear transform, the channel sums become (m+2)^2 independent matrix products, and a last transform gives the
+  m x m outputs. Multiplications per output fall from 9 * Cin to (m+2)^2 / m^2 * Cin: 4x fewer for m = 4;
+- convs that read a nearest-upsampled map, run on the small map (:class:`UpsampledConv`): the SPADE label convs
+  of ``up_0`` and ``up_1`` and the dense-motion hourglass's up blocks;
+- the dense-motion mask and occlusion convs (7x7x7 and 7x7) from one tiled FFT (:class:`MotionHeads`).
+
+On CUDA the fused convs run directly (cuDNN picks its own algorithm) in channels-last layout.
 """
 from __future__ import annotations
 
