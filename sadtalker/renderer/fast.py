@@ -261,12 +261,13 @@ class FusedSPADEBlock(nn.Module):
         self.names = names
         self.hidden = [conv.weight.shape[0] for conv in shared]
         shared_weight, shared_bias = torch.cat([c.weight for c in shared]), torch.cat([c.bias for c in shared])
-        self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile)
         # The label map arrives label_scale times smaller than x and is nearest-upsampled before the shared
-        # conv: that conv can run on the small map (UpsampledConv). Other sizes take the general path.
+        # conv: that conv can run on the small map (UpsampledConv). Other sizes take the general path, which
+        # is then only a fallback: a direct conv, so no Winograd kernel is built at start-up for it.
         self.label_scale = label_scale
         self.shared_upsampled = (UpsampledConv(shared_weight, shared_bias, (label_scale, label_scale))
                                  if label_scale > 1 else None)
+        self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile if label_scale == 1 else None)
         # gamma's bias carries the "1 +" of x * (1 + gamma) + beta, saving a pass over a full-size map
         self.modulation = nn.ModuleList(
             make_conv3x3(torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
