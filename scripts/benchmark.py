@@ -67,6 +67,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
                         help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
                              "(sadtalker.renderer.fast.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
+    parser.add_argument("--enhancer-nchw", action="store_true",
+                        help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
+                             "(sadtalker.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     finder = parser.add_mutually_exclusive_group()
     finder.add_argument("--landmarks", default=None,
@@ -239,6 +242,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sadtalker.renderer import fast
 
         fast.UPSAMPLED_CONVS_ON_CUDA = True
+    if args.enhancer_nchw:
+        from sadtalker import enhancer
+
+        enhancer.CHANNELS_LAST_ON_CUDA = False
     start = time.perf_counter()
     bundle = load_models(settings)
     load_s = time.perf_counter() - start
@@ -257,6 +264,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "enhancer_dtype": bundle.enhancer.precision if bundle.enhancer else None,
               "enhancer_batch": bundle.enhancer.batch_size if bundle.enhancer else None,
               "torch_compile": settings.torch_compile, "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+              "enhancer_channels_last": (bundle.enhancer.memory_format == torch.channels_last
+                                         if bundle.enhancer else None),
               "rows": []}
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)

@@ -1,9 +1,15 @@
 """GFPGAN restorer: sizes, determinism, batch independence, strict loading (small config; one real-size run)."""
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from sadtalker.enhancer import OFFICIAL, EnhancerDims, FaceEnhancer, batch_modulated_convs, build_gfpgan, load_enhancer
+from sadtalker.enhancer import (
+    OFFICIAL, EnhancerDims, FaceEnhancer, batch_modulated_convs, build_gfpgan, gfpgan_forward, load_enhancer,
+    prepare_enhancer, to_channels_last,
+)
 from sadtalker.errors import CheckpointError
 
 SMALL = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
@@ -150,3 +156,91 @@ def test_official_format_file_loads_strictly_and_restores_at_render_size(test_ch
     assert sum(p.numel() for p in enhancer.net.parameters()) == 86444252  # the manifest's learned_params
     out = enhancer.restore(faces(1, 64, 64))
     assert out.shape == (1, 64, 64, 3) and out.dtype == np.uint8
+
+
+# Wide enough that some convs take the CPU's Winograd path (64+ in, 128+ out), small enough for float64.
+MEDIUM = EnhancerDims(out_size=32, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.5)
+
+
+def _random_gfpgan(dims: EnhancerDims, sft_half: bool = True) -> torch.nn.Module:
+    """A float64 network whose noise strengths and biases are not zero (as they are at initialisation)."""
+    torch.manual_seed(2)
+    net = build_gfpgan(dataclasses.replace(dims, sft_half=sft_half)).double().eval()
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith(".weight") and param.numel() == 1:  # StyleConv noise strength
+                param.fill_(0.7)
+            elif name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+    return net
+
+
+def _winograd_layers(net: torch.nn.Module) -> int:
+    return sum(hasattr(module, "winograd") for module in net.modules())
+
+
+@pytest.mark.parametrize("sft_half", [True, False])
+@torch.no_grad()
+def test_fast_forward_computes_what_gfpgans_forward_does(sft_half):
+    """gfpgan_forward on a prepared network (Winograd on the CPU, in place steps, skip convs on the small map)
+    equals gfpgan's own GFPGANv1Clean.forward in float64."""
+    net = _random_gfpgan(MEDIUM, sft_half)
+    reference = copy.deepcopy(net)
+    image = torch.rand(2, 3, MEDIUM.out_size, MEDIUM.out_size, dtype=torch.float64) * 2 - 1
+    expected = reference(image, return_rgb=False, randomize_noise=False)[0]
+    prepare_enhancer(net)
+    assert _winograd_layers(net) >= 6  # plain and modulated 3x3 convs wide enough to gain
+    actual = gfpgan_forward(net, image)
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-11)
+    prepare_enhancer(net, winograd_tile=None)  # direct convs again: nothing of the Winograd path is left
+    assert _winograd_layers(net) == 0
+    np.testing.assert_allclose(gfpgan_forward(net, image).numpy(), expected.numpy(), rtol=0, atol=1e-11)
+
+
+@torch.no_grad()
+def test_fast_forward_works_in_channels_last_layout():
+    """The CUDA layout, checked on the CPU: same result, and the style code is reshaped, not viewed."""
+    net = _random_gfpgan(SMALL)
+    image = torch.rand(2, 3, SMALL.out_size, SMALL.out_size, dtype=torch.float64) * 2 - 1
+    expected = gfpgan_forward(prepare_enhancer(net), image)
+    to_channels_last(net)
+    assert net.final_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    actual = gfpgan_forward(net, image.contiguous(memory_format=torch.channels_last))
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_style_conv_keeps_the_map_in_the_autocast_type():
+    """Under autocast the steps after a StyleGAN2 convolution stay in bf16 (no float32 copy of the map) and read
+    the float32 bias and noise as they are: within two bf16 roundings of the float32 computation."""
+    from sadtalker.enhancer import _modulated_conv, _style_conv
+
+    net = prepare_enhancer(_random_gfpgan(SMALL).float())
+    layer = net.stylegan_decoder.style_convs[2]
+    noise = net.stylegan_decoder.noises.noise3
+    x = torch.randn(2, layer.modulated_conv.in_channels, noise.shape[2] // 2, noise.shape[3] // 2).bfloat16()
+    style = torch.randn(2, SMALL.num_style_feat)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _style_conv(layer, x, style, noise)
+        conv, demod = _modulated_conv(layer.modulated_conv, x, style)
+    assert out.dtype == torch.bfloat16
+    scaled = conv.float() * demod[:, :, None, None] * 2**0.5
+    expected = torch.nn.functional.leaky_relu(scaled + layer.bias + layer.weight * noise, 0.2)
+    magnitude = scaled.abs() + layer.bias.abs() + (layer.weight * noise).abs()
+    error = (out.float() - expected).abs()
+    assert torch.all(error <= magnitude * 2**-7 + 1e-6)  # bf16: 8 significant bits, unit roundoff 2^-8
+    assert error.max() > 0  # it did run in bf16
+
+
+def test_fast_forward_needs_the_v14_latent_layout():
+    net = build_gfpgan(dataclasses.replace(SMALL, different_w=False), device="meta")
+    with pytest.raises(ValueError, match="different_w"):
+        gfpgan_forward(net, torch.zeros(1, 3, SMALL.out_size, SMALL.out_size, device="meta"))
+
+
+def test_enhancer_prepares_its_network_once_built():
+    net = _random_gfpgan(MEDIUM).float()
+    enhancer = FaceEnhancer(net, MEDIUM)
+    assert _winograd_layers(enhancer.net) >= 6  # CPU: Winograd attached
+    assert enhancer.memory_format == torch.contiguous_format  # channels-last is for CUDA only
+    assert all(hasattr(m, "kernel_energy") for m in net.modules() if type(m).__name__ == "ModulatedConv2d")

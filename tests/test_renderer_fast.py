@@ -69,6 +69,24 @@ def test_winograd_bands_of_a_2d_conv_cover_the_whole_image():
     assert torch.allclose(conv(x), F.conv2d(x, weight, padding=1), rtol=0, atol=1e-11)
 
 
+def test_winograd_under_autocast_transforms_in_the_kernels_dtype():
+    """bf16 autocast around a float32 Winograd conv: the transforms (coefficients up to 8) stay float32, so the
+    result is as close to the float32 conv as a direct conv would be; transforming in bf16 is ~100x further off."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 64, 16, 16, generator=gen)
+    weight = torch.randn(32, 64, 3, 3, generator=gen) / 24
+    conv = fast.WinogradConv3x3(weight, None, 4)
+    expected = F.conv2d(x, weight, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = conv(x)
+        bf16_input = conv(x.bfloat16())
+    assert actual.dtype == torch.float32 and bf16_input.dtype == torch.bfloat16
+    assert (actual - expected).abs().max() < 1e-4
+    in_bf16 = fast.WinogradConv3x3(weight.bfloat16(), None, 4)._forward(x.bfloat16()).float()
+    assert (in_bf16 - expected).abs().max() > 100 * (actual - expected).abs().max()
+    assert (bf16_input.float() - expected).abs().max() < 0.1 * (in_bf16 - expected).abs().max()
+
+
 def test_winograd_refuses_other_kernel_sizes():
     with pytest.raises(ValueError, match="3x3 or 3x3x3"):
         fast.WinogradConv3x3(torch.zeros(2, 2, 5, 5), None)

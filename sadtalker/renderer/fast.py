@@ -97,6 +97,14 @@ class WinogradConv3x3(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_autocast_enabled(x.device.type) or x.dtype != self.kernel.dtype:
+            # The transforms' coefficients (up to 8 and down to 1/24) magnify rounding: under autocast the
+            # transform runs in the kernel's dtype and only the result takes the input's type.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self._forward(x.to(self.kernel.dtype)).to(x.dtype)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         volume = x if self.volume else x.unsqueeze(2)  # (B, Cin, D, H, W)
         b, _, d, h, w = volume.shape
         m = self.m
