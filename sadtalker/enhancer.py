@@ -152,9 +152,10 @@ def _style_conv(layer, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
     """
     out, demod = _modulated_conv(layer.modulated_conv, x, style)
     gain = torch.full((1, 1, 1, 1), math.sqrt(2.0), device=out.device) if demod is None else demod * math.sqrt(2.0)
+    strength = getattr(layer, "noise_strength", None)  # set by prepare_enhancer
     with torch.autocast(device_type=out.device.type, enabled=False):  # autocast would widen `out` to float32
         torch.addcmul(layer.bias, out, gain.view(gain.shape[0], -1, 1, 1), out=out)  # out * gain + bias
-        out.add_(noise, alpha=getattr(layer, "noise_strength", None) or float(layer.weight))
+        out.add_(noise, alpha=float(layer.weight) if strength is None else strength)
     return F.leaky_relu_(out, negative_slope=0.2)
 
 
