@@ -245,9 +245,15 @@ def prepare_enhancer(net: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Mo
                 layer.winograd = WinogradConv3x3(kernel, None, tile)
             elif hasattr(layer, "winograd"):
                 del layer.winograd
-    if device.type == "cuda" and CHANNELS_LAST_ON_CUDA:
+    if memory_format_for(device) == torch.channels_last:
         to_channels_last(net)
     return net
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """GFPGAN's layout on ``device``: channels-last on CUDA (:data:`CHANNELS_LAST_ON_CUDA`), else NCHW."""
+    channels_last = device.type == "cuda" and CHANNELS_LAST_ON_CUDA
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def to_channels_last(net: nn.Module) -> nn.Module:
@@ -283,8 +289,7 @@ class FaceEnhancer:
         self.precision = check_precision(precision)  # see sadtalker.renderer.stage.precision_context
         first = next(net.parameters())
         self.device, self.dtype = first.device, first.dtype
-        channels_last = self.device.type == "cuda" and CHANNELS_LAST_ON_CUDA
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format_for(self.device)  # the layout prepare_enhancer gave the weights
 
     @torch.no_grad()
     def restore_tensor(self, faces: Tensor, size: Optional[Tuple[int, int]] = None) -> Tensor:

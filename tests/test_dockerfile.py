@@ -3,7 +3,6 @@ start command (scripts/entrypoint.sh) and .runpod/hub.json / tests.json. No Dock
 from __future__ import annotations
 
 import dataclasses
-
 import importlib.metadata
 import json
 import os
