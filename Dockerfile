@@ -40,7 +40,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Python 3.11 (the version the pinned requirements were resolved and tested on) from the deadsnakes PPA, since
-# Ubuntu 24.04 ships 3.12; ffmpeg from Ubuntu (with ffprobe; sadtalker/tools.py prefers it over imageio's build).
+# Ubuntu 24.04 ships 3.12; ffmpeg from Ubuntu (with ffprobe; sadtalker/output/ffmpeg.py prefers it over imageio's build).
 # software-properties-common is only needed to add the PPA and is removed again. Apt versions: see above.
 # hadolint ignore=DL3008
 RUN apt-get update \

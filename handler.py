@@ -1,15 +1,16 @@
 """RunPod entry point. ``handler(job)`` runs one job; ``python handler.py`` starts the worker.
 
 Start-up, only under ``__main__``: read the settings, check that every weight file is present
-(``sadtalker.startup.check_or_exit``, i.e. ``run_checks``: it stops the worker with the list of missing files and
-the command that fetches them), load the models once (``sadtalker.pipeline.load_models``), then hand over to
+(``sadtalker.worker.startup.check_or_exit``: it stops the worker with the list of missing files and the command
+that fetches them), load the models once (``sadtalker.bundle.load_models``), then hand over to
 ``runpod.serverless.start``. With ``test_input.json`` in the working directory RunPod runs that one job and exits;
 ``--rp_serve_api`` serves the HTTP API on localhost.
 
-A job: parse the input (``sadtalker.options``), resolve storage, download and decode the image and the audio
-(``sadtalker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
-(``sadtalker.storage``). Each job works in its own temporary folder, removed in ``finally``. Every failure
-becomes ``{"success": false, "error", "error_type"}`` in :func:`_error`.
+A job: parse the input (``sadtalker.worker.options``), resolve storage, download and decode the image and the audio
+(``sadtalker.worker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
+(``sadtalker.worker.storage``), and turn the result into the response (:func:`_response`). Each job works in its own
+temporary folder, removed in ``finally``. Every failure becomes ``{"success": false, "error", "error_type"}`` in
+:func:`_error`.
 
 Importing this module loads no model and imports neither torch nor runpod, so tests can call ``handler(job)``.
 """
@@ -25,13 +26,14 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from sadtalker.download import limits_from_settings
-from sadtalker.errors import InternalError, WorkerError
-from sadtalker.jobtools import StageTimer
-from sadtalker.media import decode_audio, decode_image, source_bytes
-from sadtalker.options import JobOptions, parse_job_input
-from sadtalker.settings import Settings
-from sadtalker.storage import StorageConfig, deliver, resolve_storage
+from sadtalker.worker.download import limits_from_settings
+from sadtalker.core.contract import Animation, AnimationRequest
+from sadtalker.core.errors import InternalError, WorkerError
+from sadtalker.core.jobtools import StageTimer
+from sadtalker.worker.media import decode_audio, decode_image, source_bytes
+from sadtalker.worker.options import JobOptions, parse_job_input
+from sadtalker.worker.settings import Settings
+from sadtalker.worker.storage import Delivery, StorageConfig, deliver, resolve_storage
 
 logger = logging.getLogger("handler")
 
@@ -93,27 +95,34 @@ def _process(
         image_rgb = decode_image(image_bytes, settings.max_image_side)
         audio = decode_audio(audio_bytes, workdir, settings.max_audio_seconds)
     del image_bytes, audio_bytes
-    pipeline = importlib.import_module("sadtalker.pipeline")
-    result = pipeline.animate(
-        _loaded_bundle(), options, image_rgb, audio.samples, job_id, workdir, _pipeline_progress(report)
-    )
+    request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id)
+    pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
+    animation = pipeline.animate(_loaded_bundle(), request, workdir, _pipeline_progress(report))
     report("upload")
     with timer.stage("upload"):
-        delivery = deliver(result["video_path"], storage, job_id, settings.inline_result_max_bytes)
+        delivery = deliver(animation.path, storage, job_id, settings.inline_result_max_bytes)
     report("done")
-    return {
+    return _response(delivery, animation, timer, started)
+
+
+def _response(delivery: Delivery, animation: Animation, timer: StageTimer, started: float) -> Dict[str, Any]:
+    """The success response: where the video is, what it is, and how long each stage took."""
+    response = {
         "success": True,
         **delivery.as_result(),
-        "duration_seconds": result["duration_seconds"],
-        "chunks_processed": result["chunks_processed"],
+        "duration_seconds": animation.duration_seconds,
+        "chunks_processed": animation.chunks,
         "processing_time_seconds": round(time.monotonic() - started, 3),
-        "width": result["width"],
-        "height": result["height"],
-        "fps": result["fps"],
-        "frames": result["frames"],
-        "seed": result["seed"],
-        "timings": {**timer.rounded(), **result.get("timings", {})},
+        "width": animation.width,
+        "height": animation.height,
+        "fps": animation.fps,
+        "frames": animation.frames,
+        "seed": animation.seed,
+        "timings": {**timer.rounded(), **animation.timings},
     }
+    if animation.warnings:
+        response["warnings"] = list(animation.warnings)
+    return response
 
 
 def _loaded_bundle() -> Any:
@@ -186,7 +195,7 @@ def _is_cuda_out_of_memory(error: BaseException) -> bool:
 
 def main() -> int:
     """Start the worker: settings, start-up checks, models, then RunPod's job loop."""
-    from sadtalker.logging_setup import configure_logging
+    from sadtalker.worker.logs import configure_logging
 
     configure_logging()
     global _BUNDLE, _SETTINGS
@@ -195,10 +204,10 @@ def main() -> int:
     except ValueError as error:
         logger.error("bad environment: %s", error)
         return 2
-    from sadtalker.startup import check_or_exit, register_fitness_check
+    from sadtalker.worker.startup import check_or_exit, register_fitness_check
 
     check_or_exit(settings)  # logs every missing weight file + the download command, exits 1
-    from sadtalker.pipeline import load_models
+    from sadtalker.bundle import load_models
 
     _SETTINGS = settings
     _BUNDLE = load_models(settings)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the real pipeline: per-stage seconds, frames per second, realtime factor, peak memory.
 
-Runs ``sadtalker.pipeline.load_models`` + ``animate`` (the code a job runs) on speech of a given length,
+Runs ``sadtalker.bundle.load_models`` + ``sadtalker.pipeline.animate`` (the code a job runs) on speech of a given length,
 for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
 the official formats (speed does not depend on the values; they are generated once into --checkpoints
 by scripts/make_test_checkpoints.py unless real weights are there). Faces are found with dlib, because
@@ -55,21 +55,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
     parser.add_argument("--checkpoints", default=str(ROOT / ".cache" / "test_checkpoints"),
                         help="weights folder; generated there when files are missing")
-    from sadtalker.settings import PRECISIONS
+    from sadtalker.worker.settings import PRECISIONS
 
     parser.add_argument("--render-dtype", default=None, choices=PRECISIONS,
                         help="RENDER_DTYPE (default: the setting's, fp32)")
     parser.add_argument("--enhancer-dtype", default=None, choices=("auto",) + PRECISIONS,
                         help="ENHANCER_DTYPE (default: the setting's, auto)")
     parser.add_argument("--enhancer-batch", type=int, default=None,
-                        help="faces per GFPGAN forward (default: sadtalker.enhancer.DEFAULT_BATCH)")
+                        help="faces per GFPGAN forward (default: sadtalker.enhance.gfpgan.DEFAULT_BATCH)")
     parser.add_argument("--torch-compile", action="store_true", help="TORCH_COMPILE=true")
     parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
                         help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
-                             "(sadtalker.renderer.fast.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
+                             "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
     parser.add_argument("--enhancer-nchw", action="store_true",
                         help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
-                             "(sadtalker.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
+                             "(sadtalker.enhance.gfpgan.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     finder = parser.add_mutually_exclusive_group()
     finder.add_argument("--landmarks", default=None,
@@ -105,7 +105,7 @@ def generator_flops_per_frame(bundle, size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sadtalker.renderer.stage import render_frames
+    from sadtalker.render.stage import render_frames
 
     models = bundle.for_size(size).renderer
     with torch.inference_mode():
@@ -141,7 +141,7 @@ class ReplayFinder:
         self.shapes, self.thumbs, self.points = data["shapes"], data["thumbs"], data["points"]
 
     def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
-        from sadtalker.errors import NoFaceDetected
+        from sadtalker.core.errors import NoFaceDetected
 
         same = np.flatnonzero((self.shapes == np.array(image_rgb.shape)).all(axis=1))
         if len(same) == 0:
@@ -175,28 +175,28 @@ class ProgressLog:
 def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str) -> Dict:
     import torch
 
-    from sadtalker.options import parse_job_input
+    from sadtalker.core.contract import AnimationRequest, RenderOptions
     from sadtalker.pipeline import animate
 
-    options = parse_job_input({"image_base64": "eA==", "audio_base64": "eA==", "size": size, "enhancer": enhancer,
-                               "preprocess": preprocess, "seed": 0})
+    request = AnimationRequest(image, wav, RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess), seed=0,
+                               name="bench")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        result = animate(bundle, options, image, wav, "bench", workdir, ProgressLog())
+        result = animate(bundle, request, workdir, ProgressLog())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     total = time.perf_counter() - start
     audio_s = len(wav) / 16000
     row = {
         "size": size, "enhancer": enhancer, "preprocess": preprocess, "audio_seconds": round(audio_s, 3),
-        "frames": result["frames"], "width": result["width"], "height": result["height"],
-        "total_seconds": round(total, 3), "fps": round(result["frames"] / total, 3),
+        "frames": result.frames, "width": result.width, "height": result.height,
+        "total_seconds": round(total, 3), "fps": round(result.frames / total, 3),
         "realtime_factor": round(audio_s / total, 3),
-        "render_fps": round(result["frames"] / result["timings"]["render"], 3),
-        "timings": result["timings"], "peak_rss_mb": round(peak_rss_mb(), 1),
+        "render_fps": round(result.frames / result.timings["render"], 3),
+        "timings": result.timings, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if torch.cuda.is_available():
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -220,8 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
     from PIL import Image
 
-    from sadtalker.pipeline import load_models
-    from sadtalker.settings import Settings
+    from sadtalker.bundle import load_models
+    from sadtalker.worker.settings import Settings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -239,11 +239,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env["TORCH_COMPILE"] = "true"
     settings = Settings.from_env(env)
     if args.upsampled_convs_on_cuda:
-        from sadtalker.renderer import fast
+        from sadtalker.kernels import renderer as fast
 
         fast.UPSAMPLED_CONVS_ON_CUDA = True
     if args.enhancer_nchw:
-        from sadtalker import enhancer
+        from sadtalker.kernels import enhancer
 
         enhancer.CHANNELS_LAST_ON_CUDA = False
     start = time.perf_counter()

@@ -14,7 +14,7 @@
 # Environment:
 #   CHECKPOINTS_DIR        target folder (overridden by --dir)
 #   WEIGHTS_MANIFEST       table to read (default: weights.tsv beside this script, generated from
-#                          sadtalker/weights.py). Tests point it at stand-in files.
+#                          sadtalker/weights/table.py). Tests point it at stand-in files.
 #   WEIGHTS_BASE_URL       fetch every file as $WEIGHTS_BASE_URL/<name> instead of the table's URLs
 #                          (a local mirror, or the tests' loopback server).
 #   WEIGHTS_ATTEMPTS       rounds over the URLs per file (default 3)

@@ -66,7 +66,7 @@ def load_manifest(name: str) -> dict:
 def anti_alias_kernel() -> np.ndarray:
     """The keypoint detector's fixed Gaussian (3, 1, 13, 13) float32 (scale 0.25), taken from the network's own
     constructor so the stored bits are exactly the buffer the reference builds."""
-    from sadtalker.renderer.blocks import anti_alias_kernel as network_kernel
+    from sadtalker.render.blocks import anti_alias_kernel as network_kernel
 
     return network_kernel(3, 0.25).numpy()
 

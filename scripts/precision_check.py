@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Error of each renderer / enhancer precision on golden scenario A, on any device.
 
-Renderer: ``sadtalker.renderer.stage.render`` over golden A's 8 windows (batch 2, as the reference ran)
+Renderer: ``sadtalker.render.stage.render`` over golden A's 8 windows (batch 2, as the reference ran)
 with the golden-recipe weights, once per precision; the generator's float output is compared with the
 reference's (``generator_output``) and the uint8 frames with the reference's frames (``final_frames``).
-Precisions (``RENDER_DTYPE``, see ``sadtalker.renderer.stage.precision_context``): ``fp32`` (TF32 tensor cores
+Precisions (``RENDER_DTYPE``, see ``sadtalker.core.precision.precision_context``): ``fp32`` (TF32 tensor cores
 off), ``tf32`` (cuDNN and matrix products may use TF32 on CUDA; the same as fp32 on CPU), ``fp16`` and ``bf16``
 (autocast).
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 GOLDEN_A = ROOT / "tests" / "golden" / "scenario_a"
 
-from sadtalker.settings import PRECISIONS  # noqa: E402  (no torch: --help stays fast)
+from sadtalker.worker.settings import PRECISIONS  # noqa: E402  (no torch: --help stays fast)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -51,7 +51,7 @@ def errors(actual: np.ndarray, expected: np.ndarray) -> Dict[str, float]:
 
 def render_golden(models, mapping, golden: Dict[str, np.ndarray], source: np.ndarray, precision: str) -> Dict:
     """Generator float output and uint8 frames for golden A's 8 windows at ``precision``."""
-    from sadtalker.renderer import stage
+    from sadtalker.render import stage
 
     outputs: List[np.ndarray] = []
     hook = models.generator.decoder.register_forward_hook(
@@ -68,13 +68,15 @@ def check_renderer(args: argparse.Namespace) -> List[Dict]:
     import torch
     from PIL import Image
 
-    from sadtalker.loading import load_mapping, load_renderer
+    from sadtalker.kernels.renderer import prepare_renderer
+    from sadtalker.weights.loader import load_mapping, load_renderer
 
     golden = dict(np.load(GOLDEN_A / "render.npz"))
     source = np.array(Image.open(GOLDEN_A / "source_256.png").convert("RGB"))
     models = load_renderer(args.checkpoints, 256, args.device, torch.float32)
+    prepare_renderer(models.generator)  # as the worker does at load time
     mapping = load_mapping(args.checkpoints, "crop", args.device, torch.float32)
-    render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice, fused layers
+    render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice
     rows = []
     for precision in args.precisions:
         run = render_golden(models, mapping, golden, source, precision)
@@ -85,7 +87,7 @@ def check_renderer(args: argparse.Namespace) -> List[Dict]:
 
 
 def check_enhancer(args: argparse.Namespace) -> List[Dict]:
-    from sadtalker.enhancer import load_enhancer
+    from sadtalker.bundle import load_enhancer
 
     frames = dict(np.load(GOLDEN_A / "render.npz"))["final_frames"]
     enhancer = load_enhancer(args.checkpoints, args.device, precision="fp32")

@@ -23,8 +23,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sadtalker import align3dmm, audio, coeffs, crop, face, preprocess  # noqa: E402
-from sadtalker.loading import read_components, sadtalker_file_name  # noqa: E402
+from sadtalker.face import align3dmm, crop  # noqa: E402
+from sadtalker.face import stage as preprocess  # noqa: E402
+from sadtalker.motion import mel as audio  # noqa: E402
+from sadtalker.motion import stage as coeffs  # noqa: E402
+from sadtalker.weights.loader import (  # noqa: E402
+    load_audio_models, load_face_finder, load_recon_net, read_components, sadtalker_file_name,
+)
 
 GOLDEN = REPO / "tests" / "golden" / "scenario_a"
 log = logging.getLogger("preprocess_fidelity")
@@ -49,7 +54,7 @@ def measure_image(g, recon, row, repeat) -> None:
     """Landmarks (dlib), crop, source, alignment, ReconNet, preprocess_image."""
     args = argparse.Namespace(repeat=repeat)
     image = rgb("input_image.png")
-    finder = face.DlibFinder()
+    finder = load_face_finder("unused", "dlib", "cpu")
     lm, secs = timed(lambda: finder.landmarks(image), args.repeat)
     row("dlib landmarks, 512x512 photo", np.abs(lm - g["crop"]["lm68_full"]).max(), 0, secs)
     (region, info), secs = timed(lambda: crop.crop_face(image, g["crop"]["lm68_full"], "crop"), args.repeat)
@@ -121,13 +126,13 @@ def main(argv=None) -> int:
 
     def load():
         parts = read_components(str(path), ["face_3drecon", "audio2exp", "audio2pose"])
-        recon = preprocess.load_recon_net(parts["face_3drecon"], path.name, torch.device("cpu"))
-        return recon, *coeffs.load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
+        recon = load_recon_net(parts["face_3drecon"], path.name, torch.device("cpu"))
+        return recon, *load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
 
     (recon, exp_net, pose_vae), secs = timed(load, 1)
     row("load ReconNet + ExpNet + PoseVAE", None, None, secs)
 
-    win = measure_audio(g, exp_net, pose_vae, row, args.repeat)
+    measure_audio(g, exp_net, pose_vae, row, args.repeat)
     measure_image(g, recon, row, args.repeat)
     log.info("| stage | max abs error vs golden A | tolerance | median s (CPU, %d threads) |", args.threads)
     log.info("|---|---|---|---|")

@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from sadtalker.tools import ffmpeg_exe
-from sadtalker.video import mp4_top_level_boxes
+from sadtalker.output.ffmpeg import ffmpeg_exe
+from sadtalker.output.video import mp4_top_level_boxes
 
 FRAME_S = 0.04  # one video frame at 25 fps
 

@@ -1,4 +1,4 @@
-"""sadtalker.allocator: after reuse_freed_memory, large blocks freed and allocated again cost no page faults.
+"""sadtalker.kernels.allocator: after reuse_freed_memory, large blocks freed and allocated again cost no page faults.
 
 Each check runs in its own interpreter (the setting is process-wide and cannot be undone).
 """
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sadtalker import allocator
+from sadtalker.kernels import allocator
 
 # 16 steps that each allocate and free two 64 MB tensors (above glibc's largest mmap threshold, 32 MB); prints
 # the minor page faults of the last 8 steps (the heap needs a few steps to settle).
 PROBE = """
 import resource, sys
 import torch
-from sadtalker.allocator import reuse_freed_memory
+from sadtalker.kernels.allocator import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 x = torch.ones(16 * 2**20)

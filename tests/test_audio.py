@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from sadtalker import audio
+from sadtalker.motion import mel as audio
 
 MEL_TOLERANCE = 1e-4  # golden README: mel / indiv_mels atol 1e-4
 

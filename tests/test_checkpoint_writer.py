@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sadtalker.renderer.blocks import anti_alias_kernel
+from sadtalker.render.blocks import anti_alias_kernel
 
 PICKLED = ["mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar", "GFPGANv1.4.pth",
            "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth", "parsing_parsenet.pth"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sadtalker.chunking import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames, plan_chunks, quietest_boundary
+from sadtalker.motion.chunking import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames, plan_chunks, quietest_boundary
 
 # Pauses (start s, end s) of near silence; the first two lie in the search windows before each limit.
 PAUSES = [(41.6, 41.95), (84.2, 84.5)]

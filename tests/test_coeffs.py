@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker import coeffs
-from sadtalker.audio2exp import ExpNet
-from sadtalker.audio2pose import PoseVAE
-from sadtalker.errors import CheckpointError
-from sadtalker.loading import read_components, sadtalker_file_name
+from sadtalker.motion import stage as coeffs
+from sadtalker.motion.expnet import ExpNet
+from sadtalker.motion.posevae import PoseVAE
+from sadtalker.core.errors import CheckpointError
+from sadtalker.weights.loader import load_audio_models, read_components, sadtalker_file_name
 
 EXP_TOLERANCE = 1e-4  # golden README: ExpNet exp atol 1e-4
 POSE_TOLERANCE = 1e-5  # golden README: PoseVAE pose_raw / pose_smooth atol 1e-5
@@ -19,7 +19,7 @@ POSE_TOLERANCE = 1e-5  # golden README: PoseVAE pose_raw / pose_smooth atol 1e-5
 def models(test_checkpoints_dir):
     path = test_checkpoints_dir / sadtalker_file_name(256)
     parts = read_components(str(path), ["audio2exp", "audio2pose"])
-    return coeffs.load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
+    return load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_loading_a_component_with_a_missing_key_names_it():
     state = ExpNet().state_dict()
     state.pop("mapping1.bias")
     with pytest.raises(CheckpointError, match="mapping1.bias"):
-        coeffs.load_audio_models(state, PoseVAE().state_dict(), "file.safetensors", torch.device("cpu"))
+        load_audio_models(state, PoseVAE().state_dict(), "file.safetensors", torch.device("cpu"))
 
 
 def test_posevae_holds_exactly_the_files_audio2pose_keys_including_training_only_parts(checkpoint_writer):

@@ -15,7 +15,7 @@ from typing import List, Tuple
 
 import pytest
 
-from sadtalker.settings import Settings
+from sadtalker.worker.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -145,7 +145,7 @@ def ignored(path: str, patterns: List[str]) -> bool:
 
 class TestDockerignore:
     @pytest.mark.parametrize(
-        "path", ["handler.py", "sadtalker/startup.py", "scripts/download_models.sh", "scripts/weights.tsv",
+        "path", ["handler.py", "sadtalker/worker/startup.py", "scripts/download_models.sh", "scripts/weights.tsv",
                  "requirements.txt", "test_input.json"]
     )
     def test_code_and_pins_are_sent(self, path: str) -> None:

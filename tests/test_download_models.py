@@ -1,6 +1,6 @@
 """scripts/download_models.sh against a loopback HTTP server serving small stand-in files.
 
-The stand-ins carry the real file names and --size membership from sadtalker/weights.py; their sizes and hashes
+The stand-ins carry the real file names and --size membership from sadtalker/weights/table.py; their sizes and hashes
 reach the script through WEIGHTS_MANIFEST, and WEIGHTS_BASE_URL points it at the server.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from sadtalker import weights
+from sadtalker.weights import table as weights
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "download_models.sh"

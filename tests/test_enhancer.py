@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.enhancer import (
-    OFFICIAL, EnhancerDims, FaceEnhancer, batch_modulated_convs, build_gfpgan, gfpgan_forward, load_enhancer,
-    prepare_enhancer, to_channels_last,
-)
-from sadtalker.errors import CheckpointError
+from sadtalker.bundle import load_enhancer
+from sadtalker.enhance.gfpgan import OFFICIAL, EnhancerDims, batch_modulated_convs, build_gfpgan, gfpgan_forward
+from sadtalker.enhance.stage import FaceEnhancer
+from sadtalker.kernels.enhancer import prepare_enhancer, to_channels_last
+from sadtalker.core.errors import CheckpointError
 
 SMALL = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 
@@ -23,7 +23,7 @@ def small_net() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def enhancer(small_net) -> FaceEnhancer:
-    return FaceEnhancer(small_net, SMALL, batch_size=2)
+    return FaceEnhancer(prepare_enhancer(small_net), SMALL, batch_size=2)
 
 
 def faces(n: int, height: int = 40, width: int = 48, seed: int = 0) -> np.ndarray:
@@ -213,7 +213,7 @@ def test_fast_forward_works_in_channels_last_layout():
 def test_style_conv_keeps_the_map_in_the_autocast_type():
     """Under autocast the steps after a StyleGAN2 convolution stay in bf16 (no float32 copy of the map) and read
     the float32 bias and noise as they are: within two bf16 roundings of the float32 computation."""
-    from sadtalker.enhancer import _modulated_conv, _style_conv
+    from sadtalker.enhance.gfpgan import _modulated_conv, _style_conv
 
     net = prepare_enhancer(_random_gfpgan(SMALL).float())
     layer = net.stylegan_decoder.style_convs[2]
@@ -238,9 +238,9 @@ def test_fast_forward_needs_the_v14_latent_layout():
         gfpgan_forward(net, torch.zeros(1, 3, SMALL.out_size, SMALL.out_size, device="meta"))
 
 
-def test_enhancer_prepares_its_network_once_built():
+def test_prepared_enhancer_runs_winograd_on_the_cpu_in_nchw():
     net = _random_gfpgan(MEDIUM).float()
-    enhancer = FaceEnhancer(net, MEDIUM)
+    enhancer = FaceEnhancer(prepare_enhancer(net), MEDIUM)
     assert _winograd_layers(enhancer.net) >= 6  # CPU: Winograd attached
     assert enhancer.memory_format == torch.contiguous_format  # channels-last is for CUDA only
     assert all(hasattr(m, "kernel_energy") for m in net.modules() if type(m).__name__ == "ModulatedConv2d")

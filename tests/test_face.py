@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker import face, preprocess
-from sadtalker.errors import CheckpointError, NoFaceDetected
-from sadtalker.settings import Settings
+from sadtalker.face import finders as face
+from sadtalker.face import stage as preprocess
+from sadtalker.core.errors import CheckpointError, NoFaceDetected
+from sadtalker.weights.loader import dlib_predictor_path, load_face_finder, load_recon_net
+from sadtalker.worker.settings import Settings
 
 
 def read_rgb(path):
@@ -15,7 +17,7 @@ def read_rgb(path):
 
 @pytest.fixture(scope="module")
 def dlib_finder():
-    return face.DlibFinder()
+    return load_face_finder("unused", "dlib", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def astronaut(golden_a_dir):
 @pytest.fixture(scope="module")
 def random_retinaface(test_checkpoints_dir):
     settings = Settings.from_env({"CHECKPOINTS_DIR": str(test_checkpoints_dir)})
-    return face.make_face_finder(settings, torch.device("cpu"))
+    return load_face_finder(settings.checkpoints_dir, settings.face_detector, torch.device("cpu"))
 
 
 def faceless_images():
@@ -59,12 +61,13 @@ def test_dlib_finds_no_face_where_there_is_none(dlib_finder, name):
 
 
 def test_dlib_is_chosen_by_the_setting():
-    finder = face.make_face_finder(Settings.from_env({"FACE_DETECTOR": "dlib"}), torch.device("cpu"))
+    settings = Settings.from_env({"FACE_DETECTOR": "dlib"})
+    finder = load_face_finder(settings.checkpoints_dir, settings.face_detector, torch.device("cpu"))
     assert isinstance(finder, face.DlibFinder)
 
 
 def test_the_dlib_model_is_found_inside_its_package():
-    assert face.dlib_predictor_path().endswith("models/shape_predictor_68_face_landmarks.dat")
+    assert dlib_predictor_path().endswith("models/shape_predictor_68_face_landmarks.dat")
 
 
 def test_retinaface_finder_loads_the_official_file_layouts_strictly(random_retinaface):
@@ -84,12 +87,12 @@ def test_random_weight_detector_ends_in_no_face_or_a_plausible_face_never_a_cras
 
 
 def test_random_weight_finder_through_preprocess_never_crashes(random_retinaface, astronaut, test_checkpoints_dir):
-    from sadtalker.loading import read_components, sadtalker_file_name
+    from sadtalker.weights.loader import read_components, sadtalker_file_name
 
     path = test_checkpoints_dir / sadtalker_file_name(256)
-    recon = preprocess.load_recon_net(read_components(str(path), ["face_3drecon"])["face_3drecon"], path.name, "cpu")
+    recon = load_recon_net(read_components(str(path), ["face_3drecon"])["face_3drecon"], path.name, "cpu")
     try:
-        out = preprocess.preprocess_image(astronaut, random_retinaface, recon, "crop", 256, torch.device("cpu"))
+        out = preprocess.preprocess_image(astronaut, random_retinaface, recon, "crop", 256)
     except NoFaceDetected:
         return
     assert out.source_image.shape == (256, 256, 3) and np.all(np.isfinite(out.coeff_3dmm))
@@ -211,4 +214,4 @@ def test_implausible_landmarks_are_no_face(golden_a_dir, change):
 def test_missing_detector_file_is_a_checkpoint_error(tmp_path):
     settings = Settings.from_env({"CHECKPOINTS_DIR": str(tmp_path)})
     with pytest.raises(CheckpointError, match="detection_Resnet50_Final.pth"):
-        face.make_face_finder(settings, torch.device("cpu"))
+        load_face_finder(settings.checkpoints_dir, settings.face_detector, torch.device("cpu"))

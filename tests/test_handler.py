@@ -5,6 +5,7 @@ storage and inline paths run for real. ``BAD_INPUTS`` is the table of refused in
 ``scripts/bad_inputs_table.py`` prints; every row is also a test here.
 """
 import base64
+import dataclasses
 import inspect
 import io
 import json
@@ -23,10 +24,10 @@ import pytest
 from PIL import Image
 
 import handler
-from sadtalker.errors import NoFaceDetected
-from sadtalker.options import JobOptions
-from sadtalker.settings import Settings
-from sadtalker.tools import ffmpeg_exe
+from sadtalker.core.contract import Animation, RenderOptions
+from sadtalker.core.errors import NoFaceDetected
+from sadtalker.worker.settings import Settings
+from sadtalker.output.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE_JPEG = (ROOT / "assets" / "astronaut.jpg").read_bytes()
@@ -170,9 +171,10 @@ class PipelineDouble:
         self.calls = []
         self.raises = None
 
-    def animate(self, bundle, options, image_rgb, wav16k, job_id, workdir, progress):
-        self.calls.append(dict(bundle=bundle, options=options, image=image_rgb, wav=wav16k, job_id=job_id,
-                               workdir=workdir, workdir_existed=os.path.isdir(workdir)))
+    def animate(self, bundle, request, workdir, progress):
+        self.calls.append(dict(bundle=bundle, request=request, options=request.options, image=request.image_rgb,
+                               wav=request.wav16k, seed=request.seed, job_id=request.name, workdir=workdir,
+                               workdir_existed=os.path.isdir(workdir)))
         progress("render", 1, 2, 25.0)
         progress("render", 2, 2, 50.0)
         if self.raises is not None:
@@ -180,8 +182,8 @@ class PipelineDouble:
         progress("encode", 2, 2, 100.0)
         path = Path(workdir) / "result.mp4"
         write_test_video(path)
-        return {"video_path": str(path), "width": 64, "height": 64, "fps": 25, "frames": 25,
-                "chunks_processed": 1, "duration_seconds": 1.0, "timings": {"render": 0.5}, "seed": 1234}
+        return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
+                         seed=1234, timings={"render": 0.5})
 
     def as_module(self):
         return types.SimpleNamespace(animate=self.animate)
@@ -261,7 +263,9 @@ class TestSuccess:
         assert call["bundle"] == "BUNDLE" and call["job_id"] == "job-args" and call["workdir_existed"]
         assert call["image"].shape == (512, 512, 3) and call["image"].dtype == np.uint8
         assert call["wav"].dtype == np.float32 and call["wav"].shape == (16000,)
-        assert isinstance(call["options"], JobOptions) and call["options"].size == 512
+        assert isinstance(call["options"], RenderOptions) and call["options"].size == 512
+        # what rendering needs and nothing else: no sources, no storage credentials
+        assert {f.name for f in dataclasses.fields(call["request"])} == {"image_rgb", "wav16k", "options", "seed", "name"}
 
     def test_image_and_audio_can_come_from_urls(self, pipeline, progress, monkeypatch, file_server):
         monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")
@@ -282,7 +286,7 @@ class TestSuccess:
         (call,) = pipeline.calls
         assert call["image"].shape == (512, 512, 3)
         assert 2.0 < call["wav"].shape[0] / 16000 < 6.0
-        assert call["options"].seed == 42
+        assert call["seed"] == 42
 
 
 class TestMechanics:

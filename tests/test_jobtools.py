@@ -1,7 +1,8 @@
 """Job bookkeeping: the preprocessing cache, seeds and stage timers."""
 import numpy as np
 
-from sadtalker.jobtools import SEED_MAX, LRUCache, StageTimer, chunk_seed, image_key, resolve_seed
+from sadtalker.core.constants import SEED_RANGE
+from sadtalker.core.jobtools import LRUCache, StageTimer, chunk_seed, image_key, resolve_seed
 
 
 def test_cache_returns_stored_value_without_recomputing():
@@ -44,7 +45,7 @@ def test_image_key_depends_on_pixels_and_options():
 def test_given_seed_is_kept_and_missing_seed_is_drawn_in_range():
     assert resolve_seed(7) == 7
     drawn = {resolve_seed(None) for _ in range(20)}
-    assert len(drawn) > 1 and all(0 <= s <= SEED_MAX for s in drawn)
+    assert len(drawn) > 1 and all(SEED_RANGE[0] <= s <= SEED_RANGE[1] for s in drawn)
 
 
 def test_chunk_seeds_are_reproducible_and_distinct():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sadtalker.errors import AudioTooLong, InvalidInput, UnsupportedMedia
-from sadtalker.media import (
+from sadtalker.core.errors import AudioTooLong, InvalidInput, UnsupportedMedia
+from sadtalker.worker.media import (
     MIN_AUDIO_SAMPLES,
     SAMPLE_RATE,
     _ffmpeg_to_wav,
@@ -18,7 +18,7 @@ from sadtalker.media import (
     decode_image,
     parse_float_wav,
 )
-from sadtalker.tools import ffmpeg_exe
+from sadtalker.output.ffmpeg import ffmpeg_exe
 
 MAX_SIDE = 4096
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from sadtalker.errors import InvalidInput
-from sadtalker.options import JobOptions, R2Credentials, parse_job_input
+from sadtalker.core.errors import InvalidInput
+from sadtalker.worker.options import JobOptions, R2Credentials, parse_job_input
 
 IMAGE = base64.b64encode(b"\x89PNG fake image bytes").decode()
 AUDIO = base64.b64encode(b"RIFF fake audio bytes").decode()
@@ -28,8 +28,8 @@ def refused(raw):
 class TestDefaultsAndValues:
     def test_minimal_input_gets_the_documented_defaults(self):
         options = parse_job_input(job())
-        assert (options.still_mode, options.enhancer, options.preprocess, options.size) == (False, "gfpgan", "crop", 256)
-        assert (options.expression_scale, options.pose_style, options.r2, options.seed) == (1.0, 0, None, None)
+        assert (options.render.still_mode, options.render.enhancer, options.render.preprocess, options.render.size) == (False, "gfpgan", "crop", 256)
+        assert (options.render.expression_scale, options.render.pose_style, options.r2, options.seed) == (1.0, 0, None, None)
 
     def test_base64_is_decoded_into_bytes(self):
         options = parse_job_input(job())
@@ -52,16 +52,16 @@ class TestDefaultsAndValues:
             still_mode=True, enhancer="none", preprocess="full", size=512, expression_scale=2,
             pose_style=45, seed=0,
         ))
-        assert options.still_mode is True
-        assert (options.enhancer, options.preprocess, options.size, options.pose_style, options.seed) == (
+        assert options.render.still_mode is True
+        assert (options.render.enhancer, options.render.preprocess, options.render.size, options.render.pose_style, options.seed) == (
             "none", "full", 512, 45, 0,
         )
-        assert options.expression_scale == 2.0 and isinstance(options.expression_scale, float)
+        assert options.render.expression_scale == 2.0 and isinstance(options.render.expression_scale, float)
 
     def test_options_are_frozen(self):
         options = parse_job_input(job())
         with pytest.raises(dataclasses.FrozenInstanceError):
-            options.size = 512
+            options.render.size = 512
 
     def test_null_means_absent_for_fields_without_a_default(self):
         options = parse_job_input(job(image_url=None, seed=None, r2=None))
@@ -134,7 +134,7 @@ class TestStrictTypes:
 
     @pytest.mark.parametrize("value", [0, 3, 0.5, 3.0])
     def test_expression_scale_range_is_inclusive(self, value):
-        assert parse_job_input(job(expression_scale=value)).expression_scale == value
+        assert parse_job_input(job(expression_scale=value)).render.expression_scale == value
 
 
 class TestUnknownFieldsAndShape:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.paste import Paster, box_from_crop_info, feather_mask
+from sadtalker.output.paste import Paster, feather_mask
 
 
 @pytest.fixture
@@ -95,22 +95,6 @@ def test_bad_inputs_are_refused(original):
         Paster(original, (400, 50, 500, 130))
     with pytest.raises(ValueError, match="uint8"):
         Paster(original, (100, 50, 200, 130)).paste(faces(1, 64, 64).astype(np.float32))
-
-
-def test_box_from_reference_crop_info():
-    crop_info = ((174, 175), (120, 7, 330, 217), (18.4, 18.6, 192.4, 193.6))
-    x1, y1, x2, y2 = box_from_crop_info(crop_info)
-    assert (x1, y1, x2, y2) == (138, 25, 312, 200)
-    assert (x2 - x1, y2 - y1) == crop_info[0]
-    with pytest.raises(ValueError, match="resize"):
-        box_from_crop_info(((512, 512), None, None))
-
-
-def test_box_from_preprocess_crop_info():
-    from sadtalker.crop import CropInfo
-
-    info = CropInfo(original_size=(512, 512), box=(138, 25, 312, 200), rsize=(512, 512))
-    assert box_from_crop_info(info) == (138, 25, 312, 200)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -22,20 +22,25 @@ import torch
 from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
 from PIL import Image
 
-from sadtalker.audio import FPS, SAMPLE_RATE, fit_to_frames, mel_windows, melspectrogram, num_frames
-from sadtalker.chunking import plan_chunks
-from sadtalker.coeffs import load_audio_models
-from sadtalker.enhancer import EnhancerDims, FaceEnhancer, build_gfpgan
-from sadtalker.face import DlibFinder
-from sadtalker.jobtools import LRUCache
-from sadtalker.loading import read_coefficient_state_dicts
-from sadtalker.options import parse_job_input
-from sadtalker.pipeline import ModelBundle, SizeModels, animate, chunk_coefficients
-from sadtalker.preprocess import load_recon_net, preprocess_image
-from sadtalker.renderer.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
-from sadtalker.renderer.models import build_mapping, build_renderer
-from sadtalker.seams import seam_jumps
-from sadtalker.settings import Settings
+from sadtalker.bundle import ModelBundle, SizeModels
+from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
+from sadtalker.core.contract import AnimationRequest, RenderOptions
+from sadtalker.core.jobtools import LRUCache
+from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
+from sadtalker.enhance.stage import FaceEnhancer
+from sadtalker.face.stage import preprocess_image
+from sadtalker.kernels.enhancer import prepare_enhancer
+from sadtalker.kernels.renderer import prepare_renderer
+from sadtalker.motion.chunking import plan_chunks
+from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
+from sadtalker.motion.seams import seam_jumps
+from sadtalker.pipeline import animate, chunk_coefficients
+from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+from sadtalker.render.models import build_mapping, build_renderer
+from sadtalker.weights.loader import (
+    load_audio_models, load_face_finder, load_recon_net, read_coefficient_state_dicts,
+)
+from sadtalker.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "tests" / "golden" / "scenario_a" / "input_image.png"
@@ -60,8 +65,12 @@ def speech_like(seconds: float, quiet_at=(), seed: int = 0) -> np.ndarray:
     return wav.astype(np.float32)
 
 
-def job(**fields) -> object:
-    return parse_job_input({"image_base64": "eA==", "audio_base64": "eA==", "enhancer": "none", **fields})
+def options(**fields) -> RenderOptions:
+    return RenderOptions(**{"enhancer": "none", **fields})
+
+
+def request(image: np.ndarray, wav: np.ndarray, name: str, seed=None, **fields) -> AnimationRequest:
+    return AnimationRequest(image, wav, options(**fields), seed=seed, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +85,16 @@ def bundle(test_checkpoints_dir) -> ModelBundle:
     states = read_coefficient_state_dicts(str(test_checkpoints_dir), 256)
     audio2exp, audio2pose = load_audio_models(states["audio2exp"], states["audio2pose"], "test 256", cpu)
     recon_net = load_recon_net(states["face_3drecon"], "test 256", cpu)
-    size_models = SizeModels(build_renderer(SMALL, seed=0), recon_net, audio2exp, audio2pose, SMALL_IMAGE_SIZE)
+    renderer = build_renderer(SMALL, seed=0)
+    prepare_renderer(renderer.generator)  # as sadtalker.bundle does at load time
+    size_models = SizeModels(renderer, recon_net, audio2exp, audio2pose, SMALL_IMAGE_SIZE)
     torch.manual_seed(1)
-    enhancer = FaceEnhancer(build_gfpgan(SMALL_GFPGAN).eval(), SMALL_GFPGAN, batch_size=4)
+    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(SMALL_GFPGAN).eval()), SMALL_GFPGAN, batch_size=4)
     settings = Settings.from_env({"FACE_DETECTOR": "dlib", "CHECKPOINTS_DIR": str(test_checkpoints_dir)})
     return ModelBundle(
         settings=settings, device=cpu, sizes={256: size_models},
         mappings={name: build_mapping(dims, seed=2) for name, dims in SMALL_MAPPING.items()},
-        face_finder=DlibFinder(), enhancer=enhancer, cache=LRUCache(4),
+        face_finder=load_face_finder(str(test_checkpoints_dir), "dlib", cpu), enhancer=enhancer, cache=LRUCache(4),
     )
 
 
@@ -101,7 +112,7 @@ class Recorder:
 def long_run(bundle, image, tmp_path_factory):
     wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
     progress = Recorder()
-    result = animate(bundle, job(seed=11), image, wav, "long", str(tmp_path_factory.mktemp("long")), progress)
+    result = animate(bundle, request(image, wav, "long", seed=11), str(tmp_path_factory.mktemp("long")), progress)
     return wav, result, progress
 
 
@@ -109,7 +120,7 @@ class TestChunking:
     def test_long_audio_is_cut_at_the_quiet_gaps_into_three_chunks(self, long_run):
         wav, result, _ = long_run
         chunks = plan_chunks(wav, 45.0)
-        assert result["chunks_processed"] == len(chunks) == 3
+        assert result.chunks == len(chunks) == 3
         cuts_s = [c.start_frame / FPS for c in chunks[1:]]
         for cut, gap in zip(cuts_s, GAPS_S):
             assert gap <= cut <= gap + 0.3, (cuts_s, GAPS_S)
@@ -118,9 +129,9 @@ class TestChunking:
     def test_one_continuous_video_as_long_as_the_audio(self, long_run):
         wav, result, _ = long_run
         frames = num_frames(len(wav))
-        assert result["frames"] == frames and result["duration_seconds"] == pytest.approx(frames / FPS)
-        assert_browser_mp4(result["video_path"], len(wav) / SAMPLE_RATE)
-        times = video_packet_times(result["video_path"])
+        assert result.frames == frames and result.duration_seconds == pytest.approx(frames / FPS)
+        assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
+        times = video_packet_times(result.path)
         assert len(times) == frames
         assert np.allclose(np.diff(times), FRAME_S, atol=1e-3), "timestamps jump inside the video"
 
@@ -142,9 +153,9 @@ class TestChunking:
         chunks = plan_chunks(wav, 45.0)
         models = bundle.sizes[256]
         pre = _preprocess(bundle, image)
-        carried = chunk_coefficients(models, job(), pre, windows, chunks, 5, Recorder())
+        carried = chunk_coefficients(models, options(), pre, windows, chunks, 5, Recorder())
         # Each chunk alone (its seed depends only on its index): what the seams look like without carry-over.
-        raw = np.concatenate([chunk_coefficients(models, job(), pre, windows, [c], 5, Recorder()) for c in chunks])
+        raw = np.concatenate([chunk_coefficients(models, options(), pre, windows, [c], 5, Recorder()) for c in chunks])
         seams = [c.start_frame for c in chunks[1:]]
         after, before = seam_jumps(carried, seams), seam_jumps(raw, seams)
         assert after.worst_ratio <= 1.5, after
@@ -158,40 +169,40 @@ def _preprocess(bundle, image):
 class TestModesAndSeeds:
     def test_full_mode_with_enhancer_outputs_the_photo_size(self, bundle, image, tmp_path):
         wav = speech_like(1.0)
-        result = animate(bundle, job(preprocess="full", enhancer="gfpgan", seed=1), image, wav, "full", str(tmp_path),
+        result = animate(bundle, request(image, wav, "full", seed=1, preprocess="full", enhancer="gfpgan"), str(tmp_path),
                          Recorder())
-        assert (result["width"], result["height"]) == (image.shape[1], image.shape[0])
-        assert {"enhance", "paste", "render"} <= set(result["timings"])
-        assert_browser_mp4(result["video_path"], len(wav) / SAMPLE_RATE)
+        assert (result.width, result.height) == (image.shape[1], image.shape[0])
+        assert {"enhance", "paste", "render"} <= set(result.timings)
+        assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
 
     def test_crop_mode_with_enhancer_keeps_the_render_size(self, bundle, image, tmp_path):
-        result = animate(bundle, job(enhancer="gfpgan", seed=1), image, speech_like(0.6), "crop", str(tmp_path),
+        result = animate(bundle, request(image, speech_like(0.6), "crop", seed=1, enhancer="gfpgan"), str(tmp_path),
                          Recorder())
         crop_w, crop_h = _preprocess(bundle, image).crop_info.size
-        assert (result["width"], result["height"]) == (256, int(256 * crop_h / crop_w) // 2 * 2)
+        assert (result.width, result.height) == (256, int(256 * crop_h / crop_w) // 2 * 2)
 
     def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
         wav = speech_like(2.0, seed=3)
 
         def frames(seed, name):
-            result = animate(bundle, job(seed=seed, preprocess="full"), image, wav, name, str(tmp_path), Recorder())
-            return result, decode_rgb(result["video_path"], result["width"], result["height"])
+            result = animate(bundle, request(image, wav, name, seed=seed, preprocess="full"), str(tmp_path), Recorder())
+            return result, decode_rgb(result.path, result.width, result.height)
 
         first, a = frames(7, "a")
         _, b = frames(7, "b")
         _, c = frames(8, "c")
-        assert first["seed"] == 7
+        assert first.seed == 7
         assert np.array_equal(a, b)
         assert not np.array_equal(a, c)
 
     def test_without_a_seed_one_is_drawn_and_returned(self, bundle, image, tmp_path):
-        result = animate(bundle, job(), image, speech_like(0.3), "noseed", str(tmp_path), Recorder())
-        assert isinstance(result["seed"], int) and 0 <= result["seed"] < 2**32
+        result = animate(bundle, request(image, speech_like(0.3), "noseed"), str(tmp_path), Recorder())
+        assert isinstance(result.seed, int) and 0 <= result.seed < 2**32
 
     def test_a_second_job_on_the_same_image_reuses_the_preprocessing(self, bundle, image, tmp_path):
         before = bundle.cache.hits
         for name in ("one", "two"):
-            animate(bundle, job(seed=1, preprocess="resize"), image, speech_like(0.3), name, str(tmp_path), Recorder())
+            animate(bundle, request(image, speech_like(0.3), name, seed=1, preprocess="resize"), str(tmp_path), Recorder())
         assert bundle.cache.hits >= before + 1
 
 
@@ -230,9 +241,9 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
     body = response.json()
     assert body["status"] == "COMPLETED", (body, log_path.read_text()[-3000:])
     result = body["output"]
-    assert result["success"] is True and result["chunks_processed"] == 1
-    assert result["frames"] == num_frames(len(wav)) and (result["width"], result["height"]) == (256, 256)
-    assert {"download", "decode", "preprocess", "audio2coeff", "render", "encode"} <= set(result["timings"])
+    assert result["success"] is True and result.chunks == 1
+    assert result.frames == num_frames(len(wav)) and (result.width, result.height) == (256, 256)
+    assert {"download", "decode", "preprocess", "audio2coeff", "render", "encode"} <= set(result.timings)
     video = tmp_path / "out.mp4"
     video.write_bytes(base64.b64decode(result["video_base64"]))
     if os.environ.get("TEST_ARTIFACTS_DIR"):  # keep the video for a person to look at or probe

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker import align3dmm, crop, preprocess
-from sadtalker.errors import NoFaceDetected
-from sadtalker.face_recon import ReconNet
-from sadtalker.loading import read_components, sadtalker_file_name
+from sadtalker.face import align3dmm, crop
+from sadtalker.face import stage as preprocess
+from sadtalker.core.errors import NoFaceDetected
+from sadtalker.face.reconnet import ReconNet
+from sadtalker.weights.loader import load_recon_net, read_components, sadtalker_file_name
 
 RECON_TOLERANCE = 1e-4  # golden README: full_3dmm / coeff_3dmm[:70] atol 1e-4
 
@@ -20,7 +21,7 @@ def read_rgb(path):
 def recon_net(test_checkpoints_dir):
     path = test_checkpoints_dir / sadtalker_file_name(256)
     state = read_components(str(path), ["face_3drecon"])["face_3drecon"]
-    return preprocess.load_recon_net(state, path.name, torch.device("cpu"))
+    return load_recon_net(state, path.name, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

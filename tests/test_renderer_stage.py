@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.renderer import stage
-from sadtalker.renderer.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
-from sadtalker.renderer.models import build_mapping, build_renderer
+from sadtalker.render import stage
+from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+from sadtalker.render.models import build_mapping, build_renderer
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sadtalker.seams import MIN_DECAY_FRAMES, POSE, SeamJumps, carry_chunks, carry_pose, decay_frames, seam_jumps
+from sadtalker.motion.seams import MIN_DECAY_FRAMES, POSE, SeamJumps, carry_pose, decay_frames, seam_jumps
 
 FPS = 25
 REF_POSE = np.array([0.05, -0.1, 0.02, 0.3, -0.2, 10.0])  # the source image's pose (angles rad, translation)
@@ -27,6 +27,14 @@ def chunk_coeffs(n_frames: int, rng: np.random.Generator) -> np.ndarray:
 def chunks() -> list:
     rng = np.random.default_rng(7)
     return [chunk_coeffs(n, rng) for n in (1125, 1050, 325)]  # 45 s, 42 s, 13 s
+
+
+def carry_chunks(chunks: list) -> list:
+    """carry_pose along consecutive chunks, as the coefficient stage applies it (the first chunk unchanged)."""
+    out: list = []
+    for coeffs in chunks:
+        out.append(np.array(coeffs, copy=True) if not out else carry_pose(out[-1], coeffs))
+    return out
 
 
 def seams_of(chunks: list) -> list:

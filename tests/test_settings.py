@@ -1,7 +1,7 @@
 """Settings are read from a mapping, with defaults, and refuse bad values by name."""
 import pytest
 
-from sadtalker.settings import MB, Settings
+from sadtalker.worker.settings import MB, Settings
 
 
 def test_empty_environment_gives_documented_defaults():
@@ -56,7 +56,7 @@ def test_repr_hides_the_secret():
 def test_enhancer_precision_auto_is_fp16_on_cuda_only(setting, device, expected):
     import torch
 
-    from sadtalker.pipeline import enhancer_precision
+    from sadtalker.bundle import enhancer_precision
 
     settings = Settings.from_env({"ENHANCER_DTYPE": setting})
     assert enhancer_precision(settings, torch.device(device)) == expected

@@ -10,9 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sadtalker import startup, tools, weights
-from sadtalker.settings import Settings
-from sadtalker.startup import StartupError, run_checks
+from sadtalker.output import ffmpeg as tools
+from sadtalker.weights import table as weights
+from sadtalker.worker import startup
+from sadtalker.worker.settings import Settings
+from sadtalker.worker.startup import StartupError, run_checks
 
 NAME_512 = "SadTalker_V0.0.2_512.safetensors"
 
@@ -167,14 +169,14 @@ class TestDevice:
 
 class TestEntryPoints:
     def test_check_or_exit_logs_the_message_and_exits_1(self, tmp_path, caplog) -> None:
-        with caplog.at_level(logging.ERROR, logger="sadtalker.startup"), pytest.raises(SystemExit) as exited:
+        with caplog.at_level(logging.ERROR, logger="sadtalker.worker.startup"), pytest.raises(SystemExit) as exited:
             startup.check_or_exit(settings_for(tmp_path))
         assert exited.value.code == 1
         assert "Fetch them with: CHECKPOINTS_DIR=" in caplog.text
 
     def test_check_or_exit_logs_the_report(self, tmp_path, caplog) -> None:
         make_stand_ins(tmp_path)
-        with caplog.at_level(logging.INFO, logger="sadtalker.startup"):
+        with caplog.at_level(logging.INFO, logger="sadtalker.worker.startup"):
             report = startup.check_or_exit(settings_for(tmp_path))
         assert f"start-up check: device: {report.device}" in caplog.text
 

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sadtalker.errors import InvalidInput, UploadFailed
-from sadtalker.options import R2Credentials
-from sadtalker.settings import Settings
-from sadtalker.storage import (
+from sadtalker.core.errors import InvalidInput, UploadFailed
+from sadtalker.worker.options import R2Credentials
+from sadtalker.worker.settings import Settings
+from sadtalker.worker.storage import (
     Delivery,
     StorageConfig,
     deliver,

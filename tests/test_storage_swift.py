@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sadtalker.errors import UploadFailed
-from sadtalker.storage import StorageConfig, make_client, upload_video
+from sadtalker.core.errors import UploadFailed
+from sadtalker.worker.storage import StorageConfig, make_client, upload_video
 
 SCRIPT = Path(__file__).resolve().parent / "swift_server.sh"
 PROGRAMS = ("swift-proxy-server", "swift-object-server", "swift-container-server", "swift-account-server",
@@ -160,7 +160,7 @@ def test_a_missing_bucket_is_upload_failed_with_its_code(swift, video_file):
 
 def fake_pipeline(tmp_path_factory):
     """A stand-in for sadtalker.pipeline whose animate() writes a real 1 s MP4 with ffmpeg."""
-    from sadtalker.tools import ffmpeg_exe
+    from sadtalker.output.ffmpeg import ffmpeg_exe
 
     def animate(bundle, options, image_rgb, wav16k, job_id, workdir, progress):
         path = Path(workdir) / "result.mp4"

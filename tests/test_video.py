@@ -5,8 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from sadtalker.tools import ffmpeg_exe
-from sadtalker.video import (
+from sadtalker.output.ffmpeg import ffmpeg_exe
+from sadtalker.output.video import (
     EncoderError,
     VideoWriter,
     choose_codec,

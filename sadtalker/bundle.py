@@ -1,0 +1,136 @@
+"""Every model a job needs, loaded and prepared once per worker (:func:`load_models`).
+
+Loading goes through :mod:`sadtalker.weights.loader`; each network's inference paths for its device are attached
+here, once, by :mod:`sadtalker.kernels` (never per job).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+
+from sadtalker.core.constants import is_full
+from sadtalker.core.errors import InvalidInput
+from sadtalker.core.jobtools import LRUCache
+from sadtalker.enhance.stage import DEFAULT_BATCH, FaceEnhancer
+from sadtalker.face.finders import FaceFinder
+from sadtalker.kernels.allocator import reuse_freed_memory
+from sadtalker.kernels.enhancer import memory_format_for, prepare_enhancer
+from sadtalker.kernels.renderer import compile_generator, prepare_renderer
+from sadtalker.render.models import RendererModels
+from sadtalker.weights import loader
+from sadtalker.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SizeModels:
+    """Everything that comes from one ``SadTalker_V0.0.2_<size>.safetensors`` file."""
+
+    renderer: RendererModels
+    recon_net: torch.nn.Module
+    audio2exp: torch.nn.Module
+    audio2pose: torch.nn.Module
+    # Side of the renderer's input and output. Equals the job's size for the official networks;
+    # plumbing tests use small networks on small images.
+    image_size: int
+
+
+@dataclass
+class ModelBundle:
+    """Every model a job needs, built once per worker by :func:`load_models`."""
+
+    settings: Settings
+    device: torch.device
+    sizes: Dict[int, SizeModels]
+    mappings: Dict[str, torch.nn.Module]  # "crop" (70 inputs, crop/resize) and "full" (73 inputs)
+    face_finder: FaceFinder
+    enhancer: Optional[FaceEnhancer]  # None refuses enhancer="gfpgan"
+    cache: LRUCache = field(default_factory=lambda: LRUCache(16))
+    # Loads a missing size on first use (the 512 set when LOAD_512=lazy); None = not available.
+    load_size: Optional[Callable[[int], SizeModels]] = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def for_size(self, size: int) -> SizeModels:
+        with self._lock:
+            if size not in self.sizes:
+                if self.load_size is None:
+                    raise InvalidInput(f"size {size} is not available on this worker; use size 256")
+                self.sizes[size] = self.load_size(size)
+            return self.sizes[size]
+
+    def mapping(self, preprocess: str) -> torch.nn.Module:
+        return self.mappings["full" if is_full(preprocess) else "crop"]
+
+
+def pick_device(setting: str) -> torch.device:
+    """``DEVICE`` -> a torch device: ``auto`` takes CUDA when there is one."""
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def enhancer_precision(settings: Settings, device: torch.device) -> str:
+    """``ENHANCER_DTYPE``; ``auto`` is fp16 on CUDA and fp32 on CPU, whose fp16 arithmetic is emulated and slow."""
+    if settings.enhancer_dtype != "auto":
+        return settings.enhancer_dtype
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def load_size_models(checkpoints_dir: str, size: int, device: torch.device, torch_compile: bool = False) -> SizeModels:
+    """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``.
+
+    The renderer's inference paths are attached here (and compiled with ``torch_compile``), so no job pays for them.
+    """
+    renderer = loader.load_renderer(checkpoints_dir, size, device)
+    prepare_renderer(renderer.generator)
+    if torch_compile:
+        compile_generator(renderer.generator)
+    states = loader.read_coefficient_state_dicts(checkpoints_dir, size)
+    name = loader.sadtalker_file_name(size)
+    audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
+    recon_net = loader.load_recon_net(states["face_3drecon"], name, device)
+    return SizeModels(renderer, recon_net, audio2exp, audio2pose, image_size=size)
+
+
+def load_enhancer(checkpoints_dir: str, device="cpu", dtype: torch.dtype = torch.float32, dims=None,
+                  batch_size: int = DEFAULT_BATCH, file_name: str = loader.GFPGAN_FILE,
+                  precision: str = "fp32") -> FaceEnhancer:
+    """GFPGAN loaded (:func:`sadtalker.weights.loader.load_gfpgan`), its inference paths attached, as a
+    :class:`~sadtalker.enhance.stage.FaceEnhancer` running in ``precision`` (see :mod:`sadtalker.core.precision`)."""
+    net = prepare_enhancer(loader.load_gfpgan(checkpoints_dir, device, dtype, dims, file_name))
+    kwargs = {} if dims is None else {"dims": dims}
+    return FaceEnhancer(net, batch_size=batch_size, precision=precision,
+                        memory_format=memory_format_for(torch.device(device)), **kwargs)
+
+
+def load_models(settings: Settings) -> ModelBundle:
+    """Build the worker's :class:`ModelBundle` from ``settings.checkpoints_dir`` (start-up, once)."""
+    start = time.monotonic()
+    if settings.reuse_freed_memory:  # before the first large tensor
+        reuse_freed_memory()
+    device = pick_device(settings.device)
+
+    def load_size(size: int) -> SizeModels:
+        return load_size_models(settings.checkpoints_dir, size, device, settings.torch_compile)
+
+    sizes = {256: load_size(256)}
+    if settings.load_512 == "startup":
+        sizes[512] = load_size(512)
+    bundle = ModelBundle(
+        settings=settings,
+        device=device,
+        sizes=sizes,
+        mappings={p: loader.load_mapping(settings.checkpoints_dir, p, device) for p in ("crop", "full")},
+        face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
+        enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device)),
+        cache=LRUCache(settings.preprocess_cache_size),
+        load_size=load_size,
+    )
+    log.info("models loaded in %.2f s on %s (sizes %s)", time.monotonic() - start, device, sorted(sizes))
+    return bundle

@@ -1,0 +1,26 @@
+"""Every fixed number and allowed value of the worker, defined once and imported everywhere else."""
+from __future__ import annotations
+
+FPS = 25  # video frame rate: the renderer makes 25 frames per second of audio
+SAMPLE_RATE = 16000  # rate of the decoded mono audio the motion networks read
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms = one video frame
+
+PREPROCESS_MODES = ("crop", "resize", "full")
+SIZES = (256, 512)  # render resolutions, one SadTalker weight file each
+ENHANCERS = ("gfpgan", "none")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # arithmetic of RENDER_DTYPE and ENHANCER_DTYPE
+FACE_DETECTORS = ("retinaface", "dlib")  # FACE_DETECTOR
+
+EXPRESSION_SCALE_RANGE = (0.0, 3.0)
+POSE_STYLE_RANGE = (0, 45)
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's generators accept as a seed
+
+
+def is_full(preprocess: str) -> bool:
+    """True for the modes that paste the animated crop back into the whole photo (and use MappingNet 00109)."""
+    return "full" in preprocess
+
+
+def num_frames(n_samples: int) -> int:
+    """Video frames for ``n_samples`` of 16 kHz audio: floor(n / 640), the reference's T."""
+    return n_samples // SAMPLES_PER_FRAME

@@ -1,0 +1,58 @@
+"""The typed stage contract: what :func:`sadtalker.pipeline.animate` takes and what it returns.
+
+A request carries only what rendering needs: the decoded photo and audio, the render options and the seed. Where
+the inputs came from and where the video goes (URLs, R2 credentials) stay with the worker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to animate. Defaults are the API's defaults; ``sadtalker.worker.options`` checks every value."""
+
+    # Less head motion (pose held at the source's).
+    still_mode: bool = False
+    # Face restoration after rendering: "gfpgan" or "none".
+    enhancer: str = "gfpgan"
+    # "crop" (animate the face crop), "resize" (whole image as the face), "full" (crop, then paste back).
+    preprocess: str = "crop"
+    # Face render resolution, 256 or 512.
+    size: int = 256
+    # Multiplies the predicted expression coefficients, 0 to 3.
+    expression_scale: float = 1.0
+    # Pose style index of the pose VAE, 0 to 45.
+    pose_style: int = 0
+
+
+@dataclass(frozen=True)
+class AnimationRequest:
+    """One animation: a photo, speech, options and a seed."""
+
+    image_rgb: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
+    wav16k: np.ndarray = field(repr=False)  # (n,) float32 mono at 16 kHz
+    options: RenderOptions = RenderOptions()
+    # Same inputs + same seed = same video. None draws a fresh one (returned in the Animation).
+    seed: Optional[int] = None
+    # File name of the MP4 inside the work folder, without ".mp4".
+    name: str = "video"
+
+
+@dataclass(frozen=True)
+class Animation:
+    """The finished MP4 and its description."""
+
+    path: str
+    width: int
+    height: int
+    fps: int
+    frames: int
+    chunks: int  # chunks the audio was cut into
+    duration_seconds: float  # frames / fps
+    seed: int  # the seed used
+    timings: Dict[str, float]  # seconds per pipeline stage
+    warnings: Tuple[str, ...] = ()  # what the caller should know about the result

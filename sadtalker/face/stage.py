@@ -1,0 +1,115 @@
+"""Image preprocessing: face photo -> renderer source image + source 3DMM coefficients + crop info.
+
+The reference's ``CropAndExtract.generate`` without its files (ANATOMY §1):
+
+1. landmarks on the photo (skipped in ``resize`` mode, which uses the whole image);
+2. crop (``crop``/``full``: the face square) and resize to size x size (OpenCV bilinear): the source image;
+3. landmarks again on the source image; if none are found there, the 5-point template stands in
+   (the reference's fallback) in crop/full mode, while ``resize`` mode, which found no face anywhere,
+   raises NoFaceDetected;
+4. 5-point alignment to a 224x224 image and ReconNet -> coeff_3dmm (73,) =
+   exp 64 | angle 3 | trans 3 | crop scale s, tx, ty.
+
+Landmarks for either pass can be passed in (tests, callers with their own detector).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from sadtalker.face import align3dmm
+from sadtalker.face.crop import CropInfo, crop_face, resize_source
+from sadtalker.core.errors import NoFaceDetected
+from sadtalker.face.finders import FaceFinder
+from sadtalker.face.reconnet import ReconNet, select_coeff_70
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    source_image: np.ndarray  # (size, size, 3) uint8 RGB, the renderer's source
+    coeff_3dmm: np.ndarray  # (73,) float32: exp 64 | angle 3 | trans 3 | s, tx, ty
+    crop_info: CropInfo  # where the face came from in the original image (full-mode paste-back)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    coeff_3dmm: np.ndarray  # (73,) float32
+    full_3dmm: np.ndarray  # (257,) float32, all ReconNet outputs
+    alignment: align3dmm.Alignment  # trans_params and the 224x224 ReconNet input
+
+
+def crop_landmarks_for_alignment(
+    finder: Optional[FaceFinder], source: np.ndarray, lm: Optional[np.ndarray]
+) -> np.ndarray:
+    """Landmarks on the source image in y-up coordinates, or the 5-point template when none are found."""
+    height, width = source.shape[:2]
+    if lm is None:
+        try:
+            lm = finder.landmarks(source)
+        except NoFaceDetected:
+            log.warning("no face found on the %dx%d crop; aligning with the 5-point template", width, height)
+            return align3dmm.template_landmarks(width, height)
+    return align3dmm.flip_y(lm, height)
+
+
+@torch.no_grad()
+def reconstruct(recon_net: ReconNet, source: np.ndarray, lm_yup: np.ndarray) -> Reconstruction:
+    """Align ``source`` with y-up landmarks (68 or 5 points) and run ReconNet."""
+    param = next(recon_net.parameters())
+    alignment = align3dmm.align_image(source, lm_yup)
+    image = torch.tensor(alignment.image / 255.0, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
+    full = recon_net(image.to(device=param.device, dtype=param.dtype)).float().cpu()
+    coeff = np.concatenate(
+        [select_coeff_70(full)[0].numpy(), alignment.trans_params[2:5].astype(np.float32)]
+    ).astype(np.float32)
+    return Reconstruction(coeff_3dmm=coeff, full_3dmm=full[0].numpy(), alignment=alignment)
+
+
+def crop_source(
+    image_rgb: np.ndarray,
+    finder: Optional[FaceFinder],
+    preprocess: str,
+    size: int,
+    landmarks: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, CropInfo]:
+    """Steps 1-2: the size x size source image and its crop info."""
+    if preprocess != "resize" and landmarks is None:
+        landmarks = finder.landmarks(image_rgb)
+    region, info = crop_face(image_rgb, landmarks, preprocess)
+    return resize_source(region, size), info
+
+
+def preprocess_image(
+    image_rgb: np.ndarray,
+    finder: Optional[FaceFinder],
+    recon_net: ReconNet,
+    preprocess: str,
+    size: int,
+    *,
+    landmarks: Optional[np.ndarray] = None,
+    crop_landmarks: Optional[np.ndarray] = None,
+) -> Preprocessed:
+    """Photo -> :class:`Preprocessed`.
+
+    Parameters
+    ----------
+    image_rgb : (H, W, 3) uint8 RGB photo.
+    finder : a face finder; may be None when both landmark sets are given.
+    recon_net : ReconNet, already on its device (tensors follow the network's parameters).
+    preprocess : "crop", "resize" or "full".
+    size : 256 or 512.
+    landmarks, crop_landmarks : optional (68, 2) landmarks (x, y, y down) on the photo and on the
+        size x size source image, used instead of running the finder.
+    """
+    source, info = crop_source(image_rgb, finder, preprocess, size, landmarks)
+    if preprocess == "resize" and crop_landmarks is None:
+        crop_landmarks = finder.landmarks(source)  # no face anywhere: NoFaceDetected
+    lm_yup = crop_landmarks_for_alignment(finder, source, crop_landmarks)
+    recon = reconstruct(recon_net, source, lm_yup)
+    return Preprocessed(source_image=source, coeff_3dmm=recon.coeff_3dmm, crop_info=info)

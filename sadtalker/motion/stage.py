@@ -1,0 +1,192 @@
+"""Audio to motion coefficients: blinks, ExpNet, PoseVAE, smoothing -> (T, 70) per-frame coefficients.
+
+Output row t = [exp 64 | angle 3 | trans 3] for video frame t (ANATOMY §2-4):
+
+- exp comes from ExpNet, one frame at a time, given the source's exp and that frame's blink ratio;
+- pose = source pose + PoseVAE motion; frame 0 keeps the source pose (zero motion); frames 1..T-1
+  are decoded 32 at a time, each 32-frame chunk with its own z ~ N(0, I); a remainder of r frames
+  decodes the LAST 32 frames with one more z and keeps the last r outputs;
+- the pose is smoothed along time by a Savitzky-Golay filter (window 13, order 2).
+
+Randomness is explicit: blinks from a ``random.Random``, z from a CPU ``torch.Generator`` (drawn on
+the CPU, one (1, 64) draw per chunk in chunk order, then moved to the network's device, as the
+reference does), or injected with ``pose_z`` (tests feed the golden draws).
+"""
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sadtalker.motion.expnet import ExpNet
+from sadtalker.motion.posevae import PoseVAE
+
+BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the 5 frames of one blink
+MIN_FRAMES_FOR_BLINKS = 21  # with T <= 20 the reference draws no blinks
+FIRST_BLINK_MIN = 10  # earliest gap (frames) before a blink
+BLINK_GAP_MAX = 70  # gaps are drawn below min(T // 2, 70)
+SAVGOL_WINDOW = 13
+SAVGOL_ORDER = 2
+NUM_POSE_STYLES = 46
+EXP_BATCH = 128  # frames per ExpNet call (memory only; frames are independent)
+AUDIO_BATCH = 256  # mel windows per audio-encoder call in the PoseVAE
+
+
+def blink_sequence(frames: int, rng: random.Random) -> np.ndarray:
+    """Random blinks as the reference draws them: (T, 1) float32 eye-closure ratio in [0, 1].
+
+    Repeatedly draws a gap in [min(10, T), min(T // 2, 70)) and places a 5-frame blink after it,
+    while the blink fits before the last frame. For T = 21 the reference's range is empty and it
+    crashes; here that gives no blinks.
+    """
+    ratio = np.zeros((frames, 1), dtype=np.float32)
+    if frames < MIN_FRAMES_FOR_BLINKS:
+        return ratio
+    gaps = range(min(FIRST_BLINK_MIN, frames), min(int(frames / 2), BLINK_GAP_MAX))
+    if len(gaps) == 0:
+        return ratio
+    frame = 0
+    while frame < frames:
+        start = frame + rng.choice(gaps)
+        if start + len(BLINK_SHAPE) > frames - 1:
+            break
+        ratio[start : start + len(BLINK_SHAPE), 0] = BLINK_SHAPE
+        frame = start + len(BLINK_SHAPE)
+    return ratio
+
+
+def pose_chunk_count(frames: int, seq_len: int = 32) -> int:
+    """Number of z draws for T frames: ceil((T - 1) / 32)."""
+    moving = max(frames - 1, 0)
+    return moving // seq_len + (1 if moving % seq_len else 0)
+
+
+def draw_pose_z(count: int, generator: torch.Generator, latent: int = 64) -> Tensor:
+    """(count, 64) float32 on the CPU: ``count`` successive (1, 64) standard-normal draws."""
+    draws = [torch.randn((1, latent), generator=generator) for _ in range(count)]
+    return torch.cat(draws, dim=0) if draws else torch.zeros((0, latent))
+
+
+def _module_place(module: torch.nn.Module) -> tuple:
+    param = next(module.parameters())
+    return param.device, param.dtype
+
+
+@torch.no_grad()
+def predict_exp(audio2exp: ExpNet, indiv_mels: np.ndarray, ref_exp: np.ndarray, blink: np.ndarray) -> np.ndarray:
+    """ExpNet over all frames: mels (T, 80, 16), ref_exp (64,), blink (T, 1) -> exp (T, 64) float32."""
+    device, dtype = _module_place(audio2exp)
+    frames = indiv_mels.shape[0]
+    mels = torch.as_tensor(indiv_mels, dtype=dtype, device=device).unsqueeze(1)
+    ref = torch.as_tensor(ref_exp, dtype=dtype, device=device).reshape(1, -1).expand(frames, -1)
+    ratio = torch.as_tensor(blink, dtype=dtype, device=device).reshape(frames, 1)
+    out = [
+        audio2exp(mels[i : i + EXP_BATCH], ref[i : i + EXP_BATCH], ratio[i : i + EXP_BATCH])
+        for i in range(0, frames, EXP_BATCH)
+    ]
+    if not out:
+        return np.zeros((0, ref_exp.shape[-1]), dtype=np.float32)
+    return torch.cat(out).float().cpu().numpy()
+
+
+@torch.no_grad()
+def pose_chunk_inputs(audio2pose: PoseVAE, indiv_mels: np.ndarray) -> Tensor:
+    """Audio embeddings per decoder call: (n_chunks, 32, 512) for frames 1..T-1.
+
+    Whole chunks first, then (if T-1 is not a multiple of 32) the last 32 frames; with fewer than
+    32 frames the first embedding is repeated in front.
+    """
+    device, dtype = _module_place(audio2pose)
+    seq_len = audio2pose.dims.seq_len
+    mels = torch.as_tensor(indiv_mels[1:], dtype=dtype, device=device).unsqueeze(1)
+    moving = mels.shape[0]
+    if moving == 0:
+        return torch.zeros((0, seq_len, audio2pose.dims.audio_emb), dtype=dtype, device=device)
+    emb = torch.cat([audio2pose.encode_audio(mels[i : i + AUDIO_BATCH]) for i in range(0, moving, AUDIO_BATCH)])
+    whole = moving // seq_len
+    chunks = [emb[i * seq_len : (i + 1) * seq_len] for i in range(whole)]
+    if moving % seq_len:
+        tail = emb[-seq_len:]
+        if tail.shape[0] < seq_len:
+            tail = torch.cat([tail[:1].expand(seq_len - tail.shape[0], -1), tail])
+        chunks.append(tail)
+    return torch.stack(chunks)
+
+
+@torch.no_grad()
+def predict_pose_motion(
+    audio2pose: PoseVAE, indiv_mels: np.ndarray, ref_pose: np.ndarray, pose_style: int, z: Tensor
+) -> np.ndarray:
+    """Raw PoseVAE motion (T, 6) float32: a zero row for frame 0, then the decoded chunks in order."""
+    if not 0 <= pose_style < NUM_POSE_STYLES:
+        raise ValueError(f"pose_style must be in 0..{NUM_POSE_STYLES - 1}, got {pose_style}")
+    device, dtype = _module_place(audio2pose)
+    frames, seq_len = indiv_mels.shape[0], audio2pose.dims.seq_len
+    chunk_emb = pose_chunk_inputs(audio2pose, indiv_mels)
+    count = chunk_emb.shape[0]
+    if z.shape[0] != count:
+        raise ValueError(f"{frames} frames need {count} PoseVAE z draws, got {z.shape[0]}")
+    parts = [np.zeros((min(frames, 1), 6), dtype=np.float32)]
+    if count:
+        ref = torch.as_tensor(ref_pose, dtype=dtype, device=device).reshape(1, -1).expand(count, -1)
+        style = torch.full((count,), pose_style, dtype=torch.long, device=device)
+        motion = audio2pose(chunk_emb, ref, z.to(device=device, dtype=dtype), style).float().cpu().numpy()
+        remainder = (frames - 1) % seq_len
+        whole = (frames - 1) // seq_len
+        parts.extend(motion[:whole])
+        if remainder:
+            parts.append(motion[whole][-remainder:])
+    return np.concatenate(parts, axis=0).astype(np.float32)
+
+
+def smooth_pose(pose: np.ndarray) -> np.ndarray:
+    """Savitzky-Golay along time (window 13, order 2; for T < 13 the largest odd window <= T).
+
+    (T, 6) -> (T, 6) float32. Fewer than 3 frames cannot hold an order-2 fit (the reference
+    crashes there); such poses are returned unchanged.
+    """
+    from scipy.signal import savgol_filter
+
+    frames = pose.shape[0]
+    window = SAVGOL_WINDOW if frames >= SAVGOL_WINDOW else int((frames - 1) / 2) * 2 + 1
+    if window <= SAVGOL_ORDER:
+        return pose.astype(np.float32)
+    return savgol_filter(pose, window, SAVGOL_ORDER, axis=0).astype(np.float32)
+
+
+def audio_to_coeffs(
+    audio2exp: ExpNet,
+    audio2pose: PoseVAE,
+    indiv_mels: np.ndarray,
+    coeff_3dmm: np.ndarray,
+    blink: np.ndarray,
+    pose_style: int,
+    generator: torch.Generator,
+    *,
+    pose_z: Optional[Tensor] = None,
+) -> np.ndarray:
+    """Per-frame motion coefficients.
+
+    Parameters
+    ----------
+    indiv_mels : (T, 80, 16) mel windows (:func:`sadtalker.motion.mel.mel_windows`).
+    coeff_3dmm : (73,) (or at least 70) source coefficients: exp 64 | angle 3 | trans 3 | ...
+    blink : (T, 1) eye-closure ratio (:func:`blink_sequence`, or zeros for no blinks).
+    pose_style : 0..45.
+    generator : CPU generator for the PoseVAE z draws (seeded from the job's seed).
+    pose_z : optional (ceil((T-1)/32), 64) draws used instead of ``generator``.
+
+    Returns
+    -------
+    (T, 70) float32: exp 64 | smoothed pose 6.
+    """
+    frames = indiv_mels.shape[0]
+    exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[:64], blink)
+    if pose_z is None:
+        pose_z = draw_pose_z(pose_chunk_count(frames, audio2pose.dims.seq_len), generator, audio2pose.dims.latent)
+    motion = predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[64:70], pose_style, pose_z)
+    pose = np.asarray(coeff_3dmm[64:70], dtype=np.float32)[None] + motion
+    return np.concatenate([exp, smooth_pose(pose)], axis=1).astype(np.float32)

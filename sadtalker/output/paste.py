@@ -1,0 +1,105 @@
+"""Full mode: paste the animated face crop back into the whole image with a feathered mask.
+
+The reference resizes every rendered crop to its box in the original image and places it with OpenCV's
+``seamlessClone`` (a Poisson solve per frame, on the CPU). Here the crop is resized to the box and
+alpha-blended into the original with a mask that is 1 inside and falls smoothly to 0 at the box's edge,
+in torch, batched, on whatever device the frames are on. The rendered face comes from a crop of the
+same image, so colours already match and a feathered edge is enough to hide the seam.
+
+The mask ramps with a smoothstep over ``feather`` pixels from each edge (per axis; the two axes
+multiply), so it has no step anywhere: the largest change between neighbouring pixels is about
+``1.5 / feather``. Pixels outside the box are the original's, exactly.
+
+Output size: the original image's, rounded up to even (the last row/column is repeated, as
+``sadtalker.output.video.pad_to_even`` does), ready for yuv420p.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2) in original-image pixels, x2/y2 exclusive
+FEATHER_FRACTION = 0.1  # feather width as a fraction of the box's shorter side
+
+
+def _ramp(n: int, feather: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n,) weights: smoothstep of the distance from each pixel centre to the nearer end, over ``feather`` px."""
+    centres = torch.arange(n, device=device, dtype=torch.float64) + 0.5
+    distance = torch.minimum(centres, n - centres)
+    t = (distance / max(feather, 1e-6)).clamp(0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).to(dtype)
+
+
+def feather_mask(height: int, width: int, feather: float, device: Optional[torch.device] = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(height, width) mask in [0, 1]: 1 inside, smoothly 0 towards the edges over ``feather`` pixels."""
+    device = torch.device("cpu") if device is None else device
+    return _ramp(height, feather, device, dtype)[:, None] * _ramp(width, feather, device, dtype)[None, :]
+
+
+def _to_nhwc_tensor(image: Union[np.ndarray, torch.Tensor], device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    return tensor.to(device)
+
+
+class Paster:
+    """Pastes batches of face crops into one original image (built once per job, reused for every batch).
+
+    ``original``: uint8 (H, W, 3) RGB. ``box``: where the crop goes (may reach past the image; the part
+    outside is dropped). The original and the mask live on ``device``.
+    """
+
+    def __init__(self, original: np.ndarray, box: Box, device: Union[str, torch.device] = "cpu",
+                 feather_fraction: float = FEATHER_FRACTION) -> None:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"empty paste box {box}")
+        if original.dtype != np.uint8 or original.ndim != 3 or original.shape[2] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) image, got {original.dtype} {original.shape}")
+        self.device = torch.device(device)
+        height, width = original.shape[:2]
+        padded = np.pad(original, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        self.original = torch.from_numpy(padded).to(self.device).permute(2, 0, 1)  # (3, He, We) uint8
+        self.box = (x1, y1, x2, y2)
+        # The part of the box inside the image, and where that part sits inside the box.
+        self._dst = (max(x1, 0), max(y1, 0), min(x2, width), min(y2, height))
+        if self._dst[2] <= self._dst[0] or self._dst[3] <= self._dst[1]:
+            raise ValueError(f"paste box {box} lies outside the {width}x{height} image")
+        self._src = (self._dst[0] - x1, self._dst[1] - y1, self._dst[2] - x1, self._dst[3] - y1)
+        feather = feather_fraction * min(x2 - x1, y2 - y1)
+        self.mask = feather_mask(y2 - y1, x2 - x1, feather, self.device)  # (bh, bw) over the whole box
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of the output frames: the original's, rounded up to even."""
+        return int(self.original.shape[2]), int(self.original.shape[1])
+
+    def paste(self, frames: Union[np.ndarray, torch.Tensor]) -> Union[np.ndarray, torch.Tensor]:
+        """uint8 (B, h, w, 3) crops -> uint8 (B, He, We, 3) whole frames; numpy in gives numpy out."""
+        is_uint8 = frames.dtype == (np.uint8 if isinstance(frames, np.ndarray) else torch.uint8)
+        if not is_uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+            raise ValueError(f"expected uint8 (B, h, w, 3) frames, got {frames.dtype} {tuple(frames.shape)}")
+        faces = _to_nhwc_tensor(frames, self.device).permute(0, 3, 1, 2).float()  # (B, 3, h, w), 0..255
+        out = self._blend(faces)
+        if isinstance(frames, np.ndarray):
+            return out.permute(0, 2, 3, 1).cpu().numpy()
+        return out.permute(0, 2, 3, 1)
+
+    def _blend(self, faces: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) float 0..255 faces -> (B, 3, He, We) uint8 frames."""
+        x1, y1, x2, y2 = self.box
+        if faces.shape[2:] != (y2 - y1, x2 - x1):
+            faces = F.interpolate(faces, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False,
+                                  antialias=True)
+        sx1, sy1, sx2, sy2 = self._src
+        dx1, dy1, dx2, dy2 = self._dst
+        face = faces[:, :, sy1:sy2, sx1:sx2]
+        mask = self.mask[sy1:sy2, sx1:sx2]
+        background = self.original[:, dy1:dy2, dx1:dx2].float()
+        blended = background + mask * (face - background)
+        out = self.original.unsqueeze(0).repeat(len(faces), 1, 1, 1)
+        out[:, :, dy1:dy2, dx1:dx2] = blended.round().clamp(0, 255).to(torch.uint8)
+        return out

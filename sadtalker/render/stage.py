@@ -1,0 +1,171 @@
+"""Renderer stage: 3DMM coefficients + source image -> video frames (uint8), batch by batch.
+
+Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
+
+1. :func:`target_coefficients`: the generated (T, 70) coefficients with ``expression_scale`` applied to
+   the 64 expression columns; for preprocess ``full`` the source's 3 crop parameters are appended
+   (73 columns); ``still_mode`` replaces every frame's pose (and crop) columns by the source's.
+2. :func:`semantic_windows`: each frame gets the coefficients of frames i-13 .. i+13 (clamped), (T, C, 27).
+   :func:`source_semantics`: the source coefficients repeated 27 times, (C, 27).
+3. :func:`render`: canonical keypoints and the source pose once; per batch of windows MappingNet gives
+   the driving pose, the keypoint transform gives driving keypoints, and the generator renders the frames.
+   Frames come out in time order as uint8 (rint(x * 255)). Every frame is computed independently of the
+   others, so the batch size changes speed and memory, never the frames.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sadtalker.core.constants import is_full
+from sadtalker.core.precision import precision_context
+from sadtalker.render.mapping import MappingNet
+from sadtalker.render.keypoints import transform_keypoints
+from sadtalker.render.models import RendererModels
+
+SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
+N_EXP = 64  # expression coefficients; then 3 angles, 3 translations (70), then 3 crop parameters (73)
+N_MOTION = 70
+N_FULL = 73
+
+
+def semantic_windows(coeffs: np.ndarray, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
+    """(T, C) -> (T, C, 2*radius+1) float32: frame i's window holds frames i-radius..i+radius, clamped."""
+    coeffs = np.asarray(coeffs, dtype=np.float32)
+    if coeffs.ndim != 2 or coeffs.shape[0] == 0:
+        raise ValueError(f"coefficients must be (T, C) with T >= 1, got shape {coeffs.shape}")
+    t = coeffs.shape[0]
+    index = np.clip(np.arange(t)[:, None] + np.arange(-radius, radius + 1)[None, :], 0, t - 1)
+    return np.ascontiguousarray(coeffs[index].transpose(0, 2, 1))
+
+
+def source_semantics(source_coeff: np.ndarray, preprocess: str, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
+    """Source coefficients (73,) -> (C, 2*radius+1) float32, C = 73 for full modes else 70."""
+    n = N_FULL if is_full(preprocess) else N_MOTION
+    column = np.asarray(source_coeff, dtype=np.float32).reshape(-1)[:n]
+    return np.repeat(column[:, None], 2 * radius + 1, axis=1)
+
+
+def target_coefficients(
+    coeffs: np.ndarray, source_coeff: np.ndarray, expression_scale: float = 1.0, still_mode: bool = False,
+    preprocess: str = "crop",
+) -> np.ndarray:
+    """Generated (T, >=70) + source (73,) -> driving coefficients (T, 70 or 73) float32."""
+    target = np.array(coeffs, dtype=np.float32)[:, :N_MOTION]
+    source = np.asarray(source_coeff, dtype=np.float32).reshape(-1)
+    target[:, :N_EXP] = target[:, :N_EXP] * np.float32(expression_scale)
+    if is_full(preprocess):
+        target = np.concatenate([target, np.repeat(source[None, N_MOTION:N_FULL], len(target), axis=0)], axis=1)
+    if still_mode:
+        target[:, N_EXP:] = source[N_EXP : target.shape[1]]
+    return target
+
+
+def target_semantics(
+    coeffs: np.ndarray, source_coeff: np.ndarray, expression_scale: float = 1.0, still_mode: bool = False,
+    preprocess: str = "crop", radius: int = SEMANTIC_RADIUS,
+) -> np.ndarray:
+    """:func:`target_coefficients` then :func:`semantic_windows`: (T, C, 27) float32."""
+    return semantic_windows(target_coefficients(coeffs, source_coeff, expression_scale, still_mode, preprocess), radius)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """uint8 (S, S, 3) -> (1, 3, S, S) in [0, 1], as skimage's img_as_float32 (x * float32(1/255))."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    scaled = pixels.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32)
+    return scaled.to(device=device, dtype=dtype)
+
+
+def frames_to_uint8_tensor(frames: Tensor) -> Tensor:
+    """(B, 3, S, S) in [0, 1] -> (B, S, S, 3) uint8 on the same device, by rint(x * 255) (skimage's img_as_ubyte)."""
+    scaled = torch.round(frames.float().clamp(0, 1) * 255)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def frames_to_uint8(frames: Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [0, 1] -> (B, S, S, 3) uint8 numpy (see :func:`frames_to_uint8_tensor`)."""
+    return frames_to_uint8_tensor(frames).cpu().numpy()
+
+
+def render(
+    models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
+    target_windows: np.ndarray, batch_size: int, precision: str = "fp32",
+) -> Iterator[np.ndarray]:
+    """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
+
+    source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27).
+    Runs on the device and dtype of ``models``; ``precision`` (fp32, tf32, fp16, bf16) sets the arithmetic of the
+    whole region (:func:`precision_context`).
+    On CUDA each batch's frames travel to pinned host memory asynchronously while the next batch renders.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device, dtype = models.device, models.dtype
+    windows = torch.from_numpy(np.asarray(target_windows, dtype=np.float32))
+    if device.type == "cuda":
+        windows = windows.pin_memory()
+    downloads = FrameDownloads(device)
+    # The precision region is entered per step and left before each yield, so the caller's code between
+    # batches (enhancer, paste-back) never runs under the renderer's autocast or TF32 setting.
+    with torch.inference_mode(), precision_context(device, precision):
+        source = image_to_tensor(source_image, device, dtype)
+        kp_canonical = models.kp_extractor(source)  # (1, K, 3)
+        semantics = torch.from_numpy(np.asarray(source_semantics, dtype=np.float32))[None].to(device, dtype)
+        kp_source = transform_keypoints(kp_canonical, mapping(semantics))
+        feature = models.generator.encode(source)  # the source's appearance volume, shared by all frames
+    for start in range(0, len(windows), batch_size):
+        with torch.inference_mode(), precision_context(device, precision):
+            batch = windows[start : start + batch_size].to(device, dtype, non_blocking=True)
+            n = batch.shape[0]
+            kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch))
+            ready = list(downloads.push(render_frames(models, feature, kp_source, kp_driving)))
+        yield from ready
+    yield from downloads.drain()
+
+
+class FrameDownloads:
+    """Frames (B, 3, S, S) in [0, 1] on the device -> uint8 (B, S, S, 3) numpy, in order.
+
+    On CUDA the uint8 conversion runs on the GPU and the copy goes to a pinned host buffer without
+    blocking; a batch is handed out only after the next one was queued, so the copy and the CPU's
+    encoding overlap the GPU's rendering. On CPU every batch comes out at once.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pending: Optional[Tuple[Tensor, object]] = None
+
+    def push(self, frames: Tensor) -> Iterator[np.ndarray]:
+        if not self.cuda:
+            yield frames_to_uint8(frames)
+            return
+        pixels = frames_to_uint8_tensor(frames)
+        host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(pixels, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        previous, self.pending = self.pending, (host, event)
+        if previous is not None:
+            yield self._ready(previous)
+
+    def drain(self) -> Iterator[np.ndarray]:
+        previous, self.pending = self.pending, None
+        if previous is not None:
+            yield self._ready(previous)
+
+    @staticmethod
+    def _ready(item: Tuple[Tensor, object]) -> np.ndarray:
+        host, event = item
+        event.synchronize()
+        return host.numpy()
+
+
+def render_frames(models: RendererModels, feature: Tensor, kp_source: Tensor, kp_driving: Tensor) -> Tensor:
+    """One batch: source volume (1, C, D, H, W), kp_source (1, K, 3), kp_driving (B, K, 3) -> (B, 3, S, S)."""
+    n = kp_driving.shape[0]
+    feature = feature.expand(n, *feature.shape[1:])
+    motion = models.generator.motion(feature, kp_source.expand(n, -1, -1), kp_driving)
+    return models.generator.decode(feature, motion)
