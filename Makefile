@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian 12 machine with Python 3.11:
 #   make run    install on first use, then run test_input.json through handler.py
-#   make test   install on first use, then run the whole test suite
+#   make test   install on first use, then run the whole test suite (what CI runs)
+#   make test-fast   the same without the tests marked slow (real-size renders, long audio, the S3 server)
 # Installing = Debian packages (only when run as root, only the missing ones) + .venv with the pinned requirements.
 # The venv is rebuilt-in-place (pip re-run) whenever a requirements file changes (stamp file below).
 
@@ -17,7 +18,7 @@ RUN_DEBS := ffmpeg python3.11-venv
 # OpenStack Swift with s3api + memcached: the real S3 server of the storage integration test.
 TEST_DEBS := $(RUN_DEBS) swift-proxy swift-account swift-container swift-object memcached
 
-.PHONY: run test install debs-run debs-test
+.PHONY: run test test-fast install debs-run debs-test
 
 run: debs-run install
 	$(VPY) handler.py
@@ -27,6 +28,10 @@ test: debs-test install
 	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5), which counts as a failure" >&2; fi; \
 	exit $$rc
+
+# Everything but the tests marked slow (pytest.ini): a quick round while editing.
+test-fast: debs-run install
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -17,31 +17,25 @@ the request's seed; the enhancer uses stored noise. Same request + same seed = s
 """
 from __future__ import annotations
 
-import logging
 import os
-import random
 import time
 from typing import Callable, Iterator, List, Tuple
 
 import cv2
 import numpy as np
-import torch
 
 from sadtalker.bundle import ModelBundle, SizeModels
 from sadtalker.core.constants import FPS, is_full, num_frames
 from sadtalker.core.contract import Animation, AnimationRequest, RenderOptions
 from sadtalker.core.errors import InvalidInput
-from sadtalker.core.jobtools import StageTimer, chunk_seed, image_key, resolve_seed
+from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
 from sadtalker.face.stage import Preprocessed, preprocess_image
 from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
-from sadtalker.motion.seams import carry_pose, seam_jumps
-from sadtalker.motion.stage import audio_to_coeffs, blink_sequence
+from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.output.paste import Paster
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.stage import render, source_semantics, target_semantics
-
-log = logging.getLogger(__name__)
 
 # progress(stage, chunk, chunks, percent): percent is the pipeline's own, 0-100.
 Progress = Callable[..., None]
@@ -71,7 +65,10 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
     with timer.stage("audio2coeff"):
         windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
-        coeffs = chunk_coefficients(models, options, pre, windows, chunks, seed, progress)
+        coeffs = chunked_coefficients(
+            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style,
+            lambda done: progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks))),
+        )
         targets = target_semantics(
             coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
         )
@@ -84,7 +81,8 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     )
     width, height = post.size
     path = os.path.join(workdir, f"{request.name}.mp4")
-    with VideoWriter(path, width, height, request.wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE) as writer:
+    writer = VideoWriter(path, width, height, request.wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
+    with writer:
         _stream(_timed(batches, timer, "render"), post, writer, chunks, timer, progress)
         progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
         with timer.stage("encode"):
@@ -95,35 +93,15 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     )
 
 
+def _coeff_percent(done: int, total: int) -> float:
+    return _PERCENT_PREPROCESS + (_PERCENT_COEFFS - _PERCENT_PREPROCESS) * done / total
+
+
 def output_size(render_size: int, crop_size: Tuple[int, int]) -> Tuple[int, int]:
     """(width, height) of crop/resize-mode frames: the reference restores the crop's aspect ratio,
     (size, int(size * h / w)). (Full mode outputs the photo's own size, rounded to even by the paster.)"""
     width, height = crop_size
     return render_size, int(render_size * height / width)
-
-
-def chunk_coefficients(
-    models: SizeModels, options: RenderOptions, pre: Preprocessed, windows: np.ndarray, chunks: List[Chunk],
-    seed: int, progress: Progress,
-) -> np.ndarray:
-    """(T, 70) coefficients: each chunk from the source coefficients, its pose carried across the seam."""
-    parts: List[np.ndarray] = []
-    for chunk in chunks:
-        cseed = chunk_seed(seed, chunk.index)
-        blink = blink_sequence(chunk.n_frames, random.Random(cseed))
-        generator = torch.Generator().manual_seed(cseed)
-        coeffs = audio_to_coeffs(
-            models.audio2exp, models.audio2pose, windows[chunk.start_frame : chunk.end_frame], pre.coeff_3dmm,
-            blink, options.pose_style, generator,
-        )
-        parts.append(coeffs if not parts else carry_pose(parts[-1], coeffs))
-        percent = _PERCENT_PREPROCESS + (_PERCENT_COEFFS - _PERCENT_PREPROCESS) * (chunk.index + 1) / len(chunks)
-        progress("audio2coeff", chunk.index + 1, len(chunks), percent)
-    coeffs = np.concatenate(parts, axis=0)
-    if len(chunks) > 1:
-        jumps = seam_jumps(coeffs, [c.start_frame for c in chunks[1:]])
-        log.info("pose jump at seams / inside chunks: %.3f", jumps.worst_ratio)
-    return coeffs
 
 
 class _FramePost:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the real pipeline: per-stage seconds, frames per second, realtime factor, peak memory.
 
-Runs ``sadtalker.bundle.load_models`` + ``sadtalker.pipeline.animate`` (the code a job runs) on speech of a given length,
+Runs ``bundle.load_models`` + ``pipeline.animate`` (the code a job runs) on speech of a given length,
 for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
 the official formats (speed does not depend on the values; they are generated once into --checkpoints
 by scripts/make_test_checkpoints.py unless real weights are there). Faces are found with dlib, because

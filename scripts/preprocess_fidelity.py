@@ -2,7 +2,7 @@
 
 Usage: ``python scripts/preprocess_fidelity.py CHECKPOINTS_DIR [--threads 2] [--repeat 3]``
 (CHECKPOINTS_DIR holds generated test weights: ``python scripts/make_test_checkpoints.py DIR``).
-Prints one table: stage, max abs error vs golden A, the golden README's tolerance, median seconds.
+Prints one table: stage, max abs error vs golden A, the tolerance of tests/golden/README.md, median seconds.
 Speed is reported, never asserted; the tests in tests/test_*.py assert the tolerances.
 """
 from __future__ import annotations

@@ -150,6 +150,7 @@ def test_file_without_params_ema_or_missing_file_raises(tmp_path, small_net):
         load_enhancer(str(tmp_path), dims=SMALL)
 
 
+@pytest.mark.slow
 def test_official_format_file_loads_strictly_and_restores_at_render_size(test_checkpoints_dir):
     enhancer = load_enhancer(str(test_checkpoints_dir))  # official dims, real-size network (one forward: ~8 s)
     assert enhancer.dims == OFFICIAL

@@ -41,7 +41,7 @@ def test_winograd_rejects_an_unknown_tile():
 def every_conv_winograd(monkeypatch):
     """Winograd for every eligible conv, however narrow (the tests' networks are tiny)."""
     for name in ("WINOGRAD_MIN_CIN", "WINOGRAD_MIN_COUT", "WINOGRAD_MIN_CHANNELS_3D"):
-        monkeypatch.setattr(fast, name, 1)
+        monkeypatch.setattr(winograd, name, 1)
 
 
 @pytest.mark.parametrize("tile", [2, 4])

@@ -164,6 +164,7 @@ def test_load_in_float64_casts_floats_and_keeps_counters(test_checkpoints_dir):
     assert np.array_equal(mapping.fc_t.weight.numpy(), raw["fc_t.weight"].double().numpy())
 
 
+@pytest.mark.slow
 def test_512_renderer_loads_and_works_at_512(test_checkpoints_dir):
     # No golden frames exist at 512: this checks the loaded networks run at the 512 working resolution
     # (keypoints from a 128^2 map, a 16x128x128 feature volume) up to the decoder, which is convolutional.

@@ -19,6 +19,8 @@ from sadtalker.kernels.renderer import prepare_renderer
 from sadtalker.weights.loader import load_mapping, load_renderer
 from sadtalker.render import stage
 
+pytestmark = pytest.mark.slow  # real-size renders: `make test-fast` leaves them out
+
 
 def assert_close(stage_name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float = 0.0) -> None:
     """Fail with the stage's name, the max abs error and the tolerance."""

@@ -14,14 +14,17 @@ import sys
 import time
 import types
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from sadtalker.core.contract import Animation
 from sadtalker.core.errors import UploadFailed
 from sadtalker.worker.storage import StorageConfig, make_client, upload_video
+
+pytestmark = pytest.mark.slow  # a real S3 server: `make test-fast` leaves it out
 
 SCRIPT = Path(__file__).resolve().parent / "swift_server.sh"
 PROGRAMS = ("swift-proxy-server", "swift-object-server", "swift-container-server", "swift-account-server",
@@ -162,15 +165,15 @@ def fake_pipeline(tmp_path_factory):
     """A stand-in for sadtalker.pipeline whose animate() writes a real 1 s MP4 with ffmpeg."""
     from sadtalker.output.ffmpeg import ffmpeg_exe
 
-    def animate(bundle, options, image_rgb, wav16k, job_id, workdir, progress):
+    def animate(bundle, request, workdir, progress):
         path = Path(workdir) / "result.mp4"
         subprocess.run(
             [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25",
              "-t", "1", "-pix_fmt", "yuv420p", str(path)],
             check=True,
         )
-        return {"video_path": str(path), "width": 64, "height": 64, "fps": 25, "frames": 25,
-                "chunks_processed": 1, "duration_seconds": 1.0, "timings": {"render": 0.1}, "seed": 7}
+        return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
+                         seed=7, timings={"render": 0.1})
 
     return types.SimpleNamespace(animate=animate)
 

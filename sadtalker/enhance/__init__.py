@@ -1,0 +1,1 @@
+"""Enhance stage: GFPGAN v1.4 face restoration of the rendered frames."""

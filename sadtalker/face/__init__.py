@@ -1,0 +1,1 @@
+"""Preprocess stage: face photo -> landmarks -> crop -> 3DMM coefficients of the source (ReconNet)."""

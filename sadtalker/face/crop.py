@@ -1,6 +1,6 @@
 """Face crop from 68 landmarks (FFHQ-style oriented square), as SadTalker's preprocess computes it.
 
-Pure functions on numpy arrays (ANATOMY §1.4-1.6 with the §10 corrections). The arithmetic keeps
+Pure functions on numpy arrays, as the reference's ``Preprocesser.crop``. The arithmetic keeps
 the reference's dtypes where they change the result: landmark means stay float32, the oriented
 axes become float64 (numpy promotes float32 * int list), and the crop box uses the reference's
 floor/ceil/rint/int steps. Known reference quirks reproduced on purpose:

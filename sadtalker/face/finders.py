@@ -2,7 +2,7 @@
 
 Two providers, chosen by the setting ``FACE_DETECTOR``:
 
-- ``retinaface`` (default, the reference's path, ANATOMY §1.2-1.3): facexlib's RetinaFace-ResNet50
+- ``retinaface`` (default, the reference's path): facexlib's RetinaFace-ResNet50
   (``detection_Resnet50_Final.pth``) gives face boxes; the first box scoring above 0.97 is cut out and
   run through the 98-point AWing FAN (``alignment_WFLW_4HG.pth``, facexlib's architecture). Its
   heatmaps are decoded here (facexlib's own decoding breaks on numpy 2 and indexes past the heatmap
@@ -169,7 +169,7 @@ class DlibFinder:
 
     def __init__(self, detector, predictor) -> None:
         self.detector = detector  # dlib.get_frontal_face_detector()
-        self.predictor = predictor  # dlib.shape_predictor(<68-point model>)
+        self.predictor = predictor  # dlib shape predictor of the 68-point model
 
     def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
         image = np.ascontiguousarray(image_rgb, dtype=np.uint8)

@@ -1,6 +1,6 @@
 """Image preprocessing: face photo -> renderer source image + source 3DMM coefficients + crop info.
 
-The reference's ``CropAndExtract.generate`` without its files (ANATOMY §1):
+The reference's ``CropAndExtract.generate`` without its files:
 
 1. landmarks on the photo (skipped in ``resize`` mode, which uses the whole image);
 2. crop (``crop``/``full``: the face square) and resize to size x size (OpenCV bilinear): the source image;

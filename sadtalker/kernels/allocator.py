@@ -2,8 +2,8 @@
 
 By default glibc serves every allocation over 32 MB with its own ``mmap`` and returns it to the kernel on
 ``free``: each frame batch's large activations (a 2 x 512 x 256 x 256 float map is 268 MB) then come back as
-fresh pages, and the kernel faults in and zeroes every 4 KiB page on first touch. On the 2-core CPU that was about
-two million page faults per four rendered frames, and 19-24 % of the renderer's CPU time.
+fresh pages, and the kernel faults in and zeroes every 4 KiB page on first touch. On the CPU that is a large share of
+the renderer's time (docs/performance.md).
 
 :func:`reuse_freed_memory` turns both off through ``mallopt`` (as the ``MALLOC_MMAP_MAX_=0`` and
 ``MALLOC_TRIM_THRESHOLD_`` environment variables would at process start): large blocks come from the heap and

@@ -15,7 +15,7 @@ class TiledFFTConv(nn.Module):
     spectrum times the kernel's spectrum gives ``tile`` x ``tile`` outputs of the linear convolution. The channel
     sums and the kd depth taps become one complex matrix product per frequency and tap. For the dense-motion
     network's 7x7x7 mask conv (112 -> 16 channels) that is about 8x fewer multiply-adds than the direct conv, and
-    twice as fast on the 2-core CPU; exact up to float rounding. Several convs of the same k and tile can share
+    faster on the CPU (docs/performance.md); exact up to float rounding. Several convs of the same k and tile can share
     one input transform (:meth:`spectra`, then :meth:`from_spectra`).
     """
 

@@ -155,7 +155,7 @@ class MotionHeads(nn.Module):
 
 
 def prepare_motion_heads(dense_motion: nn.Module) -> nn.Module:
-    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads` (undo with ``detach(dm, "fused_heads", "heads")``)."""
+    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads`; ``detach(dm, "fused_heads", "heads")`` undoes it."""
     with torch.no_grad():
         detach(dense_motion, "fused_heads", "heads")
         depth = dense_motion.occlusion.in_channels // dense_motion.mask.in_channels
@@ -189,8 +189,8 @@ def unprepare_upsampling(module: nn.Module) -> nn.Module:
     return module
 
 
-# Convs on nearest-upsampled maps run on the small map (UpsampledConv: 1139 -> 1000 GFLOP per 256 frame) on the CPU;
-# on CUDA only with this switch (scripts/benchmark.py --upsampled-convs-on-cuda).
+# Convs on nearest-upsampled maps run on the small map (UpsampledConv: 12 % fewer multiply-adds per frame) on the
+# CPU; on CUDA only with this switch (scripts/benchmark.py --upsampled-convs-on-cuda).
 UPSAMPLED_CONVS_ON_CUDA = False
 
 

@@ -36,11 +36,9 @@ _WINOGRAD: Dict[int, Tuple[list, list, list]] = {
 }
 DEFAULT_TILE = 4
 BAND_TILES = 512  # tiles transformed at once (see WinogradConv3x3._bands)
-# Measured on the 2-core CPU (one conv at a time, the renderer's shapes): Winograd F(4, 3) takes 20-50 % less
-# time than oneDNN's direct conv with 64+ input and 128+ output channels (128 -> 1024 at 64x64: 55 -> 28 ms,
-# 512 -> 512: 85 -> 40 ms, 64 -> 128 at 256x256: 68 -> 54 ms) and, over H and W of a 3-D conv, with 32+ of
-# each (112 -> 112 at 16x64x64: 283 -> 121 ms, 32 -> 32: 24 -> 18 ms). With fewer output channels
-# (256 -> 64, 64 -> 64 at 256x256) its tile transforms cost more than they save.
+# Where Winograd F(4, 3) beats the CPU's direct conv (docs/performance.md, "CPU paths"): 64+ input and 128+ output
+# channels for a 2-D conv, 32+ of each over H and W of a 3-D conv. With fewer output channels its tile transforms
+# cost more than they save.
 WINOGRAD_MIN_CIN = 64
 WINOGRAD_MIN_COUT = 128
 WINOGRAD_MIN_CHANNELS_3D = 32
@@ -116,8 +114,7 @@ class WinogradConv3x3(nn.Module):
         blocks = out.view(b, cout, d, th, m, tw, m)  # pixel (m t + i, m s + j) is blocks[..., t, i, s, j]
         bias = None if self.bias is None else self.bias.view(1, cout, 1, 1, 1, 1, 1)
         # A band of tile rows at a time, so the transformed tiles (2.25x the band's input and output) stay in
-        # the caches. Whole 256-px renders on the 2-core CPU (freed memory reused) cost 7.0, 6.7, 6.3 and 5.9-6.0
-        # CPU-s per frame with bands of 64, 128, 256 and 512-2048 tiles.
+        # the caches (BAND_TILES: see docs/performance.md, "CPU paths").
         rows = max(1, self.band_tiles // (b * d * tw))
         for r0 in range(0, th, rows):
             r1 = min(th, r0 + rows)

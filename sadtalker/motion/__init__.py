@@ -1,0 +1,1 @@
+"""Audio-to-motion stage: mel features, ExpNet (expression), PoseVAE (head pose), chunking and seams."""

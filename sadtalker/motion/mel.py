@@ -1,6 +1,6 @@
 """Audio features for the audio-to-motion networks: frame count, mel spectrogram, per-frame windows.
 
-Reproduces the reference's Wav2Lip-style features (ANATOMY §2 and §10): pre-emphasis, a centred
+Reproduces the reference's Wav2Lip-style features: pre-emphasis, a centred
 STFT, an 80-band Slaney mel filterbank, dB with a floor, and a symmetric normalisation to [-4, 4].
 The arithmetic is float64 end to end, as in the reference (its pre-emphasis ``lfilter`` upcasts the
 float32 wave); only the windows handed to the networks are float32.

@@ -1,6 +1,6 @@
 """Audio to motion coefficients: blinks, ExpNet, PoseVAE, smoothing -> (T, 70) per-frame coefficients.
 
-Output row t = [exp 64 | angle 3 | trans 3] for video frame t (ANATOMY §2-4):
+Output row t = [exp 64 | angle 3 | trans 3] for video frame t:
 
 - exp comes from ExpNet, one frame at a time, given the source's exp and that frame's blink ratio;
 - pose = source pose + PoseVAE motion; frame 0 keeps the source pose (zero motion); frames 1..T-1
@@ -14,15 +14,21 @@ reference does), or injected with ``pose_z`` (tests feed the golden draws).
 """
 from __future__ import annotations
 
+import logging
 import random
-from typing import Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sadtalker.core.jobtools import chunk_seed
+from sadtalker.motion.chunking import Chunk
 from sadtalker.motion.expnet import ExpNet
 from sadtalker.motion.posevae import PoseVAE
+from sadtalker.motion.seams import carry_pose, seam_jumps
+
+log = logging.getLogger(__name__)
 
 BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the 5 frames of one blink
 MIN_FRAMES_FOR_BLINKS = 21  # with T <= 20 the reference draws no blinks
@@ -190,3 +196,30 @@ def audio_to_coeffs(
     motion = predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[64:70], pose_style, pose_z)
     pose = np.asarray(coeff_3dmm[64:70], dtype=np.float32)[None] + motion
     return np.concatenate([exp, smooth_pose(pose)], axis=1).astype(np.float32)
+
+
+def chunked_coefficients(
+    audio2exp: ExpNet, audio2pose: PoseVAE, indiv_mels: np.ndarray, coeff_3dmm: np.ndarray, chunks: List[Chunk],
+    seed: int, pose_style: int, on_chunk: Callable[[int], None] = lambda done: None,
+) -> np.ndarray:
+    """(T, 70) coefficients of the whole audio: each chunk from the source coefficients, with blinks and PoseVAE
+    draws seeded from ``seed`` and the chunk's index, its pose carried across the seam (:mod:`.seams`).
+
+    ``on_chunk(done)`` is called after each chunk with the number of chunks done.
+    """
+    parts: List[np.ndarray] = []
+    for chunk in chunks:
+        cseed = chunk_seed(seed, chunk.index)
+        blink = blink_sequence(chunk.n_frames, random.Random(cseed))
+        generator = torch.Generator().manual_seed(cseed)
+        coeffs = audio_to_coeffs(
+            audio2exp, audio2pose, indiv_mels[chunk.start_frame : chunk.end_frame], coeff_3dmm, blink, pose_style,
+            generator,
+        )
+        parts.append(coeffs if not parts else carry_pose(parts[-1], coeffs))
+        on_chunk(chunk.index + 1)
+    coeffs = np.concatenate(parts, axis=0)
+    if len(chunks) > 1:
+        jumps = seam_jumps(coeffs, [c.start_frame for c in chunks[1:]])
+        log.info("pose jump at seams / inside chunks: %.3f", jumps.worst_ratio)
+    return coeffs

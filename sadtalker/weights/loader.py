@@ -98,7 +98,8 @@ def read_torch_file(path: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, unpickling policy)
-        raise CheckpointError(f"cannot read {os.path.basename(path)} with torch.load(weights_only=True): {exc}") from exc
+        name = os.path.basename(path)
+        raise CheckpointError(f"cannot read {name} with torch.load(weights_only=True): {exc}") from exc
 
 
 def read_torch_entry(path: str, entry: str) -> Dict[str, Tensor]:

@@ -1,0 +1,1 @@
+"""The job around the pipeline: input options, settings, downloads, media decoding, storage, start-up checks."""

@@ -66,8 +66,8 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple) -> 
     return value
 
 
-# Default frames per renderer call. On the 2-core CPU, 1, 2 and 4 frames per call cost 6.1, 5.9 and 7.3 CPU-s a
-# frame (a larger batch's activations outgrow the caches); on a GPU larger batches keep it busy.
+# Default frames per renderer call: small on the CPU (a larger batch's activations outgrow the caches), larger on a
+# GPU to keep it busy. scripts/benchmark.py --batch-size N compares them.
 CUDA_RENDER_BATCH = 8
 CPU_RENDER_BATCH = 2
 
