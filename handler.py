@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import shutil
 import sys
@@ -26,10 +27,10 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from sadtalker.worker.download import limits_from_settings
 from sadtalker.core.contract import Animation, AnimationRequest
 from sadtalker.core.errors import InternalError, WorkerError
 from sadtalker.core.jobtools import StageTimer
+from sadtalker.worker.download import limits_from_settings
 from sadtalker.worker.media import decode_audio, decode_image, source_bytes
 from sadtalker.worker.options import JobOptions, parse_job_input
 from sadtalker.worker.settings import Settings
@@ -95,7 +96,8 @@ def _process(
         image_rgb = decode_image(image_bytes, settings.max_image_side)
         audio = decode_audio(audio_bytes, workdir, settings.max_audio_seconds)
     del image_bytes, audio_bytes
-    request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id)
+    request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id,
+                               source_audio=audio.source)
     pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
     animation = pipeline.animate(_loaded_bundle(), request, workdir, _pipeline_progress(report))
     report("upload")
@@ -162,15 +164,24 @@ def _pipeline_progress(report: Progress) -> Progress:
     return progress
 
 
+def _on_platform() -> bool:
+    """True inside a RunPod worker: the SDK has an address to post progress to (none in local test or API mode)."""
+    return bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"))
+
+
 def _send_progress(job: Mapping[str, Any], payload: Dict[str, Any]) -> None:
+    if not _on_platform():  # the SDK would fail to post it and log an ERROR per update
+        return
     import runpod  # at call time: importing the handler must stay cheap
 
     runpod.serverless.progress_update(dict(job), payload)
 
 
 def _error(error: WorkerError, refresh_worker: bool = False) -> Dict[str, Any]:
-    """The failure dict. The ``error`` key makes RunPod mark the job failed."""
-    response: Dict[str, Any] = {"success": False, "error": error.message, "error_type": error.error_type}
+    """The failure dict. The ``error`` key makes RunPod mark the job failed; RunPod then shows the caller only that
+    text (``{"status": "FAILED", "error": ...}``), so it starts with the ``error_type`` code."""
+    message = f"{error.error_type}: {error.message}"
+    response: Dict[str, Any] = {"success": False, "error": message, "error_type": error.error_type}
     if refresh_worker:
         response["refresh_worker"] = True
     return response
@@ -204,18 +215,33 @@ def main() -> int:
     except ValueError as error:
         logger.error("bad environment: %s", error)
         return 2
-    from sadtalker.worker.startup import check_or_exit, register_fitness_check
+    from sadtalker.worker.startup import check_or_exit
 
     check_or_exit(settings)  # logs every missing weight file + the download command, exits 1
     from sadtalker.bundle import load_models
 
     _SETTINGS = settings
     _BUNDLE = load_models(settings)
-    import runpod
+    serve(settings)
+    return 0
 
+
+def serve(settings: Settings) -> None:
+    """Hand over to RunPod's job loop (or its local test / API modes), the SDK logging at :func:`sdk_log_level`."""
+    import runpod
+    from runpod.serverless.modules.rp_logger import RunPodLogger
+
+    from sadtalker.worker.startup import register_fitness_check
+
+    RunPodLogger().set_level(sdk_log_level())  # --rp_log_level, read by start(), still overrides it
     register_fitness_check(settings)  # on the RunPod platform only: the same checks, GPU required
     runpod.serverless.start({"handler": handler})
-    return 0
+
+
+def sdk_log_level(env: Mapping[str, str] = os.environ) -> str:
+    """The SDK's log level: the operator's ``RUNPOD_LOG_LEVEL`` / ``RUNPOD_DEBUG_LEVEL``, else INFO. The SDK's own
+    default, DEBUG, logs every handler output: presigned video URLs and inline videos."""
+    return env.get("RUNPOD_LOG_LEVEL") or env.get("RUNPOD_DEBUG_LEVEL") or "INFO"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.output.paste import Paster
+from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.stage import render, source_semantics, target_semantics
 
@@ -81,7 +82,8 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     )
     width, height = post.size
     path = os.path.join(workdir, f"{request.name}.mp4")
-    writer = VideoWriter(path, width, height, request.wav16k, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
+    audio = request.wav16k if request.source_audio is None else request.source_audio
+    writer = VideoWriter(path, width, height, audio, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
     with writer:
         _stream(_timed(batches, timer, "render"), post, writer, chunks, timer, progress)
         progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
@@ -90,18 +92,12 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     return Animation(
         path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
         chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
+        warnings=post.warnings,
     )
 
 
 def _coeff_percent(done: int, total: int) -> float:
     return _PERCENT_PREPROCESS + (_PERCENT_COEFFS - _PERCENT_PREPROCESS) * done / total
-
-
-def output_size(render_size: int, crop_size: Tuple[int, int]) -> Tuple[int, int]:
-    """(width, height) of crop/resize-mode frames: the reference restores the crop's aspect ratio,
-    (size, int(size * h / w)). (Full mode outputs the photo's own size, rounded to even by the paster.)"""
-    width, height = crop_size
-    return render_size, int(render_size * height / width)
 
 
 class _FramePost:
@@ -111,20 +107,40 @@ class _FramePost:
         self.enhancer = bundle.enhancer if options.enhancer == "gfpgan" else None
         if options.enhancer == "gfpgan" and bundle.enhancer is None:
             raise InvalidInput('the enhancer is not available on this worker; use "enhancer": "none"')
-        full = is_full(options.preprocess)
-        self.paster = Paster(image_rgb, pre.crop_info.box, bundle.device) if full else None
-        self.size = self.paster.size if self.paster is not None else output_size(options.size, pre.crop_info.size)
+        max_side = bundle.settings.max_output_side
+        self.paster = None
+        if is_full(options.preprocess):
+            height, width = image_rgb.shape[:2]
+            frame = photo_frame_size((width, height), options.output_scale, max_side)
+            self.paster = Paster(*_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device)
+        else:
+            frame = crop_frame_size(options.size, pre.crop_info.size, options.output_scale, max_side)
+        self.size = (frame.width, frame.height)
+        self.warnings = () if frame.warning is None else (frame.warning,)
 
     def __call__(self, frames: np.ndarray, timer: StageTimer) -> np.ndarray:
+        # The face goes straight to the size it is shown at: the enhancer's 512 face is never shrunk below it.
+        face_w, face_h = self.paster.box_size if self.paster is not None else self.size
         if self.enhancer is not None:
             with timer.stage("enhance"):
-                frames = self.enhancer.restore(frames)
+                frames = self.enhancer.restore(frames, size=(face_h, face_w))
         if self.paster is not None:
             with timer.stage("paste"):
                 return self.paster.paste(frames)  # resizes the face to its box
-        if frames.shape[1:3] != (self.size[1], self.size[0]):
-            frames = _resize_frames(frames, self.size)
+        if frames.shape[1:3] != (face_h, face_w):
+            frames = _resize_frames(frames, (face_w, face_h))
         return frames
+
+
+def _scaled_photo(image_rgb: np.ndarray, box, frame: FrameSize) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+    """The photo resized to the frame size (Lanczos, as the reference's upscaled background) and the face box on it."""
+    height, width = image_rgb.shape[:2]
+    if (frame.width, frame.height) == (width + width % 2, height + height % 2):
+        return image_rgb, box  # the paster pads an odd side itself
+    sx, sy = frame.width / width, frame.height / height
+    scaled = cv2.resize(image_rgb, (frame.width, frame.height), interpolation=cv2.INTER_LANCZOS4)
+    x1, y1, x2, y2 = box
+    return scaled, (round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy))
 
 
 def _resize_frames(frames: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -19,6 +19,7 @@ MESSAGE_CHARS = 110
 def load_test_module():
     """tests/test_handler.py, imported by path (tests/ is not a package)."""
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))  # the helpers test_handler imports (mediacheck, workerproc)
     spec = importlib.util.spec_from_file_location("test_handler", ROOT / "tests" / "test_handler.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

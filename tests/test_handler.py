@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -22,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from workerproc import write_test_video
 
 import handler
 from sadtalker.core.contract import Animation, RenderOptions
 from sadtalker.core.errors import NoFaceDetected
 from sadtalker.worker.settings import Settings
-from sadtalker.output.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE_JPEG = (ROOT / "assets" / "astronaut.jpg").read_bytes()
@@ -71,6 +72,12 @@ def url_image(url):
     return valid(image_base64=..., image_url=url)
 
 
+# A recognisable secret: no response or log line may ever contain it.
+SECRET = "SeCrEt-r2-KEY-0123456789abcdef"
+R2_WITH_SECRET = {"endpoint_url": "https://acct.r2.cloudflarestorage.com", "access_key_id": "AKID",
+                  "secret_access_key": SECRET, "bucket_name": "b"}
+
+
 # (case, job input, error_type expected, environment for the case). The input "NO_INPUT" means a job without one.
 BAD_INPUTS = [
     ("job without input", "NO_INPUT", "invalid_input", {}),
@@ -104,6 +111,16 @@ BAD_INPUTS = [
     ('seed "42"', valid(seed="42"), "invalid_input", {}),
     ("unknown field sise", valid(sise=512), "invalid_input", {}),
     ("r2 a string", valid(r2="https://r2.example"), "invalid_input", {}),
+    ("r2 JSON-encoded (a string holding the secret)", valid(r2=json.dumps({"secret_access_key": SECRET})),
+     "invalid_input", {}),
+    ("r2 double-encoded", valid(r2=json.dumps(json.dumps(R2_WITH_SECRET))), "invalid_input", {}),
+    ("r2.secret_access_key a number", valid(r2={**R2_WITH_SECRET, "secret_access_key": 1234567}),
+     "invalid_input", {}),
+    ("input is the JSON-encoded job", json.dumps(valid(r2=R2_WITH_SECRET)), "invalid_input", {}),
+    ("image_url with credentials is a list", url_image([f"https://user:{SECRET}@example.com/a.png"]),
+     "invalid_input", {}),
+    ("image_url with a signed query, unreachable", url_image(f"https://nonexistent.invalid/a.png?sig={SECRET}"),
+     "download_failed", {}),
     ("r2 unknown field region", valid(r2={"region": "auto"}), "invalid_input", {}),
     ("r2 only bucket_name, no R2_* env", valid(r2={"bucket_name": "b"}), "invalid_input", {}),
     ("r2 endpoint on metadata address", valid(r2={"endpoint_url": "http://169.254.169.254", "access_key_id": "a",
@@ -153,15 +170,6 @@ BAD_INPUTS = [
     ("valid job, result over INLINE_RESULT_MAX_BYTES=100", valid(), "upload_failed",
      {"INLINE_RESULT_MAX_BYTES": "100"}),
 ]
-
-
-def write_test_video(path):
-    """A real 1 s, 64x64, 25 fps H.264 MP4."""
-    subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25",
-         "-t", "1", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )
 
 
 class PipelineDouble:
@@ -219,11 +227,13 @@ def run_case(job_input, env, monkeypatch):
 
 
 @pytest.mark.parametrize("case, job_input, error_type, env", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
-def test_bad_input_gets_its_error_type(case, job_input, error_type, env, monkeypatch, pipeline, progress):
+def test_bad_input_gets_its_error_type(case, job_input, error_type, env, monkeypatch, pipeline, progress, caplog):
+    caplog.set_level(logging.DEBUG)
     result = run_case(job_input, env, monkeypatch)
     assert set(result) == {"success", "error", "error_type"}
     assert result["success"] is False and result["error_type"] == error_type, result
-    assert result["error"].strip()
+    assert result["error"].startswith(f"{error_type}: ") and result["error"][len(error_type) + 2:].strip()
+    assert SECRET not in json.dumps(result) and SECRET not in caplog.text
 
 
 def test_the_table_covers_forty_cases_and_every_input_error_type():
@@ -265,7 +275,9 @@ class TestSuccess:
         assert call["wav"].dtype == np.float32 and call["wav"].shape == (16000,)
         assert isinstance(call["options"], RenderOptions) and call["options"].size == 512
         # what rendering needs and nothing else: no sources, no storage credentials
-        assert {f.name for f in dataclasses.fields(call["request"])} == {"image_rgb", "wav16k", "options", "seed", "name"}
+        assert {f.name for f in dataclasses.fields(call["request"])} == {
+            "image_rgb", "wav16k", "options", "seed", "name", "source_audio"}
+        assert call["request"].source_audio.path.startswith(call["workdir"])  # the recording as sent, for the video
 
     def test_image_and_audio_can_come_from_urls(self, pipeline, progress, monkeypatch, file_server):
         monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")
@@ -306,7 +318,7 @@ class TestMechanics:
         pipeline.raises = NoFaceDetected("no face in the image; send a photo with one clear, frontal face")
         result = handler.handler({"id": "job-fail", "input": valid()})
         assert result == {"success": False, "error_type": "no_face_detected",
-                          "error": "no face in the image; send a photo with one clear, frontal face"}
+                          "error": "no_face_detected: no face in the image; send a photo with one clear, frontal face"}
         assert not os.path.exists(pipeline.calls[0]["workdir"])
 
     def test_two_jobs_share_no_folder_or_input(self, pipeline, progress):
@@ -320,7 +332,7 @@ class TestMechanics:
         pipeline.raises = ValueError("detail with /secret/path in it")
         result = handler.handler({"id": "job-bug", "input": valid()})
         assert result == {"success": False, "error_type": "internal_error",
-                          "error": "internal error (ValueError); the worker log has the details"}
+                          "error": "internal_error: internal error (ValueError); the worker log has the details"}
         assert "detail with /secret/path" in caplog.text  # the traceback went to the log
 
     def test_cuda_out_of_memory_asks_runpod_to_refresh_the_worker(self, pipeline, progress):

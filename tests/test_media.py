@@ -232,9 +232,13 @@ class TestAudio:
         audio = decode_audio(wav_bytes((sine(1.0, SAMPLE_RATE) * 32767).astype(np.int16)), tmp_path, 600)
         assert not audio.silent
 
-    def test_the_temporary_input_file_is_removed(self, tmp_path):
-        decode_audio(wav_bytes(np.zeros(SAMPLE_RATE, np.int16)), tmp_path, max_seconds=600)
-        assert list(tmp_path.iterdir()) == []
+    def test_the_recording_is_kept_as_sent_in_the_work_folder_only(self, tmp_path):
+        data = wav_bytes(np.zeros(SAMPLE_RATE, np.int16))
+        audio = decode_audio(data, tmp_path, max_seconds=600)
+        assert list(tmp_path.iterdir()) == [tmp_path / "audio.input"]  # removed with the job's folder
+        assert (tmp_path / "audio.input").read_bytes() == data
+        assert (audio.source.path, audio.source.sample_rate, audio.source.channels) == (
+            str(tmp_path / "audio.input"), SAMPLE_RATE, 1)
 
     def test_parse_float_wav_refuses_non_wav_output(self):
         with pytest.raises(UnsupportedMedia):

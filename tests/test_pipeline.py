@@ -7,12 +7,11 @@ The end-to-end test runs the worker as a user does, on the official network size
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import requests
 import torch
 from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
 from PIL import Image
+from workerproc import free_port, wait_for_port
 
 from sadtalker.bundle import ModelBundle, SizeModels
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
@@ -173,19 +173,34 @@ def _preprocess(bundle, image):
 
 
 class TestModesAndSeeds:
-    def test_full_mode_with_enhancer_outputs_the_photo_size(self, bundle, image, tmp_path):
+    def test_full_mode_with_enhancer_outputs_twice_the_photo_size(self, bundle, image, tmp_path):
         wav = speech_like(1.0)
         full = request(image, wav, "full", seed=1, preprocess="full", enhancer="gfpgan")
         result = animate(bundle, full, str(tmp_path), Recorder())
-        assert (result.width, result.height) == (image.shape[1], image.shape[0])
+        assert (result.width, result.height) == (2 * image.shape[1], 2 * image.shape[0])
+        assert result.warnings == ()
         assert {"enhance", "paste", "render"} <= set(result.timings)
         assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
 
-    def test_crop_mode_with_enhancer_keeps_the_render_size(self, bundle, image, tmp_path):
-        result = animate(bundle, request(image, speech_like(0.6), "crop", seed=1, enhancer="gfpgan"), str(tmp_path),
-                         Recorder())
+    def test_crop_mode_with_enhancer_and_upscale_1_keeps_the_render_size(self, bundle, image, tmp_path):
+        crop = request(image, speech_like(0.6), "crop", seed=1, enhancer="gfpgan", upscale=1)
+        result = animate(bundle, crop, str(tmp_path), Recorder())
         crop_w, crop_h = _preprocess(bundle, image).crop_info.size
         assert (result.width, result.height) == (256, int(256 * crop_h / crop_w) // 2 * 2)
+
+    def test_crop_mode_with_enhancer_doubles_the_render_size_by_default(self, bundle, image, tmp_path):
+        result = animate(bundle, request(image, speech_like(0.3), "crop2", seed=1, enhancer="gfpgan"), str(tmp_path),
+                         Recorder())
+        crop_w, crop_h = _preprocess(bundle, image).crop_info.size
+        assert (result.width, result.height) == (512, int(512 * crop_h / crop_w) // 2 * 2)
+
+    def test_an_output_over_max_output_side_is_scaled_down_with_a_warning(self, bundle, image, tmp_path):
+        capped = dataclasses.replace(bundle, settings=dataclasses.replace(bundle.settings, max_output_side=768))
+        full = request(image, speech_like(0.3), "capped", seed=1, preprocess="full", upscale=2)
+        result = animate(capped, full, str(tmp_path), Recorder())
+        assert (result.width, result.height) == (768, 768)
+        assert len(result.warnings) == 1 and "MAX_OUTPUT_SIDE=768" in result.warnings[0]
+        assert_browser_mp4(result.path, 0.3)
 
     def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
         wav = speech_like(2.0, seed=3)
@@ -231,7 +246,7 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
         **os.environ, "CHECKPOINTS_DIR": str(test_checkpoints_dir), "FACE_DETECTOR": "dlib",
         "CHECK_WEIGHT_SIZES": "false", "DEVICE": "cpu", "RENDER_BATCH_SIZE": "4",
     }
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "worker.log"
     with open(log_path, "w") as log_file:
         worker = subprocess.Popen(
@@ -239,7 +254,7 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_port(worker, port, log_path)
+            wait_for_port(worker, port, log_path)
             response = requests.post(f"http://127.0.0.1:{port}/runsync", json={"input": job_input}, timeout=1800)
         finally:
             worker.terminate()
@@ -256,24 +271,6 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
     if os.environ.get("TEST_ARTIFACTS_DIR"):  # keep the video for a person to look at or probe
         shutil.copy(video, Path(os.environ["TEST_ARTIFACTS_DIR"]) / "end_to_end.mp4")
     assert_browser_mp4(video, len(wav) / SAMPLE_RATE)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_port(worker: subprocess.Popen, port: int, log_path: Path, limit_s: float = 300.0) -> None:
-    """Until the worker accepts connections (start-up checks + model loading); fails if it exits first."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        assert worker.poll() is None, f"the worker exited: {log_path.read_text()[-3000:]}"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"the worker did not listen within {limit_s} s: {log_path.read_text()[-3000:]}")
 
 
 def _write_wav16(path: Path, samples: np.ndarray) -> None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from workerproc import fake_animate
 import requests
 
-from sadtalker.core.contract import Animation
 from sadtalker.core.errors import UploadFailed
 from sadtalker.worker.storage import StorageConfig, make_client, upload_video
 
@@ -161,27 +161,10 @@ def test_a_missing_bucket_is_upload_failed_with_its_code(swift, video_file):
         upload_video(str(video_file), swift.config("no-such-bucket"), "job-missing-bucket")
 
 
-def fake_pipeline(tmp_path_factory):
-    """A stand-in for sadtalker.pipeline whose animate() writes a real 1 s MP4 with ffmpeg."""
-    from sadtalker.output.ffmpeg import ffmpeg_exe
-
-    def animate(bundle, request, workdir, progress):
-        path = Path(workdir) / "result.mp4"
-        subprocess.run(
-            [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25",
-             "-t", "1", "-pix_fmt", "yuv420p", str(path)],
-            check=True,
-        )
-        return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
-                         seed=7, timings={"render": 0.1})
-
-    return types.SimpleNamespace(animate=animate)
-
-
 def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, monkeypatch, tmp_path_factory):
     import handler
 
-    monkeypatch.setitem(sys.modules, "sadtalker.pipeline", fake_pipeline(tmp_path_factory))
+    monkeypatch.setitem(sys.modules, "sadtalker.pipeline", types.SimpleNamespace(animate=fake_animate))
     monkeypatch.setattr(handler, "_BUNDLE", object())
     monkeypatch.setattr(handler, "_send_progress", lambda job, payload: None)
     monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")  # the job's endpoint is this loopback Swift

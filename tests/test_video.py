@@ -5,6 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from sadtalker.core.contract import SourceAudio
 from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.output.video import (
     EncoderError,
@@ -46,7 +47,7 @@ def test_array_audio_gives_h264_yuv420p_25fps_aac_of_the_audio_length(tmp_path, 
     audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
     assert (video["codec_name"], video["pix_fmt"], video["r_frame_rate"]) == ("h264", "yuv420p", "25/1")
     assert (video["width"], video["height"], int(video["nb_frames"])) == (96, 64, 38)
-    assert (audio["codec_name"], audio["sample_rate"]) == ("aac", "48000")
+    assert (audio["codec_name"], audio["sample_rate"], audio["channels"]) == ("aac", "16000", 1)
     assert abs(float(info["format"]["duration"]) - len(wav) / SR) <= 0.04
     assert abs(float(audio["duration"]) - float(video["duration"])) <= 0.04
 
@@ -71,7 +72,7 @@ def test_audio_file_path_is_muxed_and_cut_to_the_video(tmp_path):
     src = tmp_path / "speech.mp3"  # 44.1 kHz stereo, 1.3 s: longer than the 30 frames we encode
     tone_src = "sine=frequency=300:sample_rate=44100:duration=1.3"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", tone_src, "-ac", "2", str(src)], check=True)
-    encode(tmp_path / "out.mp4", np.full((30, 48, 48, 3), 128, np.uint8), src, n_frames=30)
+    encode(tmp_path / "out.mp4", np.full((30, 48, 48, 3), 128, np.uint8), SourceAudio(str(src), 44100, 2), n_frames=30)
     info = ffprobe(tmp_path / "out.mp4")
     assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
     assert abs(float(info["format"]["duration"]) - 1.2) <= 0.04
@@ -137,7 +138,7 @@ def test_wrong_frame_shape_or_dtype_is_refused(tmp_path):
 def test_ffmpeg_failure_raises_with_its_stderr(tmp_path, queue_batches):
     frames = np.zeros((40, 64, 64, 3), np.uint8)
     with pytest.raises(EncoderError, match="No such file or directory"):
-        encode(tmp_path / "out.mp4", frames, tmp_path / "missing.wav", n_frames=40, batch=4,
+        encode(tmp_path / "out.mp4", frames, SourceAudio(str(tmp_path / "missing.wav"), 16000, 1), n_frames=40, batch=4,
                queue_batches=queue_batches)
     assert not (tmp_path / "out.mp4").exists()
 

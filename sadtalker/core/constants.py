@@ -13,6 +13,7 @@ FACE_DETECTORS = ("retinaface", "dlib")  # FACE_DETECTOR
 
 EXPRESSION_SCALE_RANGE = (0.0, 3.0)
 POSE_STYLE_RANGE = (0, 45)
+UPSCALES = (1, 2)  # output size factor; the default is 2 with an enhancer, 1 without
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's generators accept as a seed
 
 

@@ -27,6 +27,24 @@ class RenderOptions:
     expression_scale: float = 1.0
     # Pose style index of the pose VAE, 0 to 45.
     pose_style: int = 0
+    # Output size factor, 1 or 2 (the reference's GFPGANer(upscale=2)). None: 2 with an enhancer, 1 without.
+    upscale: Optional[int] = None
+
+    @property
+    def output_scale(self) -> int:
+        """``upscale``, or its default for the enhancer."""
+        if self.upscale is not None:
+            return self.upscale
+        return 1 if self.enhancer == "none" else 2
+
+
+@dataclass(frozen=True)
+class SourceAudio:
+    """The caller's recording as it was sent, muxed into the video in place of the models' 16 kHz mono input."""
+
+    path: str  # the file as received, in the job's work folder
+    sample_rate: int  # its rate and channel count, as ffmpeg decodes it
+    channels: int
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,8 @@ class AnimationRequest:
     seed: Optional[int] = None
     # File name of the MP4 inside the work folder, without ".mp4".
     name: str = "video"
+    # The recording to put in the video; None muxes ``wav16k`` (16 kHz mono).
+    source_audio: Optional[SourceAudio] = None
 
 
 @dataclass(frozen=True)

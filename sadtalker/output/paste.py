@@ -73,6 +73,12 @@ class Paster:
         self.mask = feather_mask(y2 - y1, x2 - x1, feather, self.device)  # (bh, bw) over the whole box
 
     @property
+    def box_size(self) -> Tuple[int, int]:
+        """(width, height) of the face box: the size a face is pasted at."""
+        x1, y1, x2, y2 = self.box
+        return x2 - x1, y2 - y1
+
+    @property
     def size(self) -> Tuple[int, int]:
         """(width, height) of the output frames: the original's, rounded up to even."""
         return int(self.original.shape[2]), int(self.original.shape[1])

@@ -1,10 +1,13 @@
 """Stream RGB frames into ffmpeg and get one browser-ready MP4 with the original audio.
 
 One ffmpeg process per video: raw RGB24 frames arrive on its stdin batch by batch (no PNG, no
-intermediate MP4), the audio is read from a file (the job's original audio, or a WAV written from the
-decoded 16 kHz array) and muxed once over the whole video. Output: H.264 yuv420p at 25 fps, AAC at
-48 kHz, ``+faststart`` (the ``moov`` index before ``mdat``, so a browser starts playing before the
-download ends).
+intermediate MP4), the audio is read from a file (the caller's recording as sent, or a WAV written from the
+decoded 16 kHz array) and encoded once over the whole video. Output: H.264 yuv420p at 25 fps, AAC,
+``+faststart`` (the ``moov`` index before ``mdat``, so a browser starts playing before the download ends).
+
+Sound (:func:`aac_layout`): the recording keeps its channels (mono stays mono; two or more channels come out as
+stereo, ffmpeg's standard downmix) and its sample rate where AAC has it (else 48 kHz), at a bitrate whose
+bandwidth keeps what it holds (ffmpeg's AAC encoder low-passes at 18 kHz at 96 kbit/s per channel).
 
 Length: the video has ``T = floor(n_samples / 640)`` frames (the reference's T, one frame per 40 ms
 of 16 kHz audio). The audio is cut to the same ``T / 25`` seconds: the last partial frame (< 40 ms of
@@ -34,12 +37,15 @@ from typing import IO, List, NoReturn, Optional, Tuple, Union
 import numpy as np
 
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
+from sadtalker.core.contract import SourceAudio
 from sadtalker.core.errors import InternalError
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE = 48000  # AAC output rate: every browser and player handles it
-AUDIO_BITRATE = "128k"
+# Sample rates the AAC encoder takes; another rate is resampled to FALLBACK_AUDIO_RATE.
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+FALLBACK_AUDIO_RATE = 48000
+AUDIO_BITRATES = {1: "128k", 2: "192k"}  # by output channels
 X264_ARGS = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18"]  # visually lossless, fast on CPU
 NVENC_ARGS = ["-c:v", "h264_nvenc", "-preset", "p4", "-rc", "vbr", "-cq", "19", "-b:v", "0"]
 STDERR_TAIL_CHARS = 3000  # how much of ffmpeg's stderr goes into an error message
@@ -110,8 +116,25 @@ def write_wav(path: Union[str, Path], wav16k: np.ndarray) -> None:
         out.writeframes(pcm.tobytes())
 
 
+@dataclass(frozen=True)
+class AudioLayout:
+    """The video's sound track: AAC at ``rate`` Hz, ``channels`` channels, ``bitrate``."""
+
+    rate: int
+    channels: int
+    bitrate: str
+
+
+def aac_layout(rate: int, channels: int) -> AudioLayout:
+    """The sound track for a recording of ``rate`` Hz and ``channels`` channels: mono stays mono, more channels
+    become stereo, the rate is kept where AAC has it (else :data:`FALLBACK_AUDIO_RATE`)."""
+    out_channels = 1 if channels <= 1 else 2
+    out_rate = rate if rate in AAC_RATES else FALLBACK_AUDIO_RATE
+    return AudioLayout(out_rate, out_channels, AUDIO_BITRATES[out_channels])
+
+
 def ffmpeg_argv(ffmpeg: str, path: str, width: int, height: int, n_frames: int, audio_path: str,
-                codec: str) -> List[str]:
+                codec: str, audio: AudioLayout = aac_layout(SAMPLE_RATE, 1)) -> List[str]:
     """The encoder's argv: raw RGB24 frames on stdin + audio cut to ``n_frames / 25`` s -> MP4 at ``path``."""
     video_codec = NVENC_ARGS if codec == "h264_nvenc" else X264_ARGS
     return [
@@ -120,7 +143,7 @@ def ffmpeg_argv(ffmpeg: str, path: str, width: int, height: int, n_frames: int, 
         "-t", f"{n_frames / FPS:.6f}", "-i", audio_path,
         "-map", "0:v:0", "-map", "1:a:0",
         *video_codec, "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE),
+        "-c:a", "aac", "-b:a", audio.bitrate, "-ar", str(audio.rate), "-ac", str(audio.channels),
         "-movflags", "+faststart", path,
     ]  # fmt: skip
 
@@ -192,15 +215,15 @@ class _PipeFeeder:
 class VideoWriter:
     """Encode ``n_frames`` RGB frames of ``width`` x ``height`` plus audio into an MP4 at ``path``.
 
-    ``audio`` is a file path (the original upload: any format ffmpeg reads) or the decoded float32
-    16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``n_frames`` defaults to
-    ``num_frames(len(audio))`` for an array and is required for a path. ``queue_batches`` > 0 hands
+    ``audio`` is the caller's recording (:class:`~sadtalker.core.contract.SourceAudio`: any format ffmpeg reads), or
+    the decoded float32 16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``n_frames``
+    defaults to ``num_frames(len(audio))`` for an array and is required for a recording. ``queue_batches`` > 0 hands
     batches to a background thread (a copy each; at most that many waiting), so :meth:`write` returns
     at once while ffmpeg keeps up. Use as a context manager, or call :meth:`close` (which checks the
     frame count) or :meth:`abort` yourself.
     """
 
-    def __init__(self, path: Union[str, Path], width: int, height: int, audio: Union[str, Path, np.ndarray],
+    def __init__(self, path: Union[str, Path], width: int, height: int, audio: Union[SourceAudio, np.ndarray],
                  n_frames: Optional[int] = None, codec: str = "auto", queue_batches: int = 0) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -212,14 +235,15 @@ class VideoWriter:
             n_frames = num_frames(len(audio)) if n_frames is None else n_frames
             self._wav_path = Path(self.path).with_suffix(".audio.wav")
             write_wav(self._wav_path, audio)
-            audio = self._wav_path
+            audio = SourceAudio(str(self._wav_path), SAMPLE_RATE, 1)
+        self.audio = aac_layout(audio.sample_rate, audio.channels)
         if n_frames is None or n_frames < 1:
             raise ValueError(f"n_frames must be >= 1 (audio shorter than one frame?), got {n_frames}")
         self.n_frames = int(n_frames)
         self.codec = choose_codec(codec)
         self.written = 0
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
-        argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, str(audio), self.codec)
+        argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio)
         log.debug("ffmpeg argv: %s", argv)
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)

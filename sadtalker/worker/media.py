@@ -7,7 +7,8 @@ the range is ``invalid_input``.
 
 Audio: anything ffmpeg decodes. ffmpeg (argv list, no shell) writes float32 WAV at the file's own rate to a pipe,
 channels are averaged and the signal is resampled to 16 kHz with soxr "HQ", the way ``librosa.load(sr=16000)``
-does it in the reference, so a 16 kHz file passes through untouched. ffmpeg stops decoding a little after the
+does it in the reference, so a 16 kHz file passes through untouched. That is what the models hear; the file
+itself stays in the job's work folder (:class:`~sadtalker.core.contract.SourceAudio`) and goes into the video. ffmpeg stops decoding a little after the
 ``MAX_AUDIO_SECONDS`` limit, so an hours-long file costs neither the time nor the memory to decode it all.
 Undecodable data is ``unsupported_media`` with ffmpeg's stderr; too long is ``audio_too_long``; less than one
 video frame of audio (40 ms) is ``invalid_input``. Silent audio is accepted on purpose (it gives a video of
@@ -19,7 +20,6 @@ import io
 import logging
 import struct
 import subprocess
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sadtalker.core.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
+from sadtalker.core.contract import SourceAudio
 from sadtalker.core.errors import AudioTooLong, InvalidInput, UnsupportedMedia
 from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.worker.download import DownloadLimits, fetch
@@ -51,7 +52,7 @@ _WAVE_EXTENSIBLE = 0xFFFE
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    """Mono audio at 16 kHz."""
+    """Mono audio at 16 kHz for the models, and the recording as it was sent."""
 
     # (N,) float32, nominally in [-1, 1].
     samples: np.ndarray = field(repr=False)
@@ -59,6 +60,8 @@ class DecodedAudio:
     duration_s: float
     # Largest absolute sample value.
     peak: float
+    # The caller's file, its rate and channels.
+    source: SourceAudio
 
     @property
     def silent(self) -> bool:
@@ -122,12 +125,13 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def decode_audio(data: bytes, workdir: Union[str, Path], max_seconds: float) -> DecodedAudio:
-    """Decode any ffmpeg-readable audio to 16 kHz mono float32. Raises UnsupportedMedia/AudioTooLong/InvalidInput."""
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix="audio-", suffix=".input") as handle:
-        handle.write(data)
-        handle.flush()
-        wav = _ffmpeg_to_wav(handle.name, max_seconds + DECODE_MARGIN_S)
-    rate, channels, interleaved = parse_float_wav(wav)
+    """Decode any ffmpeg-readable audio to 16 kHz mono float32. Raises UnsupportedMedia/AudioTooLong/InvalidInput.
+
+    The bytes are kept as ``<workdir>/audio.input`` for the video's sound track (gone with the work folder).
+    """
+    path = Path(workdir) / "audio.input"
+    path.write_bytes(data)
+    rate, channels, interleaved = parse_float_wav(_ffmpeg_to_wav(str(path), max_seconds + DECODE_MARGIN_S))
     samples = interleaved.reshape(-1, channels).mean(axis=1, dtype=np.float32) if channels > 1 else interleaved
     samples = resample_to_16k(samples, rate)
     duration_s = samples.shape[0] / SAMPLE_RATE
@@ -143,7 +147,8 @@ def decode_audio(data: bytes, workdir: Union[str, Path], max_seconds: float) -> 
     peak = float(np.max(np.abs(samples)))
     if peak < SILENCE_PEAK:
         logger.warning("the audio is silent (peak %.2e); the face will not speak", peak)
-    return DecodedAudio(samples=samples, duration_s=duration_s, peak=peak)
+    source = SourceAudio(path=str(path), sample_rate=rate, channels=channels)
+    return DecodedAudio(samples=samples, duration_s=duration_s, peak=peak, source=source)
 
 
 def _ffmpeg_to_wav(path: str, max_seconds: float) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from sadtalker.core.constants import (
-    ENHANCERS, EXPRESSION_SCALE_RANGE, POSE_STYLE_RANGE, PREPROCESS_MODES, SEED_RANGE, SIZES,
+    ENHANCERS, EXPRESSION_SCALE_RANGE, POSE_STYLE_RANGE, PREPROCESS_MODES, SEED_RANGE, SIZES, UPSCALES,
 )
 from sadtalker.core.contract import RenderOptions
 from sadtalker.core.errors import InvalidInput
@@ -78,7 +78,7 @@ class JobOptions:
 def parse_job_input(raw: Any) -> JobOptions:
     """Validate the job's ``input`` object and return :class:`JobOptions`. Raises InvalidInput."""
     if not isinstance(raw, Mapping):
-        raise InvalidInput(f"job input must be a JSON object, got {_json_type(raw)}")
+        raise InvalidInput(f"job input must be a JSON object, got {_type_name(raw)}")
     _reject_unknown(raw, _ALLOWED_FIELDS, where="input")
     image = _source(raw, "image")
     audio = _source(raw, "audio")
@@ -90,25 +90,40 @@ def parse_job_input(raw: Any) -> JobOptions:
         size=_int_choice(raw, "size", defaults.size, SIZES),
         expression_scale=_number(raw, "expression_scale", defaults.expression_scale, EXPRESSION_SCALE_RANGE),
         pose_style=_int_range(raw, "pose_style", defaults.pose_style, POSE_STYLE_RANGE),
+        upscale=_int_choice(raw, "upscale", None, UPSCALES),
     )
     return JobOptions(image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")))
 
 
 _ALLOWED_FIELDS = _SOURCE_FIELDS + (
-    "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "r2", "seed",
+    "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "upscale", "r2", "seed",
 )
 
 
 def _json_type(value: Any) -> str:
-    """The JSON name of a Python value's type, for messages ("boolean", not "bool")."""
-    if value is None:
-        return "null"
+    """The JSON name of a Python value's type with the value, for messages ("boolean true", "string 'abc'").
+
+    Only for fields whose value is no secret: ``r2`` and its fields, and the URL and base64 fields, use
+    :func:`_type_name` (a URL may carry credentials or a signed query, an ``r2`` string the secret key)."""
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
         return f"number {value!r}"
     if isinstance(value, str):
         return f"string {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    return _type_name(value)
+
+
+def _type_name(value: Any) -> str:
+    """The JSON name of a Python value's type, without its value ("string", "boolean", not "str")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
     if isinstance(value, Mapping):
         return "object"
     if isinstance(value, (list, tuple)):
@@ -133,7 +148,7 @@ def _source(raw: Mapping, kind: str) -> MediaSource:
     name = given[0]
     value = raw[name]
     if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a string, got {_json_type(value)}")
+        raise InvalidInput(f"{name} must be a string, got {_type_name(value)}")
     if name == url_field:
         return MediaSource(field=name, url=_url(name, value))
     return MediaSource(field=name, data=_base64(name, value))
@@ -187,7 +202,9 @@ def _choice(raw: Mapping, name: str, default: str, allowed: tuple) -> str:
         return default
     value = raw[name]
     if not isinstance(value, str) or value not in allowed:
-        shown = repr(value) if isinstance(value, str) else _json_type(value)
+        shown = _json_type(value)
+        if isinstance(value, str):
+            shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
         raise InvalidInput(f"{name} must be one of {', '.join(map(repr, allowed))}, got {shown}")
     return value
 
@@ -241,7 +258,7 @@ def _r2(value: Any) -> Optional[R2Credentials]:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"r2 must be an object with {', '.join(R2_FIELDS)}, got {_json_type(value)}")
+        raise InvalidInput(f"r2 must be an object with {', '.join(R2_FIELDS)}, got {_type_name(value)}")
     _reject_unknown(value, R2_FIELDS, where="r2")
     fields = {}
     for name in R2_FIELDS:
@@ -249,7 +266,8 @@ def _r2(value: Any) -> Optional[R2Credentials]:
         if item is None:
             continue
         if not isinstance(item, str) or not item.strip():
-            raise InvalidInput(f"r2.{name} must be a non-empty string, got {_json_type(item)}")
+            shown = "an empty string" if isinstance(item, str) else _type_name(item)
+            raise InvalidInput(f"r2.{name} must be a non-empty string, got {shown}")
         fields[name] = item.strip()
     if "endpoint_url" in fields:
         fields["endpoint_url"] = _url("r2.endpoint_url", fields["endpoint_url"])
