@@ -16,6 +16,8 @@ Importing this module loads no model and imports neither torch nor runpod, so te
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib
 import logging
 import os
@@ -23,11 +25,12 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Mapping, Optional
 
-from sadtalker.core.contract import Animation, AnimationRequest
+from sadtalker.core.contract import Animation, AnimationRequest, Segment
 from sadtalker.core.errors import InternalError, WorkerError
 from sadtalker.core.jobtools import StageTimer
 from sadtalker.worker.download import limits_from_settings
@@ -50,11 +53,16 @@ _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 Progress = Callable[..., None]
 
 
-def handler(job: Mapping[str, Any]) -> Dict[str, Any]:
-    """Run one RunPod job and return the success dict or the failure dict (never raises)."""
+def handler(job: Mapping[str, Any], stop: Optional[threading.Event] = None,
+            emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Run one RunPod job and return the success dict or the failure dict (never raises).
+
+    ``stop``, once set, ends the job at its next batch (RunPod's cancel, see :func:`job_handler`). ``emit``, on a
+    streaming worker (``STREAM_SEGMENT_SECONDS`` > 0), gets each segment's item as soon as it is delivered.
+    """
     started = time.monotonic()
     try:
-        return _run_job(job, started)
+        return _run_job(job, started, stop, emit)
     except WorkerError as error:
         logger.warning("job failed: %s: %s", error.error_type, error.message)
         return _error(error)
@@ -62,7 +70,8 @@ def handler(job: Mapping[str, Any]) -> Dict[str, Any]:
         return _unexpected(error)
 
 
-def _run_job(job: Mapping[str, Any], started: float) -> Dict[str, Any]:
+def _run_job(job: Mapping[str, Any], started: float, stop: Optional[threading.Event],
+             emit: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
     if not isinstance(job, Mapping):
         raise InternalError("the job is not an object")
     settings = _SETTINGS or Settings.from_env()
@@ -71,7 +80,7 @@ def _run_job(job: Mapping[str, Any], started: float) -> Dict[str, Any]:
     job_id = _safe_job_id(job.get("id"))
     workdir = tempfile.mkdtemp(prefix=f"sadtalker-{job_id[:40]}-")
     try:
-        return _process(job, options, storage, settings, job_id, workdir, started)
+        return _process(job, options, storage, settings, job_id, workdir, started, stop, emit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -84,6 +93,8 @@ def _process(
     job_id: str,
     workdir: str,
     started: float,
+    stop: Optional[threading.Event] = None,
+    emit: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
     timer = StageTimer()
     report = _progress_reporter(job)
@@ -99,12 +110,36 @@ def _process(
     request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id,
                                source_audio=audio.source)
     pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
-    animation = pipeline.animate(_loaded_bundle(), request, workdir, _pipeline_progress(report))
+    segments = _Segments(storage, job_id, settings.inline_result_max_bytes, emit) if emit is not None else None
+    streaming = {} if segments is None else {"on_segment": segments.deliver,
+                                             "segment_seconds": settings.stream_segment_seconds}
+    animation = pipeline.animate(_loaded_bundle(), request, workdir, _pipeline_progress(report), stop=stop,
+                                 **streaming)
     report("upload")
     with timer.stage("upload"):
-        delivery = deliver(animation.path, storage, job_id, settings.inline_result_max_bytes)
+        already_inline = 0 if segments is None else segments.inline_bytes
+        delivery = deliver(animation.path, storage, job_id, settings.inline_result_max_bytes, already_inline)
     report("done")
     return _response(delivery, animation, timer, started)
+
+
+class _Segments:
+    """Delivers each streamed segment as it is encoded (R2 key ``<prefix><job id>.segment-NNN.mp4``, or inline within
+    the job's inline budget) and emits its item."""
+
+    def __init__(self, storage: Optional[StorageConfig], job_id: str, inline_max_bytes: int,
+                 emit: Callable[[Dict[str, Any]], None]) -> None:
+        self.storage, self.job_id, self.inline_max_bytes, self.emit = storage, job_id, inline_max_bytes, emit
+        self.inline_bytes = 0  # bytes returned inline so far: the final video counts them too
+
+    def deliver(self, segment: Segment) -> None:
+        name = f"{self.job_id}.segment-{segment.index:03d}"
+        delivery = deliver(segment.path, self.storage, name, self.inline_max_bytes, self.inline_bytes)
+        if delivery.video_base64 is not None:
+            self.inline_bytes += os.path.getsize(segment.path)
+        os.remove(segment.path)  # delivered: only the whole video stays until the end of the job
+        self.emit({"segment": segment.index, "start_seconds": segment.start_seconds,
+                   "duration_seconds": segment.duration_seconds, "frames": segment.frames, **delivery.as_result()})
 
 
 def _response(delivery: Delivery, animation: Animation, timer: StageTimer, started: float) -> Dict[str, Any]:
@@ -125,6 +160,56 @@ def _response(delivery: Delivery, animation: Animation, timer: StageTimer, start
     if animation.warnings:
         response["warnings"] = list(animation.warnings)
     return response
+
+
+# Jobs run one at a time in this thread, so the SDK's event loop stays free (its /status, /cancel and heartbeats).
+_JOB_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
+
+
+async def job_handler(job: Mapping[str, Any]) -> Dict[str, Any]:
+    """RunPod's handler: :func:`handler` in the job thread. A cancel (RunPod's ``/cancel`` or stop signal cancels
+    this task) sets the job's stop flag and waits for the thread, which stops within one batch and removes the job's
+    folder, before the cancellation goes on: the next job starts on a clean worker."""
+    stop = threading.Event()
+    future = asyncio.get_running_loop().run_in_executor(_JOB_THREAD, handler, job, stop)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await _stop_and_wait(stop, future)
+        raise
+
+
+async def stream_handler(job: Mapping[str, Any]) -> AsyncIterator[Dict[str, Any]]:
+    """RunPod's handler on a streaming worker: yields each segment's item as it is delivered, then the whole result
+    with ``"final": true`` (or the error item, which makes RunPod mark the job failed). Cancels as
+    :func:`job_handler`."""
+    loop = asyncio.get_running_loop()
+    items: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+    stop = threading.Event()
+
+    def emit(item: Dict[str, Any]) -> None:  # called in the job thread
+        loop.call_soon_threadsafe(items.put_nowait, item)
+
+    future = loop.run_in_executor(_JOB_THREAD, handler, job, stop, emit)
+    try:
+        while not (future.done() and items.empty()):
+            getter = asyncio.ensure_future(items.get())
+            await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        result = future.result()
+        yield {**result, "final": True} if result.get("success") else result
+    except (asyncio.CancelledError, GeneratorExit):
+        await _stop_and_wait(stop, future)
+        raise
+
+
+async def _stop_and_wait(stop: threading.Event, future: "asyncio.Future") -> None:
+    stop.set()
+    await asyncio.wait({future})
+    logger.info("job cancelled: its thread has stopped")
 
 
 def _loaded_bundle() -> Any:
@@ -235,7 +320,10 @@ def serve(settings: Settings) -> None:
 
     RunPodLogger().set_level(sdk_log_level())  # --rp_log_level, read by start(), still overrides it
     register_fitness_check(settings)  # on the RunPod platform only: the same checks, GPU required
-    runpod.serverless.start({"handler": handler})
+    if settings.stream_segment_seconds > 0:  # the SDK streams when the handler is a generator
+        runpod.serverless.start({"handler": stream_handler, "return_aggregate_stream": True})
+    else:
+        runpod.serverless.start({"handler": job_handler})
 
 
 def sdk_log_level(env: Mapping[str, str] = os.environ) -> str:

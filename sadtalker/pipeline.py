@@ -18,22 +18,24 @@ the request's seed; the enhancer uses stored noise. Same request + same seed = s
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from sadtalker.bundle import ModelBundle, SizeModels
 from sadtalker.core.constants import FPS, is_full, num_frames
-from sadtalker.core.contract import Animation, AnimationRequest, RenderOptions
-from sadtalker.core.errors import InvalidInput
+from sadtalker.core.contract import Animation, AnimationRequest, RenderOptions, Segment
+from sadtalker.core.errors import InvalidInput, JobCancelled
 from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
 from sadtalker.face.stage import Preprocessed, preprocess_image
 from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.output.paste import Paster
+from sadtalker.output.segments import Segmenter
 from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.stage import render, source_semantics, target_semantics
@@ -49,9 +51,19 @@ _PERCENT_RENDERED = 98.0
 _ENCODER_QUEUE = 2
 
 
-def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progress: Progress) -> Animation:
-    """Run one animation; the MP4 is written into ``workdir`` as ``<request.name>.mp4``."""
+def animate(
+    bundle: ModelBundle, request: AnimationRequest, workdir: str, progress: Progress,
+    stop: Optional[threading.Event] = None, on_segment: Optional[Callable[[Segment], None]] = None,
+    segment_seconds: float = 0.0,
+) -> Animation:
+    """Run one animation; the MP4 is written into ``workdir`` as ``<request.name>.mp4``.
+
+    ``stop``, once set, ends the work with JobCancelled at the next check: between stages, chunks and batches.
+    ``segment_seconds`` > 0 with ``on_segment``: the same frames also go into standalone segments of that length,
+    each handed to ``on_segment`` as soon as it is encoded (:mod:`sadtalker.output.segments`).
+    """
     options = request.options
+    check = _stop_check(stop)
     timer = StageTimer()
     seed = resolve_seed(request.seed)
     frames_total = num_frames(len(request.wav16k))
@@ -62,13 +74,17 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     progress("preprocess", 0, 0, 0.0)
     with timer.stage("preprocess"):
         pre = _preprocess(bundle, models, options, request.image_rgb)
+    check()
     chunks = plan_chunks(request.wav16k, bundle.settings.chunk_seconds)
     progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
     with timer.stage("audio2coeff"):
         windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
+        def chunk_done(done: int) -> None:
+            check()
+            progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks)))
+
         coeffs = chunked_coefficients(
-            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style,
-            lambda done: progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks))),
+            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done
         )
         targets = target_semantics(
             coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
@@ -84,11 +100,20 @@ def animate(bundle: ModelBundle, request: AnimationRequest, workdir: str, progre
     path = os.path.join(workdir, f"{request.name}.mp4")
     audio = request.wav16k if request.source_audio is None else request.source_audio
     writer = VideoWriter(path, width, height, audio, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
-    with writer:
-        _stream(_timed(batches, timer, "render"), post, writer, chunks, timer, progress)
-        progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
-        with timer.stage("encode"):
-            video = writer.close()
+    segments = None
+    if on_segment is not None and segment_seconds > 0:
+        segment_frames = max(1, round(segment_seconds * FPS))
+        segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, on_segment)
+    try:
+        with writer:
+            _stream(_timed(batches, timer, "render"), post, [writer] + ([segments] if segments else []), chunks,
+                    timer, progress, check)
+            progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
+            with timer.stage("encode"):
+                video = writer.close()
+    finally:
+        if segments is not None:
+            segments.abort()  # an open segment after a failure or a cancel
     return Animation(
         path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
         chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
@@ -175,17 +200,28 @@ def _preprocess(bundle: ModelBundle, models: SizeModels, options: RenderOptions,
     )
 
 
+def _stop_check(stop: Optional[threading.Event]) -> Callable[[], None]:
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise JobCancelled("the job was cancelled")
+
+    return check
+
+
 def _stream(
-    batches: Iterator[np.ndarray], post: _FramePost, writer: VideoWriter, chunks: List[Chunk], timer: StageTimer,
-    progress: Progress,
+    batches: Iterator[np.ndarray], post: _FramePost, writers: List, chunks: List[Chunk], timer: StageTimer,
+    progress: Progress, check: Callable[[], None],
 ) -> None:
-    """Post-process and encode every rendered batch, reporting progress as frames cross chunk boundaries."""
+    """Post-process every rendered batch and hand the same frames to each writer (the video, the segments),
+    reporting progress as frames cross chunk boundaries; ``check`` runs before each batch."""
     done, chunk_index = 0, 0
     total = chunks[-1].end_frame
     for frames in batches:
+        check()
         frames = post(frames, timer)
         with timer.stage("encode"):
-            writer.write(frames)
+            for writer in writers:
+                writer.write(frames)
         done += len(frames)
         while chunk_index < len(chunks) - 1 and done >= chunks[chunk_index].end_frame:
             chunk_index += 1

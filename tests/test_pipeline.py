@@ -17,53 +17,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import torch
 from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
-from PIL import Image
+from smallbundle import ASTRONAUT, astronaut, small_bundle, speech_like
 from workerproc import free_port, wait_for_port
 
-from sadtalker.bundle import ModelBundle, SizeModels
+from sadtalker.bundle import ModelBundle
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
 from sadtalker.core.contract import AnimationRequest, RenderOptions
-from sadtalker.core.jobtools import LRUCache
-from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
-from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.face.stage import preprocess_image
-from sadtalker.kernels.enhancer import prepare_enhancer
-from sadtalker.kernels.renderer import prepare_renderer
 from sadtalker.motion.chunking import plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.seams import seam_jumps
 from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.pipeline import animate
-from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
-from sadtalker.render.models import build_mapping, build_renderer
-from sadtalker.weights.loader import (
-    load_audio_models, load_face_finder, load_recon_net, read_coefficient_state_dicts,
-)
-from sadtalker.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-ASTRONAUT = ROOT / "tests" / "golden" / "scenario_a" / "input_image.png"
 SPEECH = ROOT / "assets" / "speech.wav"
-SMALL_GFPGAN = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 # Quiet gaps in the long test signal: one inside each search window (the last 5 s before 45 s, then before
 # the next chunk's 45 s), and decoys outside the windows that must not be chosen.
 GAPS_S = (42.3, 85.5)
 DECOYS_S = (20.0, 30.0, 60.0)
 LONG_S = 100.0
-
-
-def speech_like(seconds: float, quiet_at=(), seed: int = 0) -> np.ndarray:
-    """A voiced signal with syllable-rate loudness changes and 0.3 s of near-silence at each ``quiet_at``."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    voice = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (140, 280, 420, 1100))
-    envelope = 0.35 + 0.3 * np.abs(np.sin(2 * np.pi * 2.7 * t))
-    wav = 0.15 * voice * envelope + 0.01 * rng.standard_normal(t.size)
-    for start in quiet_at:
-        wav[int(start * SAMPLE_RATE) : int((start + 0.3) * SAMPLE_RATE)] *= 0.002
-    return wav.astype(np.float32)
 
 
 def options(**fields) -> RenderOptions:
@@ -76,27 +50,12 @@ def request(image: np.ndarray, wav: np.ndarray, name: str, seed=None, **fields) 
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    return np.array(Image.open(ASTRONAUT).convert("RGB"))
+    return astronaut()
 
 
 @pytest.fixture(scope="module")
 def bundle(test_checkpoints_dir) -> ModelBundle:
-    """Real coefficient networks and dlib, small renderer and GFPGAN (random weights, fixed seeds)."""
-    cpu = torch.device("cpu")
-    states = read_coefficient_state_dicts(str(test_checkpoints_dir), 256)
-    audio2exp, audio2pose = load_audio_models(states["audio2exp"], states["audio2pose"], "test 256", cpu)
-    recon_net = load_recon_net(states["face_3drecon"], "test 256", cpu)
-    renderer = build_renderer(SMALL, seed=0)
-    prepare_renderer(renderer.generator)  # as sadtalker.bundle does at load time
-    size_models = SizeModels(renderer, recon_net, audio2exp, audio2pose, SMALL_IMAGE_SIZE)
-    torch.manual_seed(1)
-    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(SMALL_GFPGAN).eval()), SMALL_GFPGAN, batch_size=4)
-    settings = Settings.from_env({"FACE_DETECTOR": "dlib", "CHECKPOINTS_DIR": str(test_checkpoints_dir)})
-    return ModelBundle(
-        settings=settings, device=cpu, sizes={256: size_models},
-        mappings={name: build_mapping(dims, seed=2) for name, dims in SMALL_MAPPING.items()},
-        face_finder=load_face_finder(str(test_checkpoints_dir), "dlib", cpu), enhancer=enhancer, cache=LRUCache(4),
-    )
+    return small_bundle(str(test_checkpoints_dir))
 
 
 class Recorder:
@@ -174,7 +133,7 @@ def _preprocess(bundle, image):
 
 class TestModesAndSeeds:
     def test_full_mode_with_enhancer_outputs_twice_the_photo_size(self, bundle, image, tmp_path):
-        wav = speech_like(1.0)
+        wav = speech_like(0.4)
         full = request(image, wav, "full", seed=1, preprocess="full", enhancer="gfpgan")
         result = animate(bundle, full, str(tmp_path), Recorder())
         assert (result.width, result.height) == (2 * image.shape[1], 2 * image.shape[0])
@@ -203,7 +162,7 @@ class TestModesAndSeeds:
         assert_browser_mp4(result.path, 0.3)
 
     def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
-        wav = speech_like(2.0, seed=3)
+        wav = speech_like(1.0, seed=3)
 
         def frames(seed, name):
             result = animate(bundle, request(image, wav, name, seed=seed, preprocess="full"), str(tmp_path), Recorder())

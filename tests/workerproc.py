@@ -2,10 +2,13 @@
 
 ``python tests/workerproc.py --rp_serve_api --rp_api_port N`` starts the real handler under the SDK's local API
 server, with ``sadtalker.pipeline`` replaced by :func:`fake_animate` (a real 1 s MP4 made by ffmpeg, no model), so
-what the SDK logs and returns can be checked in seconds. The helpers below also serve the in-process tests.
+what the SDK logs and returns can be checked in seconds. With ``SMALL_MODELS=<checkpoints folder>`` it runs the
+real pipeline on the small bundle of ``tests/smallbundle.py`` instead. The helpers below also serve the in-process
+tests.
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -63,9 +66,15 @@ def main() -> None:
     from sadtalker.worker.settings import Settings
 
     configure_logging()
-    sys.modules["sadtalker.pipeline"] = types.SimpleNamespace(animate=fake_animate)
     handler._SETTINGS = Settings.from_env()
-    handler._BUNDLE = object()
+    if os.environ.get("SMALL_MODELS"):
+        sys.path.insert(0, str(ROOT / "tests"))
+        from smallbundle import small_bundle
+
+        handler._BUNDLE = small_bundle(os.environ["SMALL_MODELS"], os.environ)
+    else:
+        sys.modules["sadtalker.pipeline"] = types.SimpleNamespace(animate=fake_animate)
+        handler._BUNDLE = object()
     handler.serve(handler._SETTINGS)
 
 

@@ -63,6 +63,18 @@ class AnimationRequest:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One streamed piece of the video: a standalone MP4 of frames ``[start_frame, start_frame + frames)``."""
+
+    index: int
+    path: str
+    start_frame: int
+    frames: int
+    start_seconds: float
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
 class Animation:
     """The finished MP4 and its description."""
 

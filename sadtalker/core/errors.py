@@ -43,6 +43,12 @@ class InternalError(WorkerError):
     error_type = "internal_error"
 
 
+class JobCancelled(WorkerError):
+    """RunPod cancelled the job (``/cancel`` or its stop signal); the pipeline stops at the next batch."""
+
+    error_type = "cancelled"
+
+
 class CheckpointError(WorkerError):
     """A weight file is missing, unreadable, or does not match the network (keys, shapes)."""
 

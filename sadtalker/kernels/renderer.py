@@ -155,7 +155,8 @@ class MotionHeads(nn.Module):
 
 
 def prepare_motion_heads(dense_motion: nn.Module) -> nn.Module:
-    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads`; ``detach(dm, "fused_heads", "heads")`` undoes it."""
+    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads`; ``detach(dm, "fused_heads", "heads")`` undoes
+    it."""
     with torch.no_grad():
         detach(dense_motion, "fused_heads", "heads")
         depth = dense_motion.occlusion.in_channels // dense_motion.mask.in_channels

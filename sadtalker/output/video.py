@@ -134,13 +134,15 @@ def aac_layout(rate: int, channels: int) -> AudioLayout:
 
 
 def ffmpeg_argv(ffmpeg: str, path: str, width: int, height: int, n_frames: int, audio_path: str,
-                codec: str, audio: AudioLayout = aac_layout(SAMPLE_RATE, 1)) -> List[str]:
-    """The encoder's argv: raw RGB24 frames on stdin + audio cut to ``n_frames / 25`` s -> MP4 at ``path``."""
+                codec: str, audio: AudioLayout = aac_layout(SAMPLE_RATE, 1), start_frame: int = 0) -> List[str]:
+    """The encoder's argv: raw RGB24 frames on stdin + the audio from ``start_frame / 25`` s, cut to
+    ``n_frames / 25`` s -> MP4 at ``path``."""
     video_codec = NVENC_ARGS if codec == "h264_nvenc" else X264_ARGS
+    seek = ["-ss", f"{start_frame / FPS:.6f}"] if start_frame else []
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "pipe:0",
-        "-t", f"{n_frames / FPS:.6f}", "-i", audio_path,
+        *seek, "-t", f"{n_frames / FPS:.6f}", "-i", audio_path,
         "-map", "0:v:0", "-map", "1:a:0",
         *video_codec, "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", audio.bitrate, "-ar", str(audio.rate), "-ac", str(audio.channels),
@@ -217,14 +219,17 @@ class VideoWriter:
 
     ``audio`` is the caller's recording (:class:`~sadtalker.core.contract.SourceAudio`: any format ffmpeg reads), or
     the decoded float32 16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``n_frames``
-    defaults to ``num_frames(len(audio))`` for an array and is required for a recording. ``queue_batches`` > 0 hands
+    defaults to ``num_frames(len(audio))`` for an array and is required for a recording. ``start_frame`` > 0 makes
+    a piece of a longer video (a streamed segment): its sound starts ``start_frame / 25`` s into the audio.
+    ``queue_batches`` > 0 hands
     batches to a background thread (a copy each; at most that many waiting), so :meth:`write` returns
     at once while ffmpeg keeps up. Use as a context manager, or call :meth:`close` (which checks the
     frame count) or :meth:`abort` yourself.
     """
 
     def __init__(self, path: Union[str, Path], width: int, height: int, audio: Union[SourceAudio, np.ndarray],
-                 n_frames: Optional[int] = None, codec: str = "auto", queue_batches: int = 0) -> None:
+                 n_frames: Optional[int] = None, codec: str = "auto", queue_batches: int = 0,
+                 start_frame: int = 0) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
         self.path = str(path)
@@ -243,7 +248,8 @@ class VideoWriter:
         self.codec = choose_codec(codec)
         self.written = 0
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
-        argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio)
+        argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio,
+                           start_frame)
         log.debug("ffmpeg argv: %s", argv)
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)

@@ -8,8 +8,9 @@ the range is ``invalid_input``.
 Audio: anything ffmpeg decodes. ffmpeg (argv list, no shell) writes float32 WAV at the file's own rate to a pipe,
 channels are averaged and the signal is resampled to 16 kHz with soxr "HQ", the way ``librosa.load(sr=16000)``
 does it in the reference, so a 16 kHz file passes through untouched. That is what the models hear; the file
-itself stays in the job's work folder (:class:`~sadtalker.core.contract.SourceAudio`) and goes into the video. ffmpeg stops decoding a little after the
-``MAX_AUDIO_SECONDS`` limit, so an hours-long file costs neither the time nor the memory to decode it all.
+itself stays in the job's work folder (:class:`~sadtalker.core.contract.SourceAudio`) and goes into the video.
+ffmpeg stops decoding a little after the ``MAX_AUDIO_SECONDS`` limit, so an hours-long file costs neither the time
+nor the memory to decode it all.
 Undecodable data is ``unsupported_media`` with ffmpeg's stderr; too long is ``audio_too_long``; less than one
 video frame of audio (40 ms) is ``invalid_input``. Silent audio is accepted on purpose (it gives a video of
 the face at rest: blinks and head motion, closed mouth) and logged.

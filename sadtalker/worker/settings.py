@@ -129,6 +129,9 @@ class Settings:
     presign_expires_s: int = 3600
     # Without storage, results up to this size come back inline as base64.
     inline_result_max_bytes: int = 15 * MB
+    # Streaming worker: deliver the video in playable segments of this many seconds as it renders (RunPod's
+    # /stream), then the whole video. 0 = off: one result at the end.
+    stream_segment_seconds: float = 0.0
 
     def __repr__(self) -> str:  # never print the secret
         secret = "***" if self.r2_secret_access_key else ""
@@ -177,4 +180,5 @@ class Settings:
             r2_key_prefix=env.get("R2_KEY_PREFIX", d.r2_key_prefix),
             presign_expires_s=_int(env, "R2_PRESIGN_EXPIRES_S", d.presign_expires_s, 1),
             inline_result_max_bytes=_int(env, "INLINE_RESULT_MAX_BYTES", d.inline_result_max_bytes, 1),
+            stream_segment_seconds=_float(env, "STREAM_SEGMENT_SECONDS", d.stream_segment_seconds, 0.0),
         )

@@ -166,23 +166,26 @@ def upload_video(path: str, config: StorageConfig, job_id: str) -> Delivery:
     return Delivery(url=url, key=key)
 
 
-def inline_video(path: str, max_bytes: int) -> Delivery:
-    """The video as base64 when it is at most ``max_bytes``; above that UploadFailed says to configure R2."""
+def inline_video(path: str, max_bytes: int, already_inline: int = 0) -> Delivery:
+    """The video as base64 when it and the ``already_inline`` bytes this job returned (streamed segments) are at most
+    ``max_bytes``; above that UploadFailed says to configure R2."""
     size = os.path.getsize(path)
-    if size > max_bytes:
+    if size + already_inline > max_bytes:
+        earlier = f" (with {_size_text(already_inline)} of segments already returned)" if already_inline else ""
         raise UploadFailed(
-            f"the video is {_size_text(size)}, above the {_size_text(max_bytes)} inline limit "
+            f"the video is {_size_text(size)}{earlier}, above the {_size_text(max_bytes)} inline limit "
             "(INLINE_RESULT_MAX_BYTES); configure R2 (the job's r2 object or the R2_* environment variables)"
         )
     with open(path, "rb") as handle:
         return Delivery(video_base64=base64.b64encode(handle.read()).decode("ascii"))
 
 
-def deliver(path: str, config: Optional[StorageConfig], job_id: str, inline_max_bytes: int) -> Delivery:
-    """Upload when storage is configured, else inline."""
+def deliver(path: str, config: Optional[StorageConfig], name: str, inline_max_bytes: int,
+            already_inline: int = 0) -> Delivery:
+    """Upload as ``<prefix><name>.mp4`` when storage is configured, else inline (see :func:`inline_video`)."""
     if config is None:
-        return inline_video(path, inline_max_bytes)
-    return upload_video(path, config, job_id)
+        return inline_video(path, inline_max_bytes, already_inline)
+    return upload_video(path, config, name)
 
 
 def _size_text(n_bytes: int) -> str:
