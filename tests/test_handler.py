@@ -179,10 +179,10 @@ class PipelineDouble:
         self.calls = []
         self.raises = None
 
-    def animate(self, bundle, request, workdir, progress):
+    def animate(self, bundle, request, workdir, progress, stop=None, **streaming):
         self.calls.append(dict(bundle=bundle, request=request, options=request.options, image=request.image_rgb,
                                wav=request.wav16k, seed=request.seed, job_id=request.name, workdir=workdir,
-                               workdir_existed=os.path.isdir(workdir)))
+                               workdir_existed=os.path.isdir(workdir), stop=stop, streaming=streaming))
         progress("render", 1, 2, 25.0)
         progress("render", 2, 2, 50.0)
         if self.raises is not None:

@@ -30,7 +30,7 @@ def write_test_video(path) -> None:
     )
 
 
-def fake_animate(bundle, request, workdir, progress):
+def fake_animate(bundle, request, workdir, progress, stop=None, **streaming):
     """Stands in for ``sadtalker.pipeline.animate``: reports progress and writes a real 1 s MP4."""
     from sadtalker.core.contract import Animation
 
