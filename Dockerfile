@@ -3,16 +3,24 @@
 #   docker build -t <registry>/sadtalker-worker:<tag> .
 #   docker run --gpus all -p 8000:8000 <registry>/sadtalker-worker:<tag>     (local API, see README "Deployment")
 
-# CUDA 13.0 base, because torch 2.14.1's PyPI wheels are CUDA 13.0 builds. The "base" flavour holds the CUDA
-# runtime core and NVIDIA's container settings (NVIDIA_REQUIRE_CUDA=cuda>=13.0, so a host whose driver is too
-# old refuses to start the container instead of failing inside torch). torch installs its own cuBLAS/cuDNN/NCCL
-# from PyPI, so the "runtime"/"cudnn-runtime" flavours would only add a second copy of those libraries (GBs that
-# every new worker has to pull). Ubuntu 24.04 for a current ffmpeg (6.1).
-ARG BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
+# CUDA 12.8 base with torch's CUDA 12.8 wheels (cu128), so the image runs on hosts whose NVIDIA driver is 570 or
+# newer (CUDA 12.8, 12.9 and 13.x drivers). The torch/torchvision versions are the pinned ones (requirements-torch.txt);
+# only their CUDA build differs from the PyPI wheels (CUDA 13.0, driver 580+) that `make install` puts in .venv.
+# CUDA_VERSION is the one switch: the base image tag is built from it, and the torch wheel index from its major and
+# minor version (12.8.1 -> https://download.pytorch.org/whl/cu128). A CUDA 13.0 image:
+#   docker build --build-arg CUDA_VERSION=13.0.1 ...      (torch cu130 wheels, nvidia/cuda:13.0.1-base-ubuntu24.04)
+# TORCH_CUDA overrides the wheel index alone (e.g. TORCH_CUDA=cu129 on the 12.8 base); BASE_IMAGE the whole base (the
+# nvidia/cuda images set CUDA_VERSION in their environment too, which wins in RUN: the index follows the base used).
+# The "base" flavour holds the CUDA runtime core and NVIDIA's container settings (NVIDIA_REQUIRE_CUDA=cuda>=12.8, so
+# a host whose driver is too old refuses to start the container instead of failing inside torch). torch installs its
+# own cuBLAS/cuDNN/NCCL wheels, so the "runtime"/"cudnn-runtime" flavours would only add a second copy of those
+# libraries (GBs that every new worker has to pull). Ubuntu 24.04 for a current ffmpeg (6.1).
+ARG CUDA_VERSION=12.8.1
+ARG BASE_IMAGE=nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------------------------
 # Stage "weights": fetch and verify the weight files. Its own stage, depending only on the download script and
-# its manifest, so editing code or requirements never re-downloads 2.5 GB; the final stage copies the result.
+# its manifest, so editing code or requirements never re-downloads 2.4 GB; the final stage copies the result.
 FROM ${BASE_IMAGE} AS weights
 
 # curl and CA certificates are all the download script needs (sha256sum and stat come with the base).
@@ -60,15 +68,24 @@ ENV PATH=/opt/venv/bin:$PATH \
     CHECKPOINTS_DIR=/app/checkpoints
 WORKDIR /app
 
-# Weights before dependencies: the 2.5 GB layer then survives requirement changes (and is pushed once).
+# Weights before dependencies: the 2.4 GB layer then survives requirement changes (and is pushed once).
 COPY --from=weights /weights /app/checkpoints
 
-# The same pinned files, commands and flags as the Makefile (a test compares them): torch and the runtime pins
-# resolved together; then basicsr/facexlib/gfpgan/face-alignment with --no-deps (keeps opencv-python and
-# tb-nightly out) and --no-build-isolation (stops basicsr's build from pulling a second torch).
+# First torch and torchvision alone, at their pinned versions, from PyTorch's index for the base's CUDA release
+# (with the NVIDIA libraries they need). Then the same pinned files, commands and flags as the Makefile (a test
+# compares them), from PyPI: torch's pin is already met, so the runtime pins resolve around the CUDA build installed
+# above; then basicsr/facexlib/gfpgan with --no-deps (keeps opencv-python and tb-nightly out) and
+# --no-build-isolation (stops basicsr's build from pulling a second torch). The last line fails the build if a
+# different torch build was installed after all.
+ARG CUDA_VERSION
+ARG TORCH_CUDA=""
 COPY requirements-torch.txt requirements.txt requirements-nodeps.txt ./
-RUN pip install --no-cache-dir -r requirements-torch.txt -r requirements.txt \
- && pip install --no-cache-dir --no-deps --no-build-isolation -r requirements-nodeps.txt
+RUN torch_cuda="${TORCH_CUDA:-cu$(echo "${CUDA_VERSION}" | cut -d. -f1,2 | tr -d .)}" \
+ && echo "torch wheels: https://download.pytorch.org/whl/${torch_cuda}" \
+ && pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${torch_cuda}" -r requirements-torch.txt \
+ && pip install --no-cache-dir -r requirements-torch.txt -r requirements.txt \
+ && pip install --no-cache-dir --no-deps --no-build-isolation -r requirements-nodeps.txt \
+ && python -c "import sys, torch; v = torch.__version__; print('torch', v); sys.exit(not v.endswith('+' + sys.argv[1]))" "${torch_cuda}"
 
 # The code last, so that editing it rebuilds only these small layers.
 COPY handler.py test_input.json ./

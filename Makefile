@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian 12 machine with Python 3.11:
-#   make run    install on first use, then run test_input.json through handler.py
+#   make run    install on first use, fetch the missing weights, run test_input.json, write the video to output/
 #   make test   install on first use, then run the whole test suite (what CI runs)
 #   make test-fast   the same without the tests marked slow (real-size renders, long audio, the S3 server)
 # Installing = Debian packages (only when run as root, only the missing ones) + .venv with the pinned requirements.
@@ -12,16 +12,31 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.requirements-installed
 REQUIREMENTS := requirements-torch.txt requirements.txt requirements-nodeps.txt requirements-test.txt
 PYTEST_ARGS ?=
+# make run: where the weights go (the worker's default, see Settings), which renderer sizes to fetch (256 is what
+# test_input.json and the default LOAD_512=lazy need; 512 or all for size-512 jobs), the job, the video folder.
+CHECKPOINTS_DIR ?= ./checkpoints
+WEIGHTS_SIZE ?= 256
+JOB ?= test_input.json
+OUT ?= output
+export CHECKPOINTS_DIR
 
-# ffmpeg (with ffprobe) encodes and decodes media; python3.11-venv gives Debian's python3.11 its venv module.
-RUN_DEBS := ffmpeg python3.11-venv
+# ffmpeg (with ffprobe) encodes and decodes media; python3.11-venv gives Debian's python3.11 its venv module;
+# curl and the CA certificates fetch the weights (scripts/download_models.sh).
+RUN_DEBS := ffmpeg python3.11-venv curl ca-certificates
 # OpenStack Swift with s3api + memcached: the real S3 server of the storage integration test.
 TEST_DEBS := $(RUN_DEBS) swift-proxy swift-account swift-container swift-object memcached
 
-.PHONY: run test test-fast install debs-run debs-test
+.PHONY: run weights test test-fast install debs-run debs-test
 
-run: debs-run install
-	$(VPY) handler.py
+# The worker's start-up in this process, one job, the video written to $(OUT)/<job id>.mp4 (scripts/run_local.py).
+# `python handler.py` stays the RunPod entry point.
+run: debs-run install weights
+	$(VPY) scripts/run_local.py $(JOB) --out $(OUT)
+
+# Fetches only what is missing or fails its SHA-256 (resuming .part files); without network it stops with one
+# message naming the unreachable URL and the files still missing (scripts/download_models.sh, exit 3).
+weights:
+	bash scripts/download_models.sh --size $(WEIGHTS_SIZE) --dir $(CHECKPOINTS_DIR)
 
 # pytest exit 5 means "no tests collected": reported and kept as a failure.
 test: debs-test install

@@ -6,10 +6,14 @@
 #           SadTalker_V0.0.2_<size>.safetensors.
 #   --dir   target folder (default: $CHECKPOINTS_DIR, else ./checkpoints).
 #
-# Each file is written to <name>.part and renamed to <name> only after its size and SHA-256 match the table.
-# Files already present and verified are skipped; a .part left by an interrupted run is resumed. Each file is
-# tried up to WEIGHTS_ATTEMPTS times over its URLs (official first, then mirrors). Exit status 1 names every
-# file that failed; 2 is a usage error. Needs curl, sha256sum and GNU stat.
+# Files already present and verified are skipped. Before fetching the rest, the script checks that the server of
+# the first missing file answers at all (any of its URLs); if none does (no network, DNS or proxy failure), it
+# stops at once with one message naming the URLs it could not reach and every file still missing (exit 3).
+# Each file is written to <name>.part and renamed to <name> only after its size and SHA-256 match the table; a
+# .part left by an interrupted run is resumed. Each file is tried up to WEIGHTS_ATTEMPTS times over its URLs
+# (official first, then mirrors). On a terminal, curl draws a progress bar per file. Exit status: 0 all verified;
+# 1 names every file that failed; 2 usage error or missing tool; 3 no URL could be reached. Needs curl,
+# sha256sum, GNU stat and realpath.
 #
 # Environment:
 #   CHECKPOINTS_DIR        target folder (overridden by --dir)
@@ -19,7 +23,9 @@
 #                          (a local mirror, or the tests' loopback server).
 #   WEIGHTS_ATTEMPTS       rounds over the URLs per file (default 3)
 #   WEIGHTS_RETRY_DELAY_S  pause between rounds (default 5)
-#   WEIGHTS_CURL_RETRIES   curl's own --retry count for transient errors: timeouts, HTTP 408/429/5xx (default 3)
+#   WEIGHTS_CURL_RETRIES   curl's own --retry count for transient errors: timeouts, DNS failures, refused
+#                          connections, HTTP 408/429/5xx (default 3)
+#   WEIGHTS_PROGRESS       bar: curl's progress bar; none: quiet; auto (default): bar when stderr is a terminal
 set -uo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +35,7 @@ DEST_DIR="${CHECKPOINTS_DIR:-./checkpoints}"
 ATTEMPTS="${WEIGHTS_ATTEMPTS:-3}"
 RETRY_DELAY_S="${WEIGHTS_RETRY_DELAY_S:-5}"
 CURL_RETRIES="${WEIGHTS_CURL_RETRIES:-3}"
+PROGRESS="${WEIGHTS_PROGRESS:-auto}"
 
 log() { printf 'download_models: %s\n' "$*" >&2; }
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -44,14 +51,20 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 case "$SIZE" in 256|512|all) ;; *) log "--size must be 256, 512 or all, got '$SIZE'"; exit 2 ;; esac
-for tool in curl sha256sum stat; do
+case "$PROGRESS" in
+  auto) if [[ -t 2 ]]; then PROGRESS=bar; else PROGRESS=none; fi ;;
+  bar|none) ;;
+  *) log "WEIGHTS_PROGRESS must be auto, bar or none, got '$PROGRESS'"; exit 2 ;;
+esac
+for tool in curl sha256sum stat realpath; do
   command -v "$tool" >/dev/null || { log "$tool is required but not installed"; exit 2; }
 done
 [[ -r "$MANIFEST" ]] || { log "manifest not found: $MANIFEST"; exit 2; }
 [[ "$MANIFEST" == "$SCRIPT_DIR/weights.tsv" ]] || log "using manifest override $MANIFEST"
-mkdir -p "$DEST_DIR" || { log "cannot create $DEST_DIR"; exit 2; }
+DEST_ABS="$(realpath -m "$DEST_DIR")"
 
 file_size() { stat -c %s "$1"; }
+gigabytes() { awk -v b="$1" 'BEGIN { printf "%.2f GB", b / 1e9 }'; }
 
 # verify FILE SIZE SHA256: success when both match; prints the mismatch otherwise.
 verify() {
@@ -68,11 +81,21 @@ verify() {
   fi
 }
 
+# urls_of NAME: the URLs to try for NAME, official first (or the one under WEIGHTS_BASE_URL).
+urls_of() {
+  if [[ -n "${WEIGHTS_BASE_URL:-}" ]]; then
+    printf '%s\n' "${WEIGHTS_BASE_URL%/}/$1"
+  else
+    printf '%s\n' ${URLS[$1]}
+  fi
+}
+
 # download URL PART SIZE: fetch into PART, resuming a shorter PART left by an earlier try.
 download() {
   local url="$1" part="$2" size="$3" rc
-  local -a opts=(--fail --location --silent --show-error --retry "$CURL_RETRIES" --retry-connrefused
+  local -a opts=(--fail --location --retry "$CURL_RETRIES" --retry-connrefused
                  --connect-timeout 30 --speed-limit 1024 --speed-time 60 --output "$part")
+  if [[ "$PROGRESS" == bar ]]; then opts+=(--progress-bar); else opts+=(--silent --show-error); fi
   if [[ -s "$part" && "$(file_size "$part")" -lt "$size" ]]; then
     log "resuming $(basename "$part") at $(file_size "$part") bytes"
     curl "${opts[@]}" --continue-at - "$url"
@@ -85,19 +108,11 @@ download() {
   curl "${opts[@]}" "$url"
 }
 
-# fetch_one NAME SIZE SHA256 URLS: make DEST_DIR/NAME a verified copy, or fail.
+# fetch_one NAME: make DEST_DIR/NAME a verified copy, or fail.
 fetch_one() {
-  local name="$1" size="$2" sha="$3" urls="$4" dest="$DEST_DIR/$1" part="$DEST_DIR/$1.part" attempt url
-  if [[ -f "$dest" ]]; then
-    if verify "$dest" "$size" "$sha"; then
-      log "$name: already present and verified"
-      return 0
-    fi
-    log "$name: present but does not verify; fetching it again"
-  fi
-  [[ -n "${WEIGHTS_BASE_URL:-}" ]] && urls="${WEIGHTS_BASE_URL%/}/$name"
+  local name="$1" size="${SIZES[$1]}" sha="${SHAS[$1]}" dest="$DEST_DIR/$1" part="$DEST_DIR/$1.part" attempt url
   for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
-    for url in $urls; do
+    for url in $(urls_of "$name"); do
       log "$name: fetching $url (try $attempt of $ATTEMPTS)"
       if download "$url" "$part" "$size"; then
         if verify "$part" "$size" "$sha"; then
@@ -113,14 +128,60 @@ fetch_one() {
   return 1
 }
 
-failed=()
+# reachable NAME: success when any URL of NAME gets an HTTP answer (any status: a HEAD request, no --fail).
+# Otherwise print the one "cannot reach" message, naming each URL with curl's error and every missing file.
+reachable() {
+  local url err rc lines=() total=0 name
+  err="$(mktemp)"
+  for url in $(urls_of "$1"); do
+    curl --silent --show-error --head --location --output /dev/null --retry "$CURL_RETRIES" --retry-connrefused \
+         --connect-timeout 30 --max-time 60 "$url" 2>"$err"
+    rc=$?
+    if [[ $rc -eq 0 ]]; then rm -f "$err"; return 0; fi
+    lines+=("  $url: $(tail -n 1 "$err" | tr -d '\r')")
+  done
+  rm -f "$err"
+  for name in "${TODO[@]}"; do total=$((total + SIZES[$name])); done
+  {
+    printf 'download_models: cannot reach the weight server (no network?), so nothing was downloaded.\n'
+    printf '%s\n' "${lines[@]}"
+    printf '  Still missing in %s: %d file(s), %s: %s\n' "$DEST_ABS" "${#TODO[@]}" "$(gigabytes "$total")" "${TODO[*]}"
+    printf '  Connect to the internet (or set WEIGHTS_BASE_URL to a reachable mirror) and run this again.\n'
+  } >&2
+  return 1
+}
+
+# Pass 1: which of the selected files are missing or do not verify.
+declare -A SIZES SHAS URLS
+TODO=()
 count=0
 while IFS=$'\t' read -r name size sha sizes urls; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   [[ "$SIZE" == all || "$sizes" == both || "$sizes" == "$SIZE" ]] || continue
   count=$((count + 1))
-  fetch_one "$name" "$size" "$sha" "$urls" || failed+=("$name")
+  SIZES[$name]="$size"; SHAS[$name]="$sha"; URLS[$name]="$urls"
+  if [[ -f "$DEST_DIR/$name" ]]; then
+    if verify "$DEST_DIR/$name" "$size" "$sha"; then
+      log "$name: already present and verified"
+      continue
+    fi
+    log "$name: present but does not verify; fetching it again"
+  fi
+  TODO+=("$name")
 done < "$MANIFEST"
+
+# Pass 2: fetch them, after one check that the network reaches the first one's server.
+if [[ ${#TODO[@]} -gt 0 ]]; then
+  reachable "${TODO[0]}" || exit 3
+  mkdir -p "$DEST_DIR" || { log "cannot create $DEST_DIR"; exit 2; }
+  total=0
+  for name in "${TODO[@]}"; do total=$((total + SIZES[$name])); done
+  log "fetching ${#TODO[@]} of $count file(s), $(gigabytes "$total"), into $DEST_ABS"
+fi
+failed=()
+for name in "${TODO[@]}"; do
+  fetch_one "$name" || failed+=("$name")
+done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   log "FAILED ${#failed[@]} of $count file(s): ${failed[*]}"

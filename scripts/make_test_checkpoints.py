@@ -40,7 +40,7 @@ log = logging.getLogger("make_test_checkpoints")
 MANIFEST_DIR = Path(__file__).resolve().parent / "checkpoint_manifests"
 sys.path.insert(0, str(MANIFEST_DIR.parents[1]))  # the repo root, for sadtalker when run as a script
 
-# Every file the worker reads (the renderer's four, the face finder's two, the enhancer's two).
+# Every file the worker reads (the renderer's four, the face finder's two, the enhancer's one).
 WORKER_FILES = (
     "SadTalker_V0.0.2_256.safetensors",
     "SadTalker_V0.0.2_512.safetensors",
@@ -49,7 +49,6 @@ WORKER_FILES = (
     "GFPGANv1.4.pth",
     "detection_Resnet50_Final.pth",
     "alignment_WFLW_4HG.pth",
-    "parsing_parsenet.pth",
 )
 
 ANTI_ALIAS_KEY = "kp_extractor.down.weight"

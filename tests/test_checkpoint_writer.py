@@ -13,7 +13,7 @@ from safetensors import safe_open
 from sadtalker.render.blocks import anti_alias_kernel
 
 PICKLED = ["mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar", "GFPGANv1.4.pth",
-           "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth", "parsing_parsenet.pth"]
+           "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth"]
 SAFETENSORS = ["SadTalker_V0.0.2_256.safetensors", "SadTalker_V0.0.2_512.safetensors"]
 
 
@@ -37,7 +37,7 @@ def recipe_draw(file, key, shape):
     return ((rs.normal(0, 1, shape) * math.sqrt(1 / np.prod(shape[1:]))) * gain).astype(np.float32)
 
 
-def test_worker_files_are_the_eight_files_the_worker_loads(checkpoint_writer):
+def test_worker_files_are_the_seven_files_the_worker_loads(checkpoint_writer):
     assert sorted(checkpoint_writer.WORKER_FILES) == sorted(SAFETENSORS + PICKLED)
 
 
@@ -64,7 +64,7 @@ def test_pickled_containers_have_the_official_top_level_entries(test_checkpoints
         assert isinstance(container[key], kind) if isinstance(kind, type) else container[key] == kind
 
 
-@pytest.mark.parametrize("name", ["detection_Resnet50_Final.pth", "parsing_parsenet.pth"])
+@pytest.mark.parametrize("name", ["detection_Resnet50_Final.pth"])
 def test_flat_pickles_are_plain_state_dicts(test_checkpoints_dir, name):
     _, container = read_back(test_checkpoints_dir, name)
     assert all(isinstance(v, torch.Tensor) for v in container.values())

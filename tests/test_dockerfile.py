@@ -3,7 +3,6 @@ start command (scripts/entrypoint.sh) and .runpod/hub.json / tests.json. No Dock
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import re
@@ -64,23 +63,56 @@ class TestDockerfile:
             entry for entry in requirement_installs(makefile.read_text()) if entry[0] != ("requirements-test.txt",)
         ]
         assert runtime, "the Makefile installs no requirement files"
-        assert requirement_installs(self.text) == runtime
+        # The image first installs torch/torchvision alone from PyTorch's CUDA index, then exactly what make does.
+        assert requirement_installs(self.text) == [(("requirements-torch.txt",), ())] + runtime
 
     def test_every_runtime_requirement_file_is_installed_torch_first(self) -> None:
         installed = [name for files, _ in requirement_installs(self.text) for name in files]
         expected = sorted(p.name for p in REPO.glob("requirements*.txt") if "test" not in p.name)
-        assert sorted(installed) == expected
+        assert sorted(set(installed)) == expected
         assert installed[0] == "requirements-torch.txt"
         assert (("requirements-nodeps.txt",), ("--no-build-isolation", "--no-deps")) in requirement_installs(self.text)
 
-    def test_base_image_is_pinned_to_the_cuda_release_of_the_installed_torch(self) -> None:
+    def test_base_image_is_cuda_12_8_built_from_the_one_cuda_version_argument(self) -> None:
+        assert re.search(r"^ARG CUDA_VERSION=(\S+)$", self.text, re.M).group(1) == "12.8.1"
         base = re.search(r"^ARG BASE_IMAGE=(\S+)$", self.text, re.M).group(1)
-        assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu\d+\.\d+", base), base
-        pins = [r for r in importlib.metadata.requires("torch") or [] if r.startswith("cuda-toolkit")]
-        if not pins:
-            pytest.skip("this torch build declares no cuda-toolkit pin (not the PyPI CUDA wheel)")
-        major_minor = re.search(r"==(\d+\.\d+)\.", pins[0]).group(1)
-        assert base.startswith(f"nvidia/cuda:{major_minor}.")
+        assert base == "nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04"
+        assert self.text.index("ARG CUDA_VERSION=") < self.text.index("ARG BASE_IMAGE=") < self.text.index("FROM ")
+
+    def torch_index_install(self) -> str:
+        """The RUN that installs requirements-torch.txt from PyTorch's wheel index, continuation lines joined."""
+        runs = [args for kw, args in instructions(self.text) if kw == "RUN" and "download.pytorch.org" in args]
+        assert len(runs) == 1, runs
+        return runs[0]
+
+    def wheel_index(self, **args: str) -> str:
+        """The torch wheel index the build would use for these build arguments (the RUN's own shell code)."""
+        run = self.torch_index_install()
+        derive = run.split("&&")[0].strip()
+        assert derive.startswith("torch_cuda=")
+        env = {"PATH": os.environ["PATH"], "CUDA_VERSION": "", "TORCH_CUDA": "", **args}
+        out = subprocess.run(["bash", "-c", derive + ' && echo "$torch_cuda"'], env=env, capture_output=True,
+                             text=True, timeout=30, check=True)
+        return out.stdout.strip()
+
+    def test_torch_wheels_come_from_the_pytorch_index_matching_the_base_cuda(self) -> None:
+        assert self.wheel_index(CUDA_VERSION="12.8.1") == "cu128"  # the default image
+        assert self.wheel_index(CUDA_VERSION="13.0.1") == "cu130"  # one flag away
+        assert self.wheel_index(CUDA_VERSION="12.8.1", TORCH_CUDA="cu129") == "cu129"  # the explicit override
+        assert re.search(r"^ARG TORCH_CUDA=\S*$", self.text, re.M)
+
+    def test_only_torch_and_torchvision_come_from_the_pytorch_index(self) -> None:
+        commands = [c.strip() for c in self.torch_index_install().split("&&")]
+        from_index = [c for c in commands if "--index-url" in c]
+        assert from_index == [
+            'pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${torch_cuda}" '
+            "-r requirements-torch.txt"
+        ]
+        assert not any("--extra-index-url" in c for c in commands)
+        pins = [l for l in (REPO / "requirements-torch.txt").read_text().splitlines() if l and not l.startswith("#")]
+        assert sorted(p.split("==")[0] for p in pins) == ["torch", "torchvision"]
+        assert all(re.fullmatch(r"[a-z]+==\d+\.\d+\.\d+", p) for p in pins), pins  # +cu128 builds match ==
+        assert commands[-1].startswith('python -c "import sys, torch;') and commands[-1].endswith('"${torch_cuda}"')
 
     def test_python_in_the_image_is_the_version_the_pins_were_tested_on(self) -> None:
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -153,7 +185,7 @@ class TestDockerignore:
 
     @pytest.mark.parametrize(
         "path", [".venv/bin/python", ".git/HEAD", "checkpoints/GFPGANv1.4.pth", "tests/golden/scenario_a/crop.npz",
-                 "sadtalker/__pycache__/startup.cpython-311.pyc", ".env", "checkpoints/x.part"]
+                 "sadtalker/__pycache__/startup.cpython-311.pyc", ".env", "checkpoints/x.part", "output/local.mp4"]
     )
     def test_venv_weights_tests_caches_and_secrets_are_not_sent(self, path: str) -> None:
         assert ignored(path, dockerignore_patterns())
@@ -242,8 +274,13 @@ class TestRunpodFiles:
 
     def test_cuda_versions_agree_between_hub_and_tests(self) -> None:
         assert self.hub["config"]["allowedCudaVersions"] == self.tests["config"]["allowedCudaVersions"]
-        base = re.search(r"^ARG BASE_IMAGE=nvidia/cuda:(\d+\.\d+)\.", DOCKERFILE.read_text(), re.M).group(1)
-        assert base in self.hub["config"]["allowedCudaVersions"]
+
+    def test_hosts_with_a_cuda_12_8_driver_or_newer_are_allowed(self) -> None:
+        """The image's CUDA (12.8) is the oldest allowed; the newer drivers run it too."""
+        allowed = self.hub["config"]["allowedCudaVersions"]
+        assert allowed == ["12.8", "12.9", "13.0"]
+        image = re.search(r"^ARG CUDA_VERSION=(\d+\.\d+)\.", DOCKERFILE.read_text(), re.M).group(1)
+        assert min(allowed, key=lambda v: tuple(map(int, v.split(".")))) == image
 
 
 def test_readme_documents_the_docker_run_command() -> None:

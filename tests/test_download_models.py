@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ class StandInServer:
         self.files = files
         self.modes: Dict[str, str] = {}
         self.requests: List[tuple] = []  # (name, Range header or None)
+        self.base_url_override: Optional[str] = None  # the URL the script is given instead of this server's
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -114,15 +116,18 @@ def manifest(tmp_path: Path, stand_ins: Dict[str, bytes]) -> Path:
     return path
 
 
-def run_script(manifest: Path, server: StandInServer, dest: Path, *args: str) -> subprocess.CompletedProcess:
+def run_script(
+    manifest: Path, server: StandInServer, dest: Path, *args: str, progress: str = "auto"
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(
         CHECKPOINTS_DIR=str(dest),
         WEIGHTS_MANIFEST=str(manifest),
-        WEIGHTS_BASE_URL=server.base_url,
+        WEIGHTS_BASE_URL=server.base_url_override or server.base_url,
         WEIGHTS_ATTEMPTS="2",
         WEIGHTS_RETRY_DELAY_S="0",
         WEIGHTS_CURL_RETRIES="0",
+        WEIGHTS_PROGRESS=progress,
     )
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
 
@@ -163,7 +168,7 @@ def test_checksum_mismatch_fails_naming_the_file_and_keeps_nothing(tmp_path, ser
     assert "GFPGANv1.4.pth.part: sha256" in result.stderr
     assert not (dest / "GFPGANv1.4.pth").exists()
     assert not (dest / "GFPGANv1.4.pth.part").exists()
-    assert (dest / "parsing_parsenet.pth").exists()  # the other files still arrive
+    assert (dest / "alignment_WFLW_4HG.pth").exists()  # the other files still arrive
 
 
 def test_truncated_body_fails_naming_the_file(tmp_path, server, manifest) -> None:
@@ -211,26 +216,26 @@ def test_a_part_file_with_wrong_bytes_is_discarded_and_fetched_again(tmp_path, s
 
 def test_rerun_after_a_truncated_download_completes_it(tmp_path, server, manifest, stand_ins) -> None:
     dest = tmp_path / "ckpt"
-    server.modes["parsing_parsenet.pth"] = "truncate"
+    server.modes["alignment_WFLW_4HG.pth"] = "truncate"
     first = run_script(manifest, server, dest, "--size", "256")
     assert first.returncode == 1
-    assert (dest / "parsing_parsenet.pth.part").exists()
-    del server.modes["parsing_parsenet.pth"]
+    assert (dest / "alignment_WFLW_4HG.pth.part").exists()
+    del server.modes["alignment_WFLW_4HG.pth"]
     second = run_script(manifest, server, dest, "--size", "256")
     assert second.returncode == 0, second.stderr
-    assert (dest / "parsing_parsenet.pth").read_bytes() == stand_ins["parsing_parsenet.pth"]
+    assert (dest / "alignment_WFLW_4HG.pth").read_bytes() == stand_ins["alignment_WFLW_4HG.pth"]
 
 
 def test_verified_files_are_skipped_and_wrong_ones_replaced(tmp_path, server, manifest, stand_ins) -> None:
     dest = tmp_path / "ckpt"
     dest.mkdir()
     (dest / "GFPGANv1.4.pth").write_bytes(stand_ins["GFPGANv1.4.pth"])
-    (dest / "parsing_parsenet.pth").write_bytes(b"not the file")
+    (dest / "alignment_WFLW_4HG.pth").write_bytes(b"not the file")
     result = run_script(manifest, server, dest, "--size", "256")
     assert result.returncode == 0, result.stderr
     assert "GFPGANv1.4.pth" not in server.names_requested()
     assert "GFPGANv1.4.pth: already present and verified" in result.stderr
-    assert (dest / "parsing_parsenet.pth").read_bytes() == stand_ins["parsing_parsenet.pth"]
+    assert (dest / "alignment_WFLW_4HG.pth").read_bytes() == stand_ins["alignment_WFLW_4HG.pth"]
 
 
 def test_a_transient_server_error_is_retried(tmp_path, server, manifest, stand_ins) -> None:
@@ -247,3 +252,52 @@ def test_unknown_size_is_a_usage_error(tmp_path, server, manifest) -> None:
     assert result.returncode == 2
     assert "--size must be 256, 512 or all" in result.stderr
     assert server.requests == []
+
+
+def closed_port_url() -> str:
+    """A loopback URL on a port nothing listens on: every connection is refused, as with no network."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/weights"
+
+
+def test_no_network_stops_at_once_with_one_message_naming_the_url_and_the_missing_files(
+    tmp_path, server, manifest, stand_ins
+) -> None:
+    dest = tmp_path / "ckpt"
+    dest.mkdir()
+    (dest / "GFPGANv1.4.pth").write_bytes(stand_ins["GFPGANv1.4.pth"])  # verified: not "missing"
+    server.base_url_override = closed_port_url()
+    result = run_script(manifest, server, dest, "--size", "256")
+    assert result.returncode == 3, result.stderr
+    messages = [line for line in result.stderr.splitlines() if line.startswith("download_models:")]
+    messages = [line for line in messages if "manifest override" not in line and "already present" not in line]
+    assert len(messages) == 1 and "cannot reach" in messages[0], result.stderr
+    missing = [n for n in ALL_NAMES if n not in (NAME_512, "GFPGANv1.4.pth")]  # table order
+    assert f"  {server.base_url_override}/{missing[0]}: curl: (7) Failed to connect" in result.stderr
+    still = re.search(r"Still missing in (\S+): (\d+) file\(s\), [\d.]+ GB: (.*)", result.stderr)
+    assert still and Path(still.group(1)) == dest.resolve()
+    assert int(still.group(2)) == len(missing) and still.group(3).split() == missing
+    assert "FAILED" not in result.stderr and "fetching" not in result.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["GFPGANv1.4.pth"]  # nothing written, no .part
+    empty = run_script(manifest, server, tmp_path / "new", "--size", "256")
+    assert empty.returncode == 3 and not (tmp_path / "new").exists()  # no folder left behind either
+
+
+def test_the_progress_bar_is_drawn_when_asked_and_the_files_still_verify(tmp_path, server, manifest) -> None:
+    dest = tmp_path / "ckpt"
+    result = run_script(manifest, server, dest, "--size", "256", progress="bar")
+    assert result.returncode == 0, result.stderr
+    assert "100.0%" in result.stderr and "###" in result.stderr
+    quiet = run_script(manifest, server, tmp_path / "quiet", "--size", "256", progress="none")
+    assert quiet.returncode == 0 and "100.0%" not in quiet.stderr
+
+
+def test_a_rerun_with_everything_present_fetches_nothing(tmp_path, server, manifest) -> None:
+    dest = tmp_path / "ckpt"
+    assert run_script(manifest, server, dest, "--size", "256").returncode == 0
+    before = len(server.requests)
+    again = run_script(manifest, server, dest, "--size", "256")
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == before and "fetching" not in again.stderr

@@ -42,6 +42,14 @@ def fake_ffmpeg(folder: Path, script: str) -> Path:
 
 
 class TestWeights:
+    def test_the_table_lists_exactly_the_files_the_loader_opens(self) -> None:
+        """Nothing is downloaded, baked or required that no loader reads (parsing_parsenet.pth was, until #14)."""
+        from sadtalker.weights import loader
+
+        opened = {loader.sadtalker_file_name(256), loader.sadtalker_file_name(512), *loader.MAPPING_FILES.values(),
+                  loader.GFPGAN_FILE, loader.DETECTION_FILE, loader.ALIGNMENT_FILE}
+        assert {w.name for w in weights.WEIGHTS} == opened
+
     def test_empty_dir_lists_every_required_file_and_the_download_command(self, tmp_path) -> None:
         with pytest.raises(StartupError) as err:
             run_checks(settings_for(tmp_path))
@@ -49,7 +57,7 @@ class TestWeights:
         for weight in weights.WEIGHTS:
             assert (f"{weight.name}: missing" in message) == (weight.name != NAME_512)
         assert f"Fetch them with: CHECKPOINTS_DIR={tmp_path} {startup.DOWNLOAD_SCRIPT} --size 256" in message
-        assert message.startswith("The worker cannot start:\n7 weight file(s) missing")
+        assert message.startswith("The worker cannot start:\n6 weight file(s) missing")
 
     def test_load_512_at_startup_requires_the_512_file_and_fetches_all(self, tmp_path) -> None:
         with pytest.raises(StartupError) as err:
@@ -75,13 +83,13 @@ class TestWeights:
         assert "1 weight file(s) missing or incomplete" in str(err.value)
 
     def test_size_check_off_accepts_other_sizes_but_still_needs_every_file(self, tmp_path) -> None:
-        make_stand_ins(tmp_path, skip=("parsing_parsenet.pth",))
+        make_stand_ins(tmp_path, skip=("detection_Resnet50_Final.pth",))
         os.truncate(tmp_path / "GFPGANv1.4.pth", 1000)
         with pytest.raises(StartupError) as err:
             run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
-        assert "parsing_parsenet.pth: missing" in str(err.value)
+        assert "detection_Resnet50_Final.pth: missing" in str(err.value)
         assert "GFPGANv1.4.pth" not in str(err.value)
-        (tmp_path / "parsing_parsenet.pth").write_bytes(b"x")
+        (tmp_path / "detection_Resnet50_Final.pth").write_bytes(b"x")
         report = run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
         assert "GFPGANv1.4.pth" in report.weights
         assert any("presence only" in note for note in report.notes)

@@ -6,7 +6,7 @@ and a test checks that the two are equal. All files land in one folder, ``CHECKP
 
 Every file here has a published SHA-256 (collected from Git LFS pointers and public pin lists of the official
 release assets; no hash is published in the GitHub releases themselves). The download script verifies size and
-hash; the start-up check verifies presence and size only (hashing 2.5 GB would add seconds to every cold start).
+hash; the start-up check verifies presence and size only (hashing 2.4 GB would add seconds to every cold start).
 Mirrors are tried after the official URL; a mirror whose bytes differ fails the hash check like any bad download.
 """
 from __future__ import annotations
@@ -97,17 +97,6 @@ WEIGHTS: Tuple[WeightFile, ...] = (
         render_sizes=BOTH,
         urls=(_FACEXLIB_010 + "alignment_WFLW_4HG.pth",),
         purpose="98-point FAN landmarks (FACE_DETECTOR=retinaface)",
-    ),
-    WeightFile(
-        name="parsing_parsenet.pth",
-        size_bytes=85331193,
-        sha256="3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
-        render_sizes=BOTH,
-        urls=(
-            "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
-            "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/parsing_parsenet.pth",
-        ),
-        purpose="face parsing for pasting GFPGAN faces back (enhancer=gfpgan)",
     ),
 )
 

@@ -8,7 +8,7 @@ command that fetches missing weights. ``check_or_exit`` is the handler's entry p
 On RunPod the same checks are registered as a fitness check (``register_fitness_check``); the SDK runs it before
 the first job and marks the worker unhealthy if it fails. There, a GPU is required unless DEVICE=cpu.
 
-Sizes, not hashes, are checked here: the download script verifies SHA-256 once, and hashing 2.5 GB on every
+Sizes, not hashes, are checked here: the download script verifies SHA-256 once, and hashing 2.4 GB on every
 cold start would cost seconds.
 """
 from __future__ import annotations
