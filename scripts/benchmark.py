@@ -18,6 +18,7 @@ Examples:
     python scripts/benchmark.py --device cuda --batch-size 32 --render-dtype fp16 --enhancer-dtype fp16
     python scripts/benchmark.py --record-landmarks lm.npz ...   # here, with dlib
     python scripts/benchmark.py --landmarks lm.npz ...          # there, without dlib
+    python scripts/benchmark.py --small --device cpu --seconds 0.4 --no-flops   # tests this script
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 log = logging.getLogger("benchmark")
 SPEECH = ROOT / "assets" / "speech.wav"
 IMAGE = ROOT / "assets" / "astronaut.jpg"
+# --small's GFPGAN (the plumbing tests' EnhancerDims): 64 px faces, a quarter of the channels.
+SMALL_GFPGAN = dict(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -79,6 +82,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--no-warmup", action="store_true", help="report the first run of each size too")
     parser.add_argument("--no-flops", action="store_true", help="skip counting the generator's FLOPs")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--segment-seconds", type=float, default=0.0,
+                        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
+                             "the job's start to the first one")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny random renderer, mappings and GFPGAN of the official structure (32 px frames): "
+                             "runs every stage of a job quickly, on a CPU too, to test this script; its speed "
+                             "means nothing")
     return parser.parse_args(argv)
 
 
@@ -107,14 +117,53 @@ def generator_flops_per_frame(bundle, size: int) -> float:
 
     from sadtalker.render.stage import render_frames
 
-    models = bundle.for_size(size).renderer
+    size_models = bundle.for_size(size)
+    models, side = size_models.renderer, size_models.image_size
     with torch.inference_mode():
-        source = torch.rand(1, 3, size, size, device=models.device, dtype=models.dtype)
+        source = torch.rand(1, 3, side, side, device=models.device, dtype=models.dtype)
         kp = models.kp_extractor(source)
         feature = models.generator.encode(source)
         with FlopCounterMode(display=False) as counter:
             render_frames(models, feature, kp, kp + 0.01)
     return float(counter.get_total_flops())
+
+
+def small_bundle(settings, sizes: Sequence[int]):
+    """A :class:`~sadtalker.bundle.ModelBundle` for ``--small``: the renderer, both mappings and GFPGAN are tiny
+    random networks of the official structure (``sadtalker.render.dims.SMALL`` on 32 px frames, a 64 px GFPGAN);
+    the coefficient networks and the face finder are loaded from ``settings.checkpoints_dir`` as usual."""
+    import torch
+
+    from sadtalker.bundle import ModelBundle, SizeModels, pick_device
+    from sadtalker.core.jobtools import LRUCache
+    from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
+    from sadtalker.enhance.stage import FaceEnhancer
+    from sadtalker.kernels.enhancer import prepare_enhancer
+    from sadtalker.kernels.renderer import prepare_renderer
+    from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+    from sadtalker.render.models import build_mapping, build_renderer
+    from sadtalker.weights import loader
+
+    device, folder = pick_device(settings.device), settings.checkpoints_dir
+
+    def size_models(size: int) -> SizeModels:
+        states = loader.read_coefficient_state_dicts(folder, size)
+        name = loader.sadtalker_file_name(size)
+        audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
+        renderer = build_renderer(SMALL, device=str(device), seed=0)
+        prepare_renderer(renderer.generator)
+        return SizeModels(renderer, loader.load_recon_net(states["face_3drecon"], name, device), audio2exp,
+                          audio2pose, image_size=SMALL_IMAGE_SIZE)
+
+    dims = EnhancerDims(**SMALL_GFPGAN)
+    torch.manual_seed(1)
+    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(dims, device).eval()), dims, batch_size=4)
+    return ModelBundle(
+        settings=settings, device=device, sizes={size: size_models(size) for size in sizes},
+        mappings={name: build_mapping(d, device=str(device), seed=2) for name, d in SMALL_MAPPING.items()},
+        face_finder=loader.load_face_finder(folder, settings.face_detector, device), enhancer=enhancer,
+        cache=LRUCache(settings.preprocess_cache_size),
+    )
 
 
 class RecordingFinder:
@@ -172,7 +221,8 @@ class ProgressLog:
             log.info("progress: %s chunk %d/%d, %.0f %%", stage, chunk, chunks, percent)
 
 
-def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str) -> Dict:
+def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str,
+            segment_seconds: float = 0.0) -> Dict:
     import torch
 
     from sadtalker.core.contract import AnimationRequest, RenderOptions
@@ -183,9 +233,11 @@ def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
+    segments: List[float] = []  # seconds from the start to each streamed segment
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        result = animate(bundle, request, workdir, ProgressLog())
+        result = animate(bundle, request, workdir, ProgressLog(), segment_seconds=segment_seconds,
+                         on_segment=lambda segment: segments.append(time.perf_counter() - start))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     total = time.perf_counter() - start
@@ -198,6 +250,9 @@ def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str
         "render_fps": round(result.frames / result.timings["render"], 3),
         "timings": result.timings, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if segments:
+        row["first_segment_seconds"] = round(segments[0], 3)
+        row["segments"] = len(segments)
     if torch.cuda.is_available():
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return row
@@ -205,11 +260,13 @@ def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str
 
 def print_table(rows: List[Dict]) -> None:
     stages = sorted({stage for row in rows for stage in row["timings"]})
-    head = ["size", "enhancer", "preprocess", "frames", "total_s", "fps", "x_realtime", "render_fps", "TFLOP/s"]
+    head = ["size", "enhancer", "preprocess", "frames", "total_s", "first_segment_s", "fps", "x_realtime",
+            "render_fps", "TFLOP/s"]
     print(" | ".join(head + [f"{s}_s" for s in stages] + ["peak_rss_mb", "peak_gpu_mb"]))
     for row in rows:
-        cells = [row["size"], row["enhancer"], row["preprocess"], row["frames"], row["total_seconds"], row["fps"],
-                 row["realtime_factor"], row["render_fps"], row.get("render_tflops", "-")]
+        cells = [row["size"], row["enhancer"], row["preprocess"], row["frames"], row["total_seconds"],
+                 row.get("first_segment_seconds", "-"), row["fps"], row["realtime_factor"], row["render_fps"],
+                 row.get("render_tflops", "-")]
         cells += [row["timings"].get(s, "-") for s in stages] + [row["peak_rss_mb"], row.get("peak_gpu_mb", "-")]
         print(" | ".join(str(c) for c in cells))
 
@@ -247,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         enhancer.CHANNELS_LAST_ON_CUDA = False
     start = time.perf_counter()
-    bundle = load_models(settings)
+    bundle = small_bundle(settings, args.sizes) if args.small else load_models(settings)
     load_s = time.perf_counter() - start
     if args.enhancer_batch and bundle.enhancer is not None:
         bundle.enhancer.batch_size = args.enhancer_batch
@@ -266,13 +323,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "torch_compile": settings.torch_compile, "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
               "enhancer_channels_last": (bundle.enhancer.memory_format == torch.channels_last
                                          if bundle.enhancer else None),
-              "rows": []}
+              "small_networks": args.small, "rows": []}
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
         if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
             run_one(bundle, image, wav[: 16000 // 2], size, "none", "crop")
         for enhancer, preprocess in itertools.product(args.enhancers, args.preprocess):
-            row = run_one(bundle, image, wav, size, enhancer, preprocess)
+            row = run_one(bundle, image, wav, size, enhancer, preprocess, args.segment_seconds)
             # On CUDA the renderer runs ahead asynchronously: its time shows up in the next stage that waits for
             # the GPU (enhance, paste), so the render stage's own rate is only meaningful when nothing follows it.
             if flops and enhancer == "none" and preprocess != "full":

@@ -14,6 +14,7 @@ each other precision is compared with fp32 on the same device (there is no refer
 Examples:
     python scripts/precision_check.py --device cuda --json precision.json
     python scripts/precision_check.py --device cpu --precisions fp32
+    python scripts/precision_check.py --device cpu --precisions fp32 --windows 1 --no-warmup   # quick
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=str(ROOT / ".cache" / "test_checkpoints"),
                         help="golden-recipe weights; generated there when files are missing")
     parser.add_argument("--enhancer", action="store_true", help="also compare GFPGAN's precisions")
+    parser.add_argument("--windows", type=int, default=None,
+                        help="use only golden A's first N windows (frames); default all 8")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the fp32 render before the measured ones (its use: kernel choice on CUDA)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -64,6 +69,16 @@ def render_golden(models, mapping, golden: Dict[str, np.ndarray], source: np.nda
     return {"generator": np.concatenate(outputs), "frames": frames}
 
 
+def golden_render(windows: Optional[int]) -> Dict[str, np.ndarray]:
+    """Golden A's renderer arrays, cut to the first ``windows`` frames (all when None)."""
+    golden = dict(np.load(GOLDEN_A / "render.npz"))
+    if windows is None:
+        return golden
+    for key in ("target_semantics", "generator_output", "final_frames"):
+        golden[key] = golden[key][:windows]
+    return golden
+
+
 def check_renderer(args: argparse.Namespace) -> List[Dict]:
     import torch
     from PIL import Image
@@ -71,12 +86,13 @@ def check_renderer(args: argparse.Namespace) -> List[Dict]:
     from sadtalker.kernels.renderer import prepare_renderer
     from sadtalker.weights.loader import load_mapping, load_renderer
 
-    golden = dict(np.load(GOLDEN_A / "render.npz"))
+    golden = golden_render(args.windows)
     source = np.array(Image.open(GOLDEN_A / "source_256.png").convert("RGB"))
     models = load_renderer(args.checkpoints, 256, args.device, torch.float32)
     prepare_renderer(models.generator)  # as the worker does at load time
     mapping = load_mapping(args.checkpoints, "crop", args.device, torch.float32)
-    render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice
+    if not args.no_warmup:
+        render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice
     rows = []
     for precision in args.precisions:
         run = render_golden(models, mapping, golden, source, precision)
@@ -89,7 +105,7 @@ def check_renderer(args: argparse.Namespace) -> List[Dict]:
 def check_enhancer(args: argparse.Namespace) -> List[Dict]:
     from sadtalker.bundle import load_enhancer
 
-    frames = dict(np.load(GOLDEN_A / "render.npz"))["final_frames"]
+    frames = golden_render(args.windows)["final_frames"]
     enhancer = load_enhancer(args.checkpoints, args.device, precision="fp32")
     reference = enhancer.restore(frames)
     rows = []
@@ -121,7 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{row['part']} | {row['precision']} | {row['against']} | {gen_text} | "
               f"{u8['max']:.0f} / {u8['mean']:.3f} / {100 * u8['share_differing']:.2f} %")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows}, indent=1))
+        frames = len(golden_render(args.windows)["final_frames"])
+        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "frames": frames,
+                                               "rows": rows}, indent=1))
     return 0
 
 
