@@ -62,6 +62,10 @@ def test_stereo_44k_keeps_both_channels_and_both_tones(tmp_path):
     assert (stream["sample_rate"], stream["channels"]) == ("44100", 2)
     left, right = track(out, 44100, 2)[4410:-4410].T  # skip the encoder's edges
     source_level = level_db(np.sin(2 * np.pi * 9000 * np.arange(44100) / 44100) / 8, 44100, 9000)
+    levels = {name: (level_db(signal, 44100, 9000), level_db(signal, 44100, 13000))
+              for name, signal in (("left", left), ("right", right))}
+    print(f"out: {stream['sample_rate']} Hz, {stream['channels']} channels; input tone level {source_level:.2f} dBFS; "
+          + "; ".join(f"{name} 9 kHz {a:.2f} dBFS, 13 kHz {b:.2f} dBFS" for name, (a, b) in levels.items()))
     assert abs(level_db(left, 44100, 9000) - source_level) < 1.0  # lavfi's sine is at 1/8 full scale
     assert abs(level_db(right, 44100, 13000) - source_level) < 1.0
     assert level_db(left, 44100, 13000) < source_level - 40 and level_db(right, 44100, 9000) < source_level - 40
