@@ -3,6 +3,9 @@ official-format weights) and dlib faces, with small random renderer and GFPGAN n
 render in seconds on a CPU. Also the test signals the pipeline tests share."""
 from __future__ import annotations
 
+import base64
+import io
+import wave
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -43,6 +46,25 @@ def speech_like(seconds: float, quiet_at=(), seed: int = 0) -> np.ndarray:
     for start in quiet_at:
         wav[int(start * SAMPLE_RATE) : int((start + 0.3) * SAMPLE_RATE)] *= 0.002
     return wav.astype(np.float32)
+
+
+def wav_base64(seconds: float) -> str:
+    """:func:`speech_like` as a base64 16-bit 16 kHz mono WAV, for a job's ``audio_base64``."""
+    pcm = (np.clip(speech_like(seconds), -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def astronaut_base64() -> str:
+    """The astronaut photo as a base64 PNG, for a job's ``image_base64``."""
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut()).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def small_bundle(checkpoints_dir: str, env: Optional[Mapping[str, str]] = None) -> ModelBundle:

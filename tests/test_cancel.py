@@ -5,18 +5,14 @@ network is replaced: the job source, the stop channel and the result post are in
 from __future__ import annotations
 
 import asyncio
-import base64
 import glob
-import io
 import os
 import tempfile
 import time
-import wave
 
 import numpy as np
 import pytest
-from PIL import Image
-from smallbundle import astronaut, small_bundle, speech_like
+from smallbundle import astronaut_base64, small_bundle, wav_base64
 
 import handler
 
@@ -24,17 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def job(job_id: str, seconds: float) -> dict:
-    pcm = (np.clip(speech_like(seconds), -1, 1) * 32767).astype("<i2")
-    audio = io.BytesIO()
-    with wave.open(audio, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm.tobytes())
-    image = io.BytesIO()
-    Image.fromarray(astronaut()).save(image, "PNG")
-    return {"id": job_id, "input": {"image_base64": base64.b64encode(image.getvalue()).decode(),
-                                    "audio_base64": base64.b64encode(audio.getvalue()).decode(),
+    return {"id": job_id, "input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(seconds),
                                     "enhancer": "none", "seed": 1}}
 
 

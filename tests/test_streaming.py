@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import io
 import os
 import subprocess
 import sys
 import threading
 import time
-import wave
 
 import numpy as np
 import pytest
 import requests
 from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
-from PIL import Image
-from smallbundle import astronaut, small_bundle, speech_like
+from smallbundle import astronaut, astronaut_base64, small_bundle, speech_like, wav_base64
 from workerproc import ROOT, free_port, wait_for_port
 
 from sadtalker import pipeline
@@ -103,23 +100,6 @@ def test_a_segment_is_handed_over_before_the_next_batch_renders(streamed):
         assert events[at + 1][0] == "render"
 
 
-def wav_b64(seconds: float) -> str:
-    pcm = (np.clip(speech_like(seconds), -1, 1) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm.tobytes())
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def image_b64() -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(astronaut()).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 @pytest.fixture(scope="module")
 def streaming_worker(test_checkpoints_dir, tmp_path_factory):
     """The real handler and SDK (`--rp_serve_api`) with STREAM_SEGMENT_SECONDS=1, the small bundle."""
@@ -140,7 +120,7 @@ def streaming_worker(test_checkpoints_dir, tmp_path_factory):
 
 
 def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker, tmp_path):
-    job = {"input": {"image_base64": image_b64(), "audio_base64": wav_b64(SECONDS), "enhancer": "none", "seed": 3}}
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(SECONDS), "enhancer": "none", "seed": 3}}
     job_id = requests.post(f"{streaming_worker}/run", json=job, timeout=30).json()["id"]
     body = requests.post(f"{streaming_worker}/stream/{job_id}", timeout=300).json()
     assert body["status"] == "COMPLETED", body
@@ -162,7 +142,7 @@ def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker
 
 
 def test_runsync_returns_the_list_and_a_bad_input_one_error_item(streaming_worker):
-    job = {"input": {"image_base64": image_b64(), "audio_base64": wav_b64(1.2), "enhancer": "none"}}
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(1.2), "enhancer": "none"}}
     body = requests.post(f"{streaming_worker}/runsync", json=job, timeout=300).json()
     assert body["status"] == "COMPLETED" and [item.get("segment") for item in body["output"]] == [0, 1, None]
     bad = requests.post(f"{streaming_worker}/runsync", json={"input": {**job["input"], "size": 300}},
@@ -171,7 +151,7 @@ def test_runsync_returns_the_list_and_a_bad_input_one_error_item(streaming_worke
 
 
 def test_the_api_answers_while_a_job_renders(streaming_worker):
-    job = {"input": {"image_base64": image_b64(), "audio_base64": wav_b64(4.0), "enhancer": "none"}}
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(4.0), "enhancer": "none"}}
     done = {}
 
     def run() -> None:
@@ -191,7 +171,7 @@ def test_the_api_answers_while_a_job_renders(streaming_worker):
 
 
 def handler_job(seconds: float) -> dict:
-    return {"id": "inline", "input": {"image_base64": image_b64(), "audio_base64": wav_b64(seconds),
+    return {"id": "inline", "input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(seconds),
                                       "enhancer": "none", "seed": 3}}
 
 
