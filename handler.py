@@ -34,7 +34,7 @@ from sadtalker.core.contract import Animation, AnimationRequest, Segment
 from sadtalker.core.errors import InternalError, WorkerError
 from sadtalker.core.jobtools import StageTimer
 from sadtalker.worker.download import limits_from_settings
-from sadtalker.worker.media import decode_audio, decode_image, source_bytes
+from sadtalker.worker.media import decode_image, decode_video, job_audio, source_bytes
 from sadtalker.worker.options import JobOptions, parse_job_input
 from sadtalker.worker.settings import Settings
 from sadtalker.worker.storage import Delivery, StorageConfig, deliver, resolve_storage
@@ -101,14 +101,19 @@ def _process(
     report("download")
     with timer.stage("download"):
         image_bytes = source_bytes(options.image, limits_from_settings(settings, settings.max_image_bytes))
-        audio_bytes = source_bytes(options.audio, limits_from_settings(settings, settings.max_audio_bytes))
+        audio_bytes = None if options.audio is None else source_bytes(
+            options.audio, limits_from_settings(settings, settings.max_audio_bytes))
+        video_bytes = None if options.ref_video is None else source_bytes(
+            options.ref_video, limits_from_settings(settings, settings.max_image_bytes))
     report("decode")
     with timer.stage("decode"):
         image_rgb = decode_image(image_bytes, settings.max_image_side)
-        audio = decode_audio(audio_bytes, workdir, settings.max_audio_seconds)
-    del image_bytes, audio_bytes
+        ref_frames = None if video_bytes is None else decode_video(
+            video_bytes, workdir, settings.max_ref_video_seconds, settings.max_image_side)
+        audio = job_audio(audio_bytes, video_bytes, options.render.idle_seconds, workdir, settings.max_audio_seconds)
+    del image_bytes, audio_bytes, video_bytes
     request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id,
-                               source_audio=audio.source)
+                               source_audio=audio.source, ref_frames=ref_frames)
     pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
     segments = _Segments(storage, job_id, settings.inline_result_max_bytes, emit) if emit is not None else None
     streaming = {} if segments is None else {"on_segment": segments.deliver,

@@ -9,10 +9,10 @@ none of each other.
 - ``weights/``  the weights table (names, sizes, hashes, URLs) and the one loader that opens weight files
 - ``kernels/``  inference paths attached at load time: fused/Winograd/FFT convs, channels-last, allocator
 - ``output/``   paste-back into the photo (``full`` mode) and the H.264/AAC encoder
-- ``enhance/``  GFPGAN: the network, its inference forward, and the enhance stage
-- ``render/``   the face renderer's networks, one module each, and the render stage
+- ``enhance/``  GFPGAN (and the optional RestoreFormer): the networks, their inference forward, the enhance stage
+- ``render/``   the face renderer's networks, one module each, camera keyframes, and the render stage
 - ``motion/``   mel features, ExpNet, PoseVAE, the coefficient stage, chunking and seams
-- ``face/``     face finders, crop, 3DMM alignment, ReconNet, and the preprocess stage
+- ``face/``     face finders, crop, 3DMM alignment, ReconNet, and the preprocess stage (photo and reference video)
 - ``core/``     constants, errors, the typed stage contract, precision regions, job bookkeeping
 
 ``handler.py`` (outside the package) is RunPod's entry point. Importing this package is cheap: no torch, no model.

@@ -52,6 +52,8 @@ class ModelBundle:
     face_finder: FaceFinder
     enhancer: Optional[FaceEnhancer]  # None refuses enhancer="gfpgan"
     cache: LRUCache = field(default_factory=lambda: LRUCache(16))
+    # RestoreFormer, only when its optional weights file is installed; None refuses enhancer="restoreformer".
+    restoreformer: Optional[FaceEnhancer] = None
     # Loads a missing size on first use (the 512 set when LOAD_512=lazy); None = not available.
     load_size: Optional[Callable[[int], SizeModels]] = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,6 +111,17 @@ def load_enhancer(checkpoints_dir: str, device="cpu", dtype: torch.dtype = torch
                         memory_format=memory_format_for(torch.device(device)), **kwargs)
 
 
+def load_restoreformer_enhancer(checkpoints_dir: str, device="cpu", precision: str = "fp32") -> Optional[FaceEnhancer]:
+    """RestoreFormer as a FaceEnhancer when ``RestoreFormer.pth`` is installed, else None (it is optional)."""
+    from sadtalker.enhance.restoreformer import restoreformer_forward
+
+    net = loader.load_restoreformer(checkpoints_dir, device)
+    if net is None:
+        log.info("RestoreFormer.pth not installed: enhancer=restoreformer is refused on this worker")
+        return None
+    return FaceEnhancer(net, precision=precision, forward=restoreformer_forward)
+
+
 def load_models(settings: Settings) -> ModelBundle:
     """Build the worker's :class:`ModelBundle` from ``settings.checkpoints_dir`` (start-up, once)."""
     start = time.monotonic()
@@ -131,6 +144,8 @@ def load_models(settings: Settings) -> ModelBundle:
         enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device)),
         cache=LRUCache(settings.preprocess_cache_size),
         load_size=load_size,
+        restoreformer=load_restoreformer_enhancer(settings.checkpoints_dir, device,
+                                                  precision=enhancer_precision(settings, device)),
     )
     log.info("models loaded in %.2f s on %s (sizes %s)", time.monotonic() - start, device, sorted(sizes))
     return bundle

@@ -4,9 +4,13 @@
    content, ``preprocess`` and ``size`` across the chunks of a job and across jobs on a warm worker;
 2. **audio2coeff** (:mod:`sadtalker.motion`): the mel spectrogram once over the whole audio, then per chunk (audio
    longer than ``CHUNK_SECONDS`` is cut at quiet points) blinks, ExpNet and PoseVAE from the same source
-   coefficients, the head pose carried across each seam;
+   coefficients, the head pose carried across each seam.
+   With a reference video (``ref_info``) its frames are preprocessed too (:func:`preprocess_video`) and drive
+   ExpNet's reference expressions (blink), the pose delta (pose) or all coefficients (all); idle mode feeds all-zero
+   mel windows; ``pose_scale`` scales the generated pose around the source's (docs/controls.md);
 3. **render** (:mod:`sadtalker.render`): semantic windows over the whole, continuous coefficient sequence (so no
-   window is clamped at a seam), then the face renderer in batches, every frame from the same source image;
+   window is clamped at a seam), then the face renderer in batches, every frame from the same source image; camera
+   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`);
 4. **enhance** (:mod:`sadtalker.enhance`) and, in ``full`` mode, **paste** back into the photo
    (:mod:`sadtalker.output.paste`);
 5. **encode** (:mod:`sadtalker.output.video`): frames stream into one ffmpeg process, the audio muxed once over the
@@ -30,14 +34,15 @@ from sadtalker.core.constants import FPS, is_full, num_frames
 from sadtalker.core.contract import Animation, AnimationRequest, RenderOptions, Segment
 from sadtalker.core.errors import InvalidInput, JobCancelled
 from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
-from sadtalker.face.stage import Preprocessed, preprocess_image
+from sadtalker.face.stage import Preprocessed, preprocess_image, preprocess_video
 from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
-from sadtalker.motion.stage import chunked_coefficients
+from sadtalker.motion.stage import apply_ref_pose, chunked_coefficients, loop_frames, scale_pose
 from sadtalker.output.paste import Paster
 from sadtalker.output.segments import Segmenter
 from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
+from sadtalker.render.camera import camera_sequence
 from sadtalker.render.stage import render, source_semantics, target_semantics
 
 # progress(stage, chunk, chunks, percent): percent is the pipeline's own, 0-100.
@@ -70,22 +75,40 @@ def animate(
     if frames_total < 1:
         raise InvalidInput("the audio is shorter than one video frame (40 ms)")
     models = bundle.for_size(options.size)
+    if options.enhancer == "restoreformer" and bundle.restoreformer is None:
+        _FramePost(bundle, options, None, request.image_rgb)  # refuses before any model work
 
     progress("preprocess", 0, 0, 0.0)
     with timer.stage("preprocess"):
         pre = _preprocess(bundle, models, options, request.image_rgb)
     check()
+    reference = None
+    if options.ref_info is not None and request.ref_frames is not None:
+        with timer.stage("ref_video"):
+            reference = preprocess_video(request.ref_frames, bundle.face_finder, models.recon_net, options.preprocess)
+        check()
     chunks = plan_chunks(request.wav16k, bundle.settings.chunk_seconds)
     progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
     with timer.stage("audio2coeff"):
-        windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
+        if options.idle_seconds is not None:  # the reference's idle mode: all-zero mel windows, not silence's mel
+            windows = np.zeros((frames_total, 80, 16), dtype=np.float32)
+        else:
+            windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
         def chunk_done(done: int) -> None:
             check()
             progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks)))
 
+        ref_blink = reference is not None and options.ref_info in ("blink", "pose+blink")
         coeffs = chunked_coefficients(
-            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done
+            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done,
+            use_blink=options.use_blink and not ref_blink,
+            ref_exp=loop_frames(reference.coeff_3dmm[:, :64], frames_total) if ref_blink else None,
         )
+        coeffs = scale_pose(coeffs, pre.coeff_3dmm[64:70], options.pose_scale)
+        if reference is not None and options.ref_info in ("pose", "pose+blink"):
+            coeffs = apply_ref_pose(coeffs, reference.coeff_3dmm[:, 64:70])
+        if reference is not None and options.ref_info == "all":  # the web demo: the video's coefficients as they are
+            coeffs = loop_frames(reference.coeff_3dmm[:, :70], frames_total).astype(np.float32)
         targets = target_semantics(
             coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
         )
@@ -95,6 +118,7 @@ def animate(
     batches = render(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
         bundle.settings.render_batch_for(bundle.device.type), precision=bundle.settings.render_dtype,
+        camera=camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, frames_total),
     )
     width, height = post.size
     path = os.path.join(workdir, f"{request.name}.mp4")
@@ -114,10 +138,14 @@ def animate(
     finally:
         if segments is not None:
             segments.abort()  # an open segment after a failure or a cancel
+    warnings = post.warnings
+    if reference is not None and reference.filled:
+        warnings += (f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video "
+                     "frames; they took the motion of the nearest frame with a face",)
     return Animation(
         path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
         chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
-        warnings=post.warnings,
+        warnings=warnings,
     )
 
 
@@ -129,9 +157,12 @@ class _FramePost:
     """Per-batch work after the renderer: enhancer, resize to the output size, full-mode paste-back."""
 
     def __init__(self, bundle: ModelBundle, options: RenderOptions, pre: Preprocessed, image_rgb: np.ndarray) -> None:
-        self.enhancer = bundle.enhancer if options.enhancer == "gfpgan" else None
+        self.enhancer = {"gfpgan": bundle.enhancer, "restoreformer": bundle.restoreformer}.get(options.enhancer)
         if options.enhancer == "gfpgan" and bundle.enhancer is None:
             raise InvalidInput('the enhancer is not available on this worker; use "enhancer": "none"')
+        if options.enhancer == "restoreformer" and bundle.restoreformer is None:
+            raise InvalidInput('the restoreformer enhancer is not available on this worker (its optional weights '
+                               'file RestoreFormer.pth is not installed); use "enhancer": "gfpgan" or "none"')
         max_side = bundle.settings.max_output_side
         self.paster = None
         if is_full(options.preprocess):
@@ -139,7 +170,7 @@ class _FramePost:
             frame = photo_frame_size((width, height), options.output_scale, max_side)
             self.paster = Paster(*_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device)
         else:
-            frame = crop_frame_size(options.size, pre.crop_info.size, options.output_scale, max_side)
+            frame = crop_frame_size(options.size, pre.crop_info.frame_size, options.output_scale, max_side)
         self.size = (frame.width, frame.height)
         self.warnings = () if frame.warning is None else (frame.warning,)
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fetch the weight files the worker loads into CHECKPOINTS_DIR, verified by size and SHA-256.
 #
-# Usage: scripts/download_models.sh [--size 256|512|all] [--dir DIR]
+# Usage: scripts/download_models.sh [--size 256|512|all] [--dir DIR] [--restoreformer]
 #   --size  which renderer resolution(s) to fetch for (default: all). 256 and 512 share every file except
 #           SadTalker_V0.0.2_<size>.safetensors.
 #   --dir   target folder (default: $CHECKPOINTS_DIR, else ./checkpoints).
+#   --restoreformer  also fetch the OPTIONAL RestoreFormer.pth (enhancer=restoreformer). No SHA-256 or size is
+#           published for it: only a third-party MD5 is checked (when md5sum exists). Off by default.
 #
 # Files already present and verified are skipped. Before fetching the rest, the script checks that the server of
 # the first missing file answers at all (any of its URLs); if none does (no network, DNS or proxy failure), it
@@ -36,9 +38,14 @@ ATTEMPTS="${WEIGHTS_ATTEMPTS:-3}"
 RETRY_DELAY_S="${WEIGHTS_RETRY_DELAY_S:-5}"
 CURL_RETRIES="${WEIGHTS_CURL_RETRIES:-3}"
 PROGRESS="${WEIGHTS_PROGRESS:-auto}"
+RESTOREFORMER=0
+# The optional RestoreFormer file (sadtalker/weights/table.py: RESTOREFORMER, RESTOREFORMER_MD5).
+RF_NAME="RestoreFormer.pth"
+RF_URL="https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth"
+RF_MD5="${RESTOREFORMER_MD5:-eaeeff6c4a1caa1673977cb374e6f699}"
 
 log() { printf 'download_models: %s\n' "$*" >&2; }
-usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -46,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --size=*) SIZE="${1#--size=}"; shift ;;
     --dir) [[ $# -ge 2 ]] || usage; DEST_DIR="$2"; shift 2 ;;
     --dir=*) DEST_DIR="${1#--dir=}"; shift ;;
+    --restoreformer) RESTOREFORMER=1; shift ;;
     -h|--help) usage ;;
     *) log "unknown argument: $1"; usage ;;
   esac
@@ -188,3 +196,28 @@ if [[ ${#failed[@]} -gt 0 ]]; then
   exit 1
 fi
 log "all $count file(s) for --size $SIZE verified in $DEST_DIR"
+
+# fetch_restoreformer: the optional, unverifiable RestoreFormer.pth, checked against the third-party MD5 only.
+fetch_restoreformer() {
+  local dest="$DEST_DIR/$RF_NAME" part="$DEST_DIR/$RF_NAME.part" url="$RF_URL" got
+  [[ -n "${WEIGHTS_BASE_URL:-}" ]] && url="${WEIGHTS_BASE_URL%/}/$RF_NAME"
+  log "$RF_NAME: optional and UNVERIFIED (no published SHA-256 or size); fetching $url"
+  mkdir -p "$DEST_DIR" || return 1
+  rm -f "$part"
+  curl --fail --location --retry "$CURL_RETRIES" --retry-connrefused --connect-timeout 30 --silent --show-error \
+       --output "$part" "$url" || { rm -f "$part"; return 1; }
+  if command -v md5sum >/dev/null; then
+    got="$(md5sum "$part" | cut -d' ' -f1)"
+    if [[ "$got" != "$RF_MD5" ]]; then
+      log "$RF_NAME: md5 $got, expected $RF_MD5 (third-party digest)"
+      rm -f "$part"
+      return 1
+    fi
+  else
+    log "$RF_NAME: md5sum not installed; not checked at all"
+  fi
+  mv -f "$part" "$dest" && log "$RF_NAME: fetched ($(file_size "$dest") bytes), md5 as published by a third party"
+}
+if [[ $RESTOREFORMER -eq 1 ]]; then
+  fetch_restoreformer || { log "FAILED the optional $RF_NAME"; exit 1; }
+fi

@@ -92,3 +92,10 @@ def loopback_only(monkeypatch):
         return original(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+# Owner: issue 15 (golden scenario C: reference video, camera angles, extcrop).
+@pytest.fixture(scope="session")
+def golden_c_dir() -> Path:
+    """tests/golden/scenario_c (reference outputs for issue 15's controls; see its README)."""
+    return REPO_ROOT / "tests" / "golden" / "scenario_c"

@@ -301,3 +301,30 @@ def test_a_rerun_with_everything_present_fetches_nothing(tmp_path, server, manif
     again = run_script(manifest, server, dest, "--size", "256")
     assert again.returncode == 0, again.stderr
     assert len(server.requests) == before and "fetching" not in again.stderr
+
+
+# --- the optional RestoreFormer file (issue 15) --------------------------------------------------------------
+
+def test_restoreformer_is_optional_unverified_and_named_like_the_table() -> None:
+    text = SCRIPT.read_text()
+    assert weights.RESTOREFORMER not in weights.WEIGHTS and weights.RESTOREFORMER.sha256 == ""
+    assert f'RF_URL="{weights.RESTOREFORMER.urls[0]}"' in text
+    assert weights.RESTOREFORMER_MD5 in text and f'RF_NAME="{weights.RESTOREFORMER.name}"' in text
+
+
+def test_restoreformer_is_fetched_only_when_asked_and_checked_by_md5(tmp_path, server, manifest, stand_ins,
+                                                                      monkeypatch) -> None:
+    body = b"restoreformer stand-in" * 100
+    server.files["RestoreFormer.pth"] = body
+    dest = tmp_path / "ckpt"
+    result = run_script(manifest, server, dest, "--size", "256")
+    assert result.returncode == 0 and not (dest / "RestoreFormer.pth").exists()
+    monkeypatch.setenv("RESTOREFORMER_MD5", hashlib.md5(body).hexdigest())
+    result = run_script(manifest, server, dest, "--size", "256", "--restoreformer")
+    assert result.returncode == 0, result.stderr
+    assert (dest / "RestoreFormer.pth").read_bytes() == body and "UNVERIFIED" in result.stderr
+    monkeypatch.setenv("RESTOREFORMER_MD5", "0" * 32)
+    (dest / "RestoreFormer.pth").unlink()
+    result = run_script(manifest, server, dest, "--size", "256", "--restoreformer")
+    assert result.returncode == 1 and not (dest / "RestoreFormer.pth").exists()
+    assert "FAILED the optional RestoreFormer.pth" in result.stderr

@@ -58,6 +58,23 @@ def image_bytes(width, height, fmt):
 
 IMAGE = b64(FACE_JPEG)
 AUDIO = b64(wav(1.0))
+
+
+def silent_video_bytes(seconds):
+    """A real 64x64 25 fps H.264 MP4 without sound."""
+    import tempfile
+
+    from sadtalker.output.ffmpeg import ffmpeg_exe
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "v.mp4"
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=64x64:rate=25", "-t", str(seconds), "-pix_fmt", "yuv420p", str(path)],
+                       check=True)
+        return path.read_bytes()
+
+
+VIDEO_2S = b64(silent_video_bytes(2))
 PNG_300 = image_bytes(300, 300, "PNG")
 
 
@@ -105,7 +122,31 @@ BAD_INPUTS = [
     ('still_mode "true"', valid(still_mode="true"), "invalid_input", {}),
     ("still_mode 1", valid(still_mode=1), "invalid_input", {}),
     ('enhancer "GFPGAN"', valid(enhancer="GFPGAN"), "invalid_input", {}),
-    ('preprocess "extcrop"', valid(preprocess="extcrop"), "invalid_input", {}),
+    ('preprocess "ExtCrop" (case)', valid(preprocess="ExtCrop"), "invalid_input", {}),
+    ("input_yaw a bare number 15", valid(input_yaw=15), "invalid_input", {}),
+    ("input_pitch an empty list", valid(input_pitch=[]), "invalid_input", {}),
+    ("input_roll 17 keyframes", valid(input_roll=[0] * 17), "invalid_input", {}),
+    ("input_yaw [0, 95] out of range", valid(input_yaw=[0, 95]), "invalid_input", {}),
+    ('input_yaw ["10"]', valid(input_yaw=["10"]), "invalid_input", {}),
+    ("pose_scale 2.5", valid(pose_scale=2.5), "invalid_input", {}),
+    ('pose_scale "1"', valid(pose_scale="1"), "invalid_input", {}),
+    ("use_blink 0", valid(use_blink=0), "invalid_input", {}),
+    ("both ref_video_url and ref_video_base64", valid(ref_video_url="https://example.com/v.mp4",
+                                                       ref_video_base64=VIDEO_2S), "invalid_input", {}),
+    ("ref_info without a reference video", valid(ref_info="pose"), "invalid_input", {}),
+    ('ref_info "eyes"', valid(ref_video_base64=VIDEO_2S, ref_info="eyes"), "invalid_input", {}),
+    ("ref_video_base64 not base64", valid(ref_video_base64="not base64!"), "invalid_input", {}),
+    ("ref video is text", valid(ref_video_base64=b64(b"hello, not a video" * 20)), "unsupported_media", {}),
+    ("ref video is a WAV (no video stream)", valid(ref_video_base64=b64(wav(1.0))), "unsupported_media", {}),
+    ("ref video 2 s over MAX_REF_VIDEO_SECONDS=1", valid(ref_video_base64=VIDEO_2S), "invalid_input",
+     {"MAX_REF_VIDEO_SECONDS": "1"}),
+    ("no audio and a reference video without sound", valid(audio_base64=..., ref_video_base64=VIDEO_2S),
+     "invalid_input", {}),
+    ("ref_video_url private 10.0.0.1", valid(ref_video_url="http://10.0.0.1/v.mp4"), "download_failed", {}),
+    ("audio and idle_seconds", valid(idle_seconds=5), "invalid_input", {}),
+    ("idle_seconds 0.5", valid(audio_base64=..., idle_seconds=0.5), "invalid_input", {}),
+    ("idle_seconds 61", valid(audio_base64=..., idle_seconds=61), "invalid_input", {}),
+    ('idle_seconds "5"', valid(audio_base64=..., idle_seconds="5"), "invalid_input", {}),
     ("seed -1", valid(seed=-1), "invalid_input", {}),
     ("seed 2**32", valid(seed=2**32), "invalid_input", {}),
     ('seed "42"', valid(seed="42"), "invalid_input", {}),
@@ -215,7 +256,8 @@ def progress(monkeypatch):
 @pytest.fixture(autouse=True)
 def environment(monkeypatch, loopback_only):
     """No storage and no loopback from the developer's shell; no connection except to loopback."""
-    for name in R2_ENV + ("ALLOW_LOOPBACK_URLS", "MAX_AUDIO_SECONDS", "INLINE_RESULT_MAX_BYTES", "MAX_IMAGE_SIDE"):
+    for name in R2_ENV + ("ALLOW_LOOPBACK_URLS", "MAX_AUDIO_SECONDS", "INLINE_RESULT_MAX_BYTES", "MAX_IMAGE_SIDE",
+                          "MAX_REF_VIDEO_SECONDS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -276,8 +318,30 @@ class TestSuccess:
         assert isinstance(call["options"], RenderOptions) and call["options"].size == 512
         # what rendering needs and nothing else: no sources, no storage credentials
         assert {f.name for f in dataclasses.fields(call["request"])} == {
-            "image_rgb", "wav16k", "options", "seed", "name", "source_audio"}
+            "image_rgb", "wav16k", "options", "seed", "name", "source_audio", "ref_frames"}
         assert call["request"].source_audio.path.startswith(call["workdir"])  # the recording as sent, for the video
+
+    def test_idle_mode_animates_silence_of_idle_seconds(self, pipeline, progress):
+        result = handler.handler({"id": "job-idle", "input": valid(audio_base64=..., idle_seconds=2.5)})
+        assert result["success"] is True, result
+        (call,) = pipeline.calls
+        assert call["wav"].shape == (40000,) and not call["wav"].any()
+        assert call["options"].idle_seconds == 2.5 and call["request"].ref_frames is None
+
+    def test_reference_video_is_decoded_at_25_fps_and_gives_its_sound(self, pipeline, progress, tmp_path):
+        from sadtalker.output.ffmpeg import ffmpeg_exe
+
+        path = tmp_path / "ref.mp4"
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=64x48:rate=30", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=22050",
+                        "-t", "1.2", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+        job = valid(audio_base64=..., ref_video_base64=b64(path.read_bytes()), ref_info="pose+blink")
+        result = handler.handler({"id": "job-ref", "input": job})
+        assert result["success"] is True, result
+        (call,) = pipeline.calls
+        assert call["request"].ref_frames.shape == (30, 48, 64, 3)  # 1.2 s at 25 fps, resampled from 30 fps
+        assert call["options"].ref_info == "pose+blink"
+        assert abs(call["wav"].shape[0] / 16000 - 1.2) < 0.05  # no audio given: the video's own sound
 
     def test_image_and_audio_can_come_from_urls(self, pipeline, progress, monkeypatch, file_server):
         monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")

@@ -120,17 +120,42 @@ class TestStrictTypes:
             ("still_mode", 1, "still_mode must be true or false"),
             ("still_mode", "true", "still_mode must be true or false"),
             ("still_mode", None, "still_mode must be true or false"),
-            ("enhancer", "GFPGAN", "enhancer must be one of 'gfpgan', 'none'"),
-            ("enhancer", None, "enhancer must be one of 'gfpgan', 'none'"),
-            ("preprocess", "extcrop", "preprocess must be one of 'crop', 'resize', 'full'"),
+            ("enhancer", "GFPGAN", "enhancer must be one of 'gfpgan', 'restoreformer', 'none'"),
+            ("enhancer", None, "enhancer must be one of 'gfpgan', 'restoreformer', 'none'"),
+            ("preprocess", "ext", "preprocess must be one of 'crop', 'resize', 'full', 'extcrop', 'extfull'"),
             ("seed", -1, "seed must be an integer from 0 to 4294967295"),
             ("seed", 2**32, "seed must be an integer from 0 to 4294967295"),
             ("seed", "42", "seed must be an integer from 0 to 4294967295"),
             ("seed", True, "seed must be an integer from 0 to 4294967295"),
+            ("input_yaw", 15,
+             "input_yaw must be a list of 1 to 16 numbers from -90 to 90 (degrees), got number 15, e.g. [15]"),
+            ("input_pitch", [], "input_pitch must be a list of 1 to 16 numbers"),
+            ("input_roll", [0] * 17, "input_roll must be a list of 1 to 16 numbers"),
+            ("input_yaw", [0, 91], "item 1 is number 91"),
+            ("input_yaw", [0, "5"], "item 1 is string '5'"),
+            ("input_pitch", [True], "item 0 is boolean true"),
+            ("input_roll", [float("nan")], "item 0 is number nan"),
+            ("input_yaw", "[0, 15]", "input_yaw must be a list"),
+            ("pose_scale", 2.5, "pose_scale must be a number from 0 to 2"),
+            ("pose_scale", -0.1, "pose_scale must be a number from 0 to 2"),
+            ("pose_scale", "1", "pose_scale must be a number from 0 to 2"),
+            ("pose_scale", None, "pose_scale must be a number from 0 to 2"),
+            ("use_blink", 0, "use_blink must be true or false"),
+            ("use_blink", "false", "use_blink must be true or false"),
         ],
     )
     def test_wrong_type_or_range_is_refused_saying_what_is_allowed(self, field, value, expected):
         assert expected in refused(job(**{field: value}))
+
+    def test_camera_pose_scale_and_blink_fields(self):
+        render = parse_job_input(job(input_yaw=[0, 15], input_pitch=[-90, 90.0, 0], input_roll=[5], pose_scale=0,
+                                     use_blink=False)).render
+        assert render.input_yaw == (0.0, 15.0) and render.input_pitch == (-90.0, 90.0, 0.0)
+        assert render.input_roll == (5.0,)
+        assert render.pose_scale == 0.0 and render.use_blink is False
+        defaults = parse_job_input(job(input_yaw=None)).render
+        assert (defaults.input_yaw, defaults.pose_scale, defaults.use_blink) == (None, 1.0, True)
+        assert len(parse_job_input(job(input_roll=[1] * 16)).render.input_roll) == 16
 
     @pytest.mark.parametrize("value", [0, 3, 0.5, 3.0])
     def test_expression_scale_range_is_inclusive(self, value):

@@ -107,7 +107,7 @@ def test_collapsed_landmarks_are_no_face(golden):
 
 def test_unknown_preprocess_mode_is_refused(golden):
     with pytest.raises(ValueError, match="preprocess"):
-        crop.crop_face(golden["image"], golden["crop"]["lm68_full"], "extcrop")
+        crop.crop_face(golden["image"], golden["crop"]["lm68_full"], "widecrop")  # extcrop/extfull are valid now
 
 
 def test_alignment_points_and_trans_params_match_golden_a(golden):

@@ -5,9 +5,9 @@ FPS = 25  # video frame rate: the renderer makes 25 frames per second of audio
 SAMPLE_RATE = 16000  # rate of the decoded mono audio the motion networks read
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms = one video frame
 
-PREPROCESS_MODES = ("crop", "resize", "full")
+PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")  # ext*: the wider border crop
 SIZES = (256, 512)  # render resolutions, one SadTalker weight file each
-ENHANCERS = ("gfpgan", "none")
+ENHANCERS = ("gfpgan", "restoreformer", "none")  # restoreformer: optional weights, refused when absent
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # arithmetic of RENDER_DTYPE and ENHANCER_DTYPE
 FACE_DETECTORS = ("retinaface", "dlib")  # FACE_DETECTOR
 
@@ -15,6 +15,11 @@ EXPRESSION_SCALE_RANGE = (0.0, 3.0)
 POSE_STYLE_RANGE = (0, 45)
 UPSCALES = (1, 2)  # output size factor; the default is 2 with an enhancer, 1 without
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's generators accept as a seed
+CAMERA_ANGLE_RANGE = (-90.0, 90.0)  # input_yaw / input_pitch / input_roll keyframes, degrees
+CAMERA_KEYFRAMES_MAX = 16  # values per camera keyframe list
+IDLE_SECONDS_RANGE = (1.0, 60.0)  # idle_seconds: a job without audio, the face at rest
+REF_INFOS = ("pose", "blink", "pose+blink", "all")  # what a reference video drives
+POSE_SCALE_RANGE = (0.0, 2.0)  # pose_scale: generated head motion around the source pose (our addition)
 
 
 def is_full(preprocess: str) -> bool:

@@ -17,9 +17,10 @@ class RenderOptions:
 
     # Less head motion (pose held at the source's).
     still_mode: bool = False
-    # Face restoration after rendering: "gfpgan" or "none".
+    # Face restoration after rendering: "gfpgan", "restoreformer" (optional weights) or "none".
     enhancer: str = "gfpgan"
-    # "crop" (animate the face crop), "resize" (whole image as the face), "full" (crop, then paste back).
+    # "crop" (animate the face crop), "resize" (whole image as the face), "full" (crop, then paste back);
+    # "extcrop" / "extfull": the same with the wider border crop around the face square.
     preprocess: str = "crop"
     # Face render resolution, 256 or 512.
     size: int = 256
@@ -29,6 +30,19 @@ class RenderOptions:
     pose_style: int = 0
     # Output size factor, 1 or 2 (the reference's GFPGANer(upscale=2)). None: 2 with an enhancer, 1 without.
     upscale: Optional[int] = None
+    # Camera keyframes in degrees (1 to 16 values each), spread over the video as the reference's
+    # gen_camera_pose; they replace the renderer's predicted angle. None: the angle stays predicted.
+    input_yaw: Optional[Tuple[float, ...]] = None
+    input_pitch: Optional[Tuple[float, ...]] = None
+    input_roll: Optional[Tuple[float, ...]] = None
+    # Scales the generated head motion around the source pose, 0 to 2 (0 = still head). Our addition.
+    pose_scale: float = 1.0
+    # Random blinks (the web demo's use_blink switch); False = none.
+    use_blink: bool = True
+    # Idle mode: no audio, this many seconds of blinks and head motion over silence (1 to 60). None: audio.
+    idle_seconds: Optional[float] = None
+    # What a reference video drives: "pose", "blink", "pose+blink" or "all"; None when there is no video.
+    ref_info: Optional[str] = None
 
     @property
     def output_scale(self) -> int:
@@ -60,6 +74,8 @@ class AnimationRequest:
     name: str = "video"
     # The recording to put in the video; None muxes ``wav16k`` (16 kHz mono).
     source_audio: Optional[SourceAudio] = None
+    # The reference video's frames at 25 fps, (N, H, W, 3) uint8 RGB, when ``options.ref_info`` is set.
+    ref_frames: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ upscale.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,11 +40,14 @@ def _resize(x: Tensor, size: Tuple[int, int]) -> Tensor:
 
 
 class FaceEnhancer:
-    """GFPGAN restorer for aligned faces, on the network's device and dtype."""
+    """A face restorer (GFPGAN, or RestoreFormer with its ``forward``) for aligned faces, on the network's device
+    and dtype. ``forward(net, x)`` maps (B, 3, S, S) in [-1, 1] to the restored faces, S = ``dims.out_size``."""
 
     def __init__(self, net: nn.Module, dims: EnhancerDims = OFFICIAL, batch_size: int = DEFAULT_BATCH,
-                 precision: str = "fp32", memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 precision: str = "fp32", memory_format: torch.memory_format = torch.contiguous_format,
+                 forward: Callable[[nn.Module, Tensor], Tensor] = gfpgan_forward) -> None:
         self.net = net.eval().requires_grad_(False)  # prepared by sadtalker.kernels.enhancer.prepare_enhancer
+        self.forward = forward
         self.dims = dims
         self.batch_size = batch_size
         self.precision = check_precision(precision)  # see sadtalker.core.precision
@@ -63,7 +66,7 @@ class FaceEnhancer:
         x = _resize(faces.to(self.device, torch.float32), (side, side)) * 2.0 - 1.0
         x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
         with precision_context(self.device, self.precision):
-            restored = gfpgan_forward(self.net, x)
+            restored = self.forward(self.net, x)
         restored = (restored.float().contiguous().clamp(-1.0, 1.0) + 1.0) / 2.0
         return _resize(restored, out_size).clamp(0.0, 1.0)
 

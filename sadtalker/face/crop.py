@@ -40,10 +40,18 @@ class CropInfo:
     rsize: Tuple[int, int]  # (W, H) after the optional shrink
     border_crop: Optional[Box] = None  # (clx, cly, crx, cry) in shrunk-image pixels
     quad: Optional[Tuple[float, float, float, float]] = None  # (lx, ly, rx, ry) inside border_crop
+    # extcrop/extfull: the inner square's integer size (rx - lx, ry - ly), which the reference's crop_info
+    # carries even though the source is the wider border crop; it sets the shape of extcrop's output frames.
+    quad_size: Optional[Tuple[int, int]] = None
 
     @property
     def size(self) -> Tuple[int, int]:
         return (self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+    @property
+    def frame_size(self) -> Tuple[int, int]:
+        """(w, h) whose aspect the output frames take in the crop modes: the quad's in ext modes, else the box's."""
+        return self.quad_size if self.quad_size is not None else self.size
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,8 @@ def _resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 def crop_face(image: np.ndarray, landmarks: np.ndarray, preprocess: str) -> Tuple[np.ndarray, CropInfo]:
-    """Cut the face region for ``crop``/``full`` (the same square) or take the whole image (``resize``).
+    """Cut the face region for ``crop``/``full`` (the same square), ``extcrop``/``extfull`` (the wider border crop
+    around it, the reference's ``crop(..., still=True)``), or take the whole image (``resize``).
 
     image: (H, W, 3) uint8 RGB. Returns the region (h, w, 3) uint8 and its :class:`CropInfo`.
     Raises NoFaceDetected when the landmarks give an empty region.
@@ -131,7 +140,13 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, preprocess: str) -> Tupl
     fq = face_quad(landmarks, (width, height))
     clx, cly, crx, cry = fq.border_crop
     lx, ly, rx, ry = (int(v) for v in fq.quad)
-    region = _resize(image, fq.rsize)[cly:cry, clx:crx][ly:ry, lx:rx]
+    extended = preprocess.startswith("ext")
+    region = _resize(image, fq.rsize)[cly:cry, clx:crx]
+    quad_size = (rx - lx, ry - ly) if extended else None
+    if extended:
+        lx, ly = 0, 0  # the border crop itself: its box starts at (clx, cly)
+    else:
+        region = region[ly:ry, lx:rx]
     if region.shape[0] < 2 or region.shape[1] < 2:
         raise NoFaceDetected("the detected face region is empty; use a photo with one clearly visible face")
     scale_x, scale_y = width / fq.rsize[0], height / fq.rsize[1]  # 1.0 unless the image was shrunk
@@ -141,7 +156,8 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, preprocess: str) -> Tupl
         int(round((clx + lx + region.shape[1]) * scale_x)),
         int(round((cly + ly + region.shape[0]) * scale_y)),
     )
-    info = CropInfo(original_size=(width, height), box=box, rsize=fq.rsize, border_crop=fq.border_crop, quad=fq.quad)
+    info = CropInfo(original_size=(width, height), box=box, rsize=fq.rsize, border_crop=fq.border_crop, quad=fq.quad,
+                    quad_size=quad_size)
     return region, info
 
 

@@ -3,7 +3,8 @@
 The reference's ``CropAndExtract.generate`` without its files:
 
 1. landmarks on the photo (skipped in ``resize`` mode, which uses the whole image);
-2. crop (``crop``/``full``: the face square) and resize to size x size (OpenCV bilinear): the source image;
+2. crop (``crop``/``full``: the face square; ``extcrop``/``extfull``: the border crop around it) and resize
+   to size x size (OpenCV bilinear): the source image;
 3. landmarks again on the source image; if none are found there, the 5-point template stands in
    (the reference's fallback) in crop/full mode, while ``resize`` mode, which found no face anywhere,
    raises NoFaceDetected;
@@ -102,7 +103,7 @@ def preprocess_image(
     image_rgb : (H, W, 3) uint8 RGB photo.
     finder : a face finder; may be None when both landmark sets are given.
     recon_net : ReconNet, already on its device (tensors follow the network's parameters).
-    preprocess : "crop", "resize" or "full".
+    preprocess : "crop", "resize", "full", "extcrop" or "extfull".
     size : 256 or 512.
     landmarks, crop_landmarks : optional (68, 2) landmarks (x, y, y down) on the photo and on the
         size x size source image, used instead of running the finder.
@@ -113,3 +114,85 @@ def preprocess_image(
     lm_yup = crop_landmarks_for_alignment(finder, source, crop_landmarks)
     recon = reconstruct(recon_net, source, lm_yup)
     return Preprocessed(source_image=source, coeff_3dmm=recon.coeff_3dmm, crop_info=info)
+
+
+# --- reference video (issue 15) -------------------------------------------------------------------------------
+
+VIDEO_SIZE = 256  # the reference preprocesses a video at 256 whatever the job's size
+RECON_BATCH = 16  # ReconNet frames per call
+
+
+@dataclass(frozen=True)
+class VideoCoefficients:
+    coeff_3dmm: np.ndarray  # (N, 73) float32 per frame: exp 64 | angle 3 | trans 3 | s, tx, ty
+    full_3dmm: np.ndarray  # (N, 257) float32
+    filled: int  # frames without a face on the crop, given the nearest frame's coefficients
+    crop_info: CropInfo  # the crop of frame 0, applied to every frame
+
+
+@torch.no_grad()
+def preprocess_video(
+    frames: np.ndarray,
+    finder: Optional[FaceFinder],
+    recon_net: ReconNet,
+    preprocess: str,
+    *,
+    landmarks: Optional[np.ndarray] = None,
+    crop_landmarks: Optional[np.ndarray] = None,
+) -> VideoCoefficients:
+    """Reference video frames (N, H, W, 3) uint8 RGB -> per-frame 3DMM coefficients, as the reference's
+    ``CropAndExtract.generate(video, source_image_flag=False)`` builds them:
+
+    1. landmarks on frame 0 only; its crop box (mode ``preprocess``) cuts EVERY frame;
+    2. each crop resized to 256 x 256 (the reference passes no size for videos);
+    3. landmarks per frame on the 256 crops, 5-point alignment, and ReconNet in batches of 16 on the network's device.
+
+    No face on frame 0: NoFaceDetected. A frame whose crop shows no face gets the coefficients of the nearest frame
+    that has one (counted in ``filled``); no face on any crop: NoFaceDetected.
+    ``landmarks`` (68, 2) on frame 0 and ``crop_landmarks`` (N, 68, 2) on the crops may be injected (tests).
+    """
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be (N, H, W, 3) with N >= 1, got {frames.shape}")
+    if preprocess != "resize" and landmarks is None:
+        try:
+            landmarks = finder.landmarks(frames[0])
+        except NoFaceDetected:
+            raise NoFaceDetected("no face was found on the first frame of the reference video") from None
+    _, info = crop_face(frames[0], landmarks, preprocess)
+    aligned, found = [], []
+    for index, frame in enumerate(frames):
+        region, _ = crop_face(frame, landmarks, preprocess)
+        crop = resize_source(region, VIDEO_SIZE)
+        if crop_landmarks is not None:
+            lm = crop_landmarks[index]
+        else:
+            try:
+                lm = finder.landmarks(crop)
+            except NoFaceDetected:
+                continue
+        aligned.append(align3dmm.align_image(crop, align3dmm.flip_y(lm, VIDEO_SIZE)))
+        found.append(index)
+    if not found:
+        raise NoFaceDetected("no face was found on the reference video's frames")
+    param = next(recon_net.parameters())
+    full_parts = []
+    for start in range(0, len(aligned), RECON_BATCH):
+        batch = np.stack([a.image for a in aligned[start : start + RECON_BATCH]])
+        tensor = torch.tensor(batch / 255.0, dtype=torch.float32).permute(0, 3, 1, 2)
+        full_parts.append(recon_net(tensor.to(device=param.device, dtype=param.dtype)).float().cpu())
+    full = torch.cat(full_parts)
+    crop_params = np.stack([a.trans_params[2:5] for a in aligned]).astype(np.float32)
+    coeff = np.concatenate([select_coeff_70(full).numpy(), crop_params], axis=1).astype(np.float32)
+    nearest = _nearest(np.asarray(found), len(frames))
+    return VideoCoefficients(coeff_3dmm=coeff[nearest], full_3dmm=full.numpy()[nearest],
+                             filled=len(frames) - len(found), crop_info=info)
+
+
+def _nearest(found: np.ndarray, count: int) -> np.ndarray:
+    """For each of ``count`` frames, the position in ``found`` (sorted frame indices) of the nearest found frame
+    (the earlier one on a tie)."""
+    position = np.searchsorted(found, np.arange(count))
+    before = np.clip(position - 1, 0, len(found) - 1)
+    after = np.clip(position, 0, len(found) - 1)
+    frames = np.arange(count)
+    return np.where(np.abs(found[after] - frames) < np.abs(frames - found[before]), after, before)

@@ -83,11 +83,14 @@ def _module_place(module: torch.nn.Module) -> tuple:
 
 @torch.no_grad()
 def predict_exp(audio2exp: ExpNet, indiv_mels: np.ndarray, ref_exp: np.ndarray, blink: np.ndarray) -> np.ndarray:
-    """ExpNet over all frames: mels (T, 80, 16), ref_exp (64,), blink (T, 1) -> exp (T, 64) float32."""
+    """ExpNet over all frames: mels (T, 80, 16), ref_exp (64,) or per frame (T, 64), blink (T, 1) -> exp (T, 64).
+
+    A per-frame ``ref_exp`` is the reference's ``ref_eyeblink``: the video's expressions instead of the source's."""
     device, dtype = _module_place(audio2exp)
     frames = indiv_mels.shape[0]
     mels = torch.as_tensor(indiv_mels, dtype=dtype, device=device).unsqueeze(1)
-    ref = torch.as_tensor(ref_exp, dtype=dtype, device=device).reshape(1, -1).expand(frames, -1)
+    ref = torch.as_tensor(np.asarray(ref_exp), dtype=dtype, device=device)
+    ref = ref.reshape(1, -1).expand(frames, -1) if ref.ndim == 1 else ref.reshape(frames, -1)
     ratio = torch.as_tensor(blink, dtype=dtype, device=device).reshape(frames, 1)
     out = [
         audio2exp(mels[i : i + EXP_BATCH], ref[i : i + EXP_BATCH], ratio[i : i + EXP_BATCH])
@@ -173,6 +176,7 @@ def audio_to_coeffs(
     generator: torch.Generator,
     *,
     pose_z: Optional[Tensor] = None,
+    ref_exp: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Per-frame motion coefficients.
 
@@ -184,13 +188,14 @@ def audio_to_coeffs(
     pose_style : 0..45.
     generator : CPU generator for the PoseVAE z draws (seeded from the job's seed).
     pose_z : optional (ceil((T-1)/32), 64) draws used instead of ``generator``.
+    ref_exp : optional (T, 64) per-frame expressions for ExpNet instead of the source's (``ref_eyeblink``).
 
     Returns
     -------
     (T, 70) float32: exp 64 | smoothed pose 6.
     """
     frames = indiv_mels.shape[0]
-    exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[:64], blink)
+    exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[:64] if ref_exp is None else ref_exp, blink)
     if pose_z is None:
         pose_z = draw_pose_z(pose_chunk_count(frames, audio2pose.dims.seq_len), generator, audio2pose.dims.latent)
     motion = predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[64:70], pose_style, pose_z)
@@ -200,21 +205,26 @@ def audio_to_coeffs(
 
 def chunked_coefficients(
     audio2exp: ExpNet, audio2pose: PoseVAE, indiv_mels: np.ndarray, coeff_3dmm: np.ndarray, chunks: List[Chunk],
-    seed: int, pose_style: int, on_chunk: Callable[[int], None] = lambda done: None,
+    seed: int, pose_style: int, on_chunk: Callable[[int], None] = lambda done: None, *, use_blink: bool = True,
+    ref_exp: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """(T, 70) coefficients of the whole audio: each chunk from the source coefficients, with blinks and PoseVAE
     draws seeded from ``seed`` and the chunk's index, its pose carried across the seam (:mod:`.seams`).
 
-    ``on_chunk(done)`` is called after each chunk with the number of chunks done.
+    ``on_chunk(done)`` is called after each chunk with the number of chunks done. ``use_blink`` False gives
+    ExpNet a zero blink ratio (the web demo's ``use_blink`` switch). ``ref_exp`` (T, 64): per-frame expressions
+    for ExpNet (a reference video's, :func:`loop_frames`), sliced per chunk.
     """
     parts: List[np.ndarray] = []
     for chunk in chunks:
         cseed = chunk_seed(seed, chunk.index)
         blink = blink_sequence(chunk.n_frames, random.Random(cseed))
+        if not use_blink:
+            blink = np.zeros_like(blink)
         generator = torch.Generator().manual_seed(cseed)
         coeffs = audio_to_coeffs(
             audio2exp, audio2pose, indiv_mels[chunk.start_frame : chunk.end_frame], coeff_3dmm, blink, pose_style,
-            generator,
+            generator, ref_exp=None if ref_exp is None else ref_exp[chunk.start_frame : chunk.end_frame],
         )
         parts.append(coeffs if not parts else carry_pose(parts[-1], coeffs))
         on_chunk(chunk.index + 1)
@@ -223,3 +233,39 @@ def chunked_coefficients(
         jumps = seam_jumps(coeffs, [c.start_frame for c in chunks[1:]])
         log.info("pose jump at seams / inside chunks: %.3f", jumps.worst_ratio)
     return coeffs
+
+
+def scale_pose(coeffs: np.ndarray, source_pose: np.ndarray, scale: float) -> np.ndarray:
+    """Head motion scaled around the source pose: pose = source + scale * (pose - source), columns 64:70.
+
+    ``scale`` 1 returns ``coeffs`` unchanged (bit for bit), 0 holds the source pose on every frame. Our addition
+    (``pose_scale``); the reference has no such control.
+    """
+    if scale == 1.0:
+        return coeffs
+    out = np.array(coeffs, dtype=np.float32)
+    source = np.asarray(source_pose, dtype=np.float32).reshape(1, 6)
+    out[:, 64:70] = source + np.float32(scale) * (out[:, 64:70] - source)
+    return out
+
+
+def loop_frames(values: np.ndarray, frames: int) -> np.ndarray:
+    """A reference video's per-frame rows (N, C) looped to ``frames`` rows: row i is video frame i % N (the
+    reference's ``div`` whole copies plus the first ``re`` rows); a longer video is cut."""
+    values = np.asarray(values)
+    return values[np.arange(frames) % values.shape[0]]
+
+
+def ref_pose_delta(video_pose: np.ndarray, frames: int) -> np.ndarray:
+    """(N, 6) video pose -> (frames, 6) float32 delta relative to the video's first frame, looped
+    (the reference's ``using_refpose``: ``refpose[:T] - refpose[0:1]``, taken in float32)."""
+    looped = loop_frames(np.asarray(video_pose, dtype=np.float32), frames)
+    return looped - looped[0:1]
+
+
+def apply_ref_pose(coeffs: np.ndarray, video_pose: np.ndarray) -> np.ndarray:
+    """Generated (T, 70) coefficients with the video's head motion added to the pose columns 64:70
+    (after smoothing, as the reference's ``using_refpose``)."""
+    out = np.array(coeffs, dtype=np.float32)
+    out[:, 64:70] = out[:, 64:70] + ref_pose_delta(video_pose, out.shape[0])
+    return out

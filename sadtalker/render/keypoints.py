@@ -10,6 +10,8 @@ pose from MappingNet's bins (see :mod:`sadtalker.render.mapping`).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,12 +85,18 @@ def rotation_matrix(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
     return torch.einsum("bij,bjk,bkm->bim", rx, ry, rz)
 
 
-def transform_keypoints(kp_canonical: Tensor, pose: HeadPose) -> Tensor:
+def transform_keypoints(kp_canonical: Tensor, pose: HeadPose, camera: Optional[Tensor] = None) -> Tensor:
     """Canonical keypoints (B, K, 3) posed by MappingNet's output -> (B, K, 3).
 
     Only t's y component is used (the reference zeroes x and z); exp (B, 3K) is a per-keypoint offset.
+    ``camera`` (B, 3): (yaw, pitch, roll) degrees that replace the predicted angles (the reference's ``yaw_in``,
+    ``pitch_in``, ``roll_in``); a NaN keeps the predicted angle.
     """
-    rot = rotation_matrix(bins_to_degrees(pose.yaw), bins_to_degrees(pose.pitch), bins_to_degrees(pose.roll))
+    angles = [bins_to_degrees(pose.yaw), bins_to_degrees(pose.pitch), bins_to_degrees(pose.roll)]
+    if camera is not None:
+        camera = camera.to(device=angles[0].device, dtype=angles[0].dtype)
+        angles = [torch.where(torch.isnan(camera[:, i]), angle, camera[:, i]) for i, angle in enumerate(angles)]
+    rot = rotation_matrix(*angles)
     rotated = torch.einsum("bmp,bkp->bkm", rot, kp_canonical)
     t = pose.t * torch.tensor([0.0, 1.0, 0.0], dtype=pose.t.dtype, device=pose.t.device)
     return (rotated + t.unsqueeze(1)) + pose.exp.view(pose.exp.shape[0], -1, 3)

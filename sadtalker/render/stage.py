@@ -92,11 +92,13 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 def render(
     models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
-    target_windows: np.ndarray, batch_size: int, precision: str = "fp32",
+    target_windows: np.ndarray, batch_size: int, precision: str = "fp32", camera: Optional[np.ndarray] = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
 
     source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27).
+    ``camera``: optional (T, 3) (yaw, pitch, roll) degrees per frame replacing MappingNet's angles, NaN = keep
+    (:func:`sadtalker.render.camera.camera_sequence`).
     Runs on the device and dtype of ``models``; ``precision`` (fp32, tf32, fp16, bf16) sets the arithmetic of the
     whole region (:func:`precision_context`).
     On CUDA each batch's frames travel to pinned host memory asynchronously while the next batch renders.
@@ -120,7 +122,8 @@ def render(
         with torch.inference_mode(), precision_context(device, precision):
             batch = windows[start : start + batch_size].to(device, dtype, non_blocking=True)
             n = batch.shape[0]
-            kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch))
+            angles = None if camera is None else torch.from_numpy(np.asarray(camera[start : start + n], np.float32))
+            kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch), angles)
             ready = list(downloads.push(render_frames(models, feature, kp_source, kp_driving)))
         yield from ready
     yield from downloads.drain()

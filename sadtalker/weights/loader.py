@@ -257,6 +257,28 @@ def load_gfpgan(
     return net
 
 
+RESTOREFORMER_FILE = "RestoreFormer.pth"
+
+
+def load_restoreformer(
+    checkpoints_dir: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+    args=None, file_name: str = RESTOREFORMER_FILE,
+) -> Optional[nn.Module]:
+    """RestoreFormer from ``checkpoints_dir/RestoreFormer.pth`` (``params_ema``, else ``params``, strict), or None
+    when the file is absent (it is optional: no published hash). A present but broken file raises CheckpointError."""
+    from sadtalker.enhance.restoreformer import OFFICIAL_ARGS, build_restoreformer
+
+    path = os.path.join(checkpoints_dir, file_name)
+    if not os.path.isfile(path):
+        return None
+    container = read_torch_file(path)
+    entry = "params_ema" if isinstance(container, dict) and "params_ema" in container else "params"
+    state_dict = read_torch_entry(path, entry)
+    net = build_restoreformer(OFFICIAL_ARGS if args is None else args, device="meta")
+    load_strict(net, state_dict, f"{file_name} [{entry}]", assign=True)
+    return _finish(net, device, dtype)
+
+
 def load_retinaface(path: str, device: Union[str, torch.device]) -> nn.Module:
     """facexlib RetinaFace-ResNet50 with the file's weights (a leading ``module.`` stripped), eval."""
     from sadtalker.core.compat import patch_torchvision

@@ -100,6 +100,22 @@ WEIGHTS: Tuple[WeightFile, ...] = (
     ),
 )
 
+# Optional: the RestoreFormer enhancer (enhancer=restoreformer). The file is the reference's, from GFPGAN's release
+# v1.3.4 (also attached to v1.3.0). Neither a SHA-256 nor a size is published for it (not in the release, not in
+# GFPGAN's or SadTalker's code; the only published digest we found is an MD5, eaeeff6c4a1caa1673977cb374e6f699, in
+# lama-cleaner's downloader). So it is not in WEIGHTS: the download script fetches it only with --restoreformer
+# (checking that MD5), the start-up check does not require it, and a worker without it refuses
+# enhancer=restoreformer with invalid_input. An operator who installs it does so at their own trust.
+RESTOREFORMER = WeightFile(
+    name="RestoreFormer.pth",
+    size_bytes=0,  # unknown: no published size
+    sha256="",  # unknown: no published SHA-256
+    render_sizes=(),
+    urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth",),
+    purpose="RestoreFormer face restoration (enhancer=restoreformer), optional and unverified",
+)
+RESTOREFORMER_MD5 = "eaeeff6c4a1caa1673977cb374e6f699"  # third-party (lama-cleaner), the only published digest
+
 # Only the retinaface face finder reads the FAN landmark file; FACE_DETECTOR=dlib does not.
 RETINAFACE_ONLY = frozenset({"alignment_WFLW_4HG.pth"})
 

@@ -24,7 +24,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -209,3 +209,104 @@ def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     if resampled.shape[0] < target:
         resampled = np.pad(resampled, (0, target - resampled.shape[0]))
     return np.ascontiguousarray(resampled[:target], dtype=np.float32)
+
+
+# --- reference video (issue 15) -------------------------------------------------------------------------------
+
+REF_VIDEO_FPS = 25  # the rate the video is resampled to, by time (one frame per 40 ms of the output)
+REF_VIDEO_MAX_PIXELS = 2 * 1024**3 // 3  # decoded frames held at once: 2 GiB of RGB
+
+
+def silent_audio(seconds: float, workdir: Union[str, Path]) -> DecodedAudio:
+    """Idle mode's sound track: ``seconds`` of 16 kHz mono silence (written as a WAV for the muxer)."""
+    import wave
+
+    samples = np.zeros(int(round(seconds * SAMPLE_RATE)), dtype=np.float32)
+    path = Path(workdir) / "idle.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(b"\0\0" * samples.size)
+    source = SourceAudio(path=str(path), sample_rate=SAMPLE_RATE, channels=1)
+    return DecodedAudio(samples=samples, duration_s=samples.size / SAMPLE_RATE, peak=0.0, source=source)
+
+
+def decode_video(data: bytes, workdir: Union[str, Path], max_seconds: float, max_side: int) -> np.ndarray:
+    """A reference video -> (N, H, W, 3) uint8 RGB frames at 25 fps.
+
+    Any container and codec ffmpeg decodes. A video at another rate is resampled to 25 fps by time (ffmpeg's
+    ``fps`` filter: for each 40 ms output slot the frame shown at that time), not one input frame per output
+    frame. The bytes stay in the work folder as ``ref_video.input`` (its sound may become the job's audio).
+    No video stream, or not decodable: ``unsupported_media``; longer than ``max_seconds``, a side above
+    ``max_side``, or too many pixels to hold: ``invalid_input``.
+    """
+    path = Path(workdir) / "ref_video.input"
+    path.write_bytes(data)
+    first = _ffmpeg_video(str(path), ["-frames:v", "1", "-f", "image2pipe", "-c:v", "png"], "read")
+    try:
+        width, height = Image.open(io.BytesIO(first)).size
+    except (UnidentifiedImageError, OSError):
+        raise UnsupportedMedia("ffmpeg could not decode a frame of the reference video") from None
+    if max(width, height) > max_side:
+        raise InvalidInput(
+            f"the reference video is {width}x{height}; the largest side allowed is {max_side} (MAX_IMAGE_SIDE)"
+        )
+    limit_frames = int(np.floor(max_seconds * REF_VIDEO_FPS + 1e-9))
+    if limit_frames * width * height > REF_VIDEO_MAX_PIXELS:
+        limit_frames = REF_VIDEO_MAX_PIXELS // (width * height)
+    raw = _ffmpeg_video(
+        str(path),
+        ["-vf", f"fps={REF_VIDEO_FPS}", "-frames:v", str(limit_frames + 1), "-f", "rawvideo", "-pix_fmt", "rgb24"],
+        "decode",
+    )
+    frame_bytes = width * height * 3
+    count = len(raw) // frame_bytes
+    if count == 0:
+        raise UnsupportedMedia("the reference video has no frame ffmpeg could decode")
+    if count > limit_frames:
+        seconds = limit_frames / REF_VIDEO_FPS
+        raise InvalidInput(
+            f"the reference video is longer than {seconds:g} s at {width}x{height} (MAX_REF_VIDEO_SECONDS is "
+            f"{max_seconds:g}); send a shorter or smaller video"
+        )
+    return np.frombuffer(raw[: count * frame_bytes], dtype=np.uint8).reshape(count, height, width, 3).copy()
+
+
+def _ffmpeg_video(path: str, output_args: list, what: str) -> bytes:
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-map", "0:v:0", "-an",
+            *output_args, "pipe:1"]
+    try:
+        result = subprocess.run(argv, capture_output=True, check=True, timeout=FFMPEG_TIMEOUT_S)
+    except subprocess.CalledProcessError as error:
+        stderr = error.stderr.decode("utf-8", "replace").replace(path, "<input>")
+        stderr = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())[-STDERR_TAIL_CHARS:]
+        if "matches no streams" in stderr:
+            raise UnsupportedMedia("the reference video has no video stream (ffmpeg found none to decode)") from None
+        raise UnsupportedMedia(f"ffmpeg could not {what} the reference video: {stderr or 'no message'}") from None
+    except subprocess.TimeoutExpired:
+        raise UnsupportedMedia(
+            f"ffmpeg took longer than {FFMPEG_TIMEOUT_S:g} s to decode the reference video") from None
+    if not result.stdout:
+        raise UnsupportedMedia("the reference video has no frame ffmpeg could decode")
+    return result.stdout
+
+
+def job_audio(
+    audio_bytes: Optional[bytes], video_bytes: Optional[bytes], idle_seconds: Optional[float],
+    workdir: Union[str, Path], max_seconds: float,
+) -> DecodedAudio:
+    """The job's sound: the caller's audio; else idle mode's silence; else the reference video's own sound."""
+    if audio_bytes is not None:
+        return decode_audio(audio_bytes, workdir, max_seconds)
+    if idle_seconds is not None:
+        return silent_audio(idle_seconds, workdir)
+    if video_bytes is None:
+        raise InvalidInput("give audio_url or audio_base64, idle_seconds, or a reference video with sound")
+    try:
+        return decode_audio(video_bytes, Path(workdir), max_seconds)
+    except UnsupportedMedia:
+        raise InvalidInput(
+            "the reference video has no sound to use as the job's audio; send audio_url / audio_base64 or "
+            "idle_seconds"
+        ) from None

@@ -16,11 +16,12 @@ import binascii
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from sadtalker.core.constants import (
-    ENHANCERS, EXPRESSION_SCALE_RANGE, POSE_STYLE_RANGE, PREPROCESS_MODES, SEED_RANGE, SIZES, UPSCALES,
+    CAMERA_ANGLE_RANGE, CAMERA_KEYFRAMES_MAX, ENHANCERS, EXPRESSION_SCALE_RANGE, IDLE_SECONDS_RANGE, POSE_SCALE_RANGE,
+    POSE_STYLE_RANGE, PREPROCESS_MODES, REF_INFOS, SEED_RANGE, SIZES, UPSCALES,
 )
 from sadtalker.core.contract import RenderOptions
 from sadtalker.core.errors import InvalidInput
@@ -29,7 +30,7 @@ URL_SCHEMES = ("http", "https")
 MAX_URL_CHARS = 4096
 R2_FIELDS = ("endpoint_url", "access_key_id", "secret_access_key", "bucket_name")
 
-_SOURCE_FIELDS = ("image_url", "image_base64", "audio_url", "audio_base64")
+_SOURCE_FIELDS = ("image_url", "image_base64", "audio_url", "audio_base64", "ref_video_url", "ref_video_base64")
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -67,12 +68,15 @@ class JobOptions:
     """One job's validated input: where the media come from, how to render, where the video goes."""
 
     image: MediaSource
-    audio: MediaSource
+    # None: idle mode (``render.idle_seconds``) or the sound of the reference video.
+    audio: Optional[MediaSource]
     render: RenderOptions = RenderOptions()
     # Storage credentials from the payload, or None (environment, else inline result).
     r2: Optional[R2Credentials] = None
     # Random seed; same inputs + same seed = same video. None = a fresh seed per job.
     seed: Optional[int] = None
+    # The reference video (ref_video_url / ref_video_base64), or None.
+    ref_video: Optional[MediaSource] = None
 
 
 def parse_job_input(raw: Any) -> JobOptions:
@@ -81,7 +85,14 @@ def parse_job_input(raw: Any) -> JobOptions:
         raise InvalidInput(f"job input must be a JSON object, got {_type_name(raw)}")
     _reject_unknown(raw, _ALLOWED_FIELDS, where="input")
     image = _source(raw, "image")
-    audio = _source(raw, "audio")
+    ref_video = _source(raw, "ref_video", required=False)
+    idle_seconds = _optional_number(raw, "idle_seconds", IDLE_SECONDS_RANGE)
+    audio = _source(raw, "audio", required=idle_seconds is None and ref_video is None)
+    if audio is not None and idle_seconds is not None:
+        raise InvalidInput(f"give either {audio.field} or idle_seconds, not both (idle mode animates silence)")
+    ref_info = _choice(raw, "ref_info", "pose", REF_INFOS) if ref_video is not None else None
+    if ref_video is None and raw.get("ref_info") is not None:
+        raise InvalidInput("ref_info needs a reference video: give ref_video_url or ref_video_base64")
     defaults = RenderOptions()
     render = RenderOptions(
         still_mode=_bool(raw, "still_mode", defaults.still_mode),
@@ -91,12 +102,21 @@ def parse_job_input(raw: Any) -> JobOptions:
         expression_scale=_number(raw, "expression_scale", defaults.expression_scale, EXPRESSION_SCALE_RANGE),
         pose_style=_int_range(raw, "pose_style", defaults.pose_style, POSE_STYLE_RANGE),
         upscale=_int_choice(raw, "upscale", None, UPSCALES),
+        input_yaw=_angles(raw, "input_yaw"),
+        input_pitch=_angles(raw, "input_pitch"),
+        input_roll=_angles(raw, "input_roll"),
+        pose_scale=_number(raw, "pose_scale", defaults.pose_scale, POSE_SCALE_RANGE),
+        use_blink=_bool(raw, "use_blink", defaults.use_blink),
+        idle_seconds=idle_seconds,
+        ref_info=ref_info,
     )
-    return JobOptions(image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")))
+    return JobOptions(image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")),
+                      ref_video=ref_video)
 
 
 _ALLOWED_FIELDS = _SOURCE_FIELDS + (
-    "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "upscale", "r2", "seed",
+    "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "upscale",
+    "input_yaw", "input_pitch", "input_roll", "pose_scale", "use_blink", "idle_seconds", "ref_info", "r2", "seed",
 )
 
 
@@ -139,12 +159,17 @@ def _reject_unknown(raw: Mapping, allowed: tuple, where: str) -> None:
         )
 
 
-def _source(raw: Mapping, kind: str) -> MediaSource:
+def _source(raw: Mapping, kind: str, required: bool = True) -> Optional[MediaSource]:
     url_field, b64_field = f"{kind}_url", f"{kind}_base64"
     given = [name for name in (url_field, b64_field) if raw.get(name) is not None]
+    if not given and not required:
+        return None
     if len(given) != 1:
         problem = "both were given" if given else "neither was given"
-        raise InvalidInput(f"give exactly one of {url_field} or {b64_field} ({problem})")
+        if kind == "audio" and not given:
+            problem += "; without audio, give idle_seconds or a reference video with sound"
+        which = "exactly" if required else "at most"
+        raise InvalidInput(f"give {which} one of {url_field} or {b64_field} ({problem})")
     name = given[0]
     value = raw[name]
     if not isinstance(value, str):
@@ -246,6 +271,35 @@ def _number(raw: Mapping, name: str, default: float, bounds: tuple) -> float:
     if not is_number or not math.isfinite(value) or not low <= value <= high:
         raise InvalidInput(f"{name} must be a number from {low:g} to {high:g}, got {_json_type(value)}")
     return float(value)
+
+
+def _angles(raw: Mapping, name: str) -> Optional[Tuple[float, ...]]:
+    """A camera keyframe list: 1 to 16 finite numbers, degrees in [-90, 90]. null or absent = None."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    low, high = CAMERA_ANGLE_RANGE
+    rule = f"a list of 1 to {CAMERA_KEYFRAMES_MAX} numbers from {low:g} to {high:g} (degrees)"
+    if not isinstance(value, (list, tuple)):
+        hint = f", e.g. [{value!r}]" if _is_number(value) else ""
+        raise InvalidInput(f"{name} must be {rule}, got {_json_type(value)}{hint}")
+    if not 1 <= len(value) <= CAMERA_KEYFRAMES_MAX:
+        raise InvalidInput(f"{name} must be {rule}, got a list of {len(value)}")
+    for index, item in enumerate(value):
+        if not _is_number(item) or not math.isfinite(item) or not low <= item <= high:
+            raise InvalidInput(f"{name} must be {rule}; item {index} is {_json_type(item)}")
+    return tuple(float(item) for item in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional_number(raw: Mapping, name: str, bounds: tuple) -> Optional[float]:
+    """A number in ``bounds``, or None when absent or null."""
+    if raw.get(name) is None:
+        return None
+    return _number(raw, name, bounds[0], bounds)
 
 
 def _seed(value: Any) -> Optional[int]:

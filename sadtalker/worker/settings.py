@@ -112,6 +112,8 @@ class Settings:
     # Media limits.
     max_audio_seconds: float = 600.0
     max_image_side: int = 4096
+    # Longest reference video accepted (its bytes and frame sides share the image's caps).
+    max_ref_video_seconds: float = 60.0
     # Largest side of the output video; a larger one (a big photo in full mode with upscale 2) is scaled down to fit.
     max_output_side: int = 4096
 
@@ -170,6 +172,7 @@ class Settings:
             allow_loopback_urls=_bool(env, "ALLOW_LOOPBACK_URLS", d.allow_loopback_urls),
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", d.max_audio_seconds, 0.001),
             max_image_side=_int(env, "MAX_IMAGE_SIDE", d.max_image_side, 256),
+            max_ref_video_seconds=_float(env, "MAX_REF_VIDEO_SECONDS", d.max_ref_video_seconds, 0.04),
             max_output_side=_int(env, "MAX_OUTPUT_SIDE", d.max_output_side, 256),
             chunk_seconds=_float(env, "CHUNK_SECONDS", d.chunk_seconds, 5.0),
             preprocess_cache_size=_int(env, "PREPROCESS_CACHE_SIZE", d.preprocess_cache_size, 0),
