@@ -40,6 +40,7 @@ def late_faults(mode: str) -> int:
     return int(done.stdout.split()[-1])
 
 
+@pytest.mark.slow  # a subprocess rendering with and without the tweak
 @pytest.mark.skipif(allocator._glibc() is None, reason="mallopt is glibc's")
 def test_freed_memory_is_reused_without_page_faults():
     default, reused = late_faults("default"), late_faults("reuse")

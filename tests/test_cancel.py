@@ -16,7 +16,8 @@ from smallbundle import astronaut_base64, small_bundle, wav_base64
 
 import handler
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# A worker loop running whole jobs: `make test-fast` leaves it out.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
 
 
 def job(job_id: str, seconds: float) -> dict:

@@ -205,6 +205,7 @@ def test_default_tile_is_winograd_on_cpu_only():
     assert winograd.default_winograd_tile(torch.device("cuda")) is None
 
 
+@pytest.mark.slow  # torch.compile's inductor build
 def test_compile_generator_keeps_the_frames_and_the_state_dict():
     models = build_renderer(SMALL)
     feature = models.generator.encode(torch.rand(2, 3, 32, 32))

@@ -16,6 +16,9 @@ from PIL import Image
 from workerproc import ROOT, free_port, wait_for_port
 
 
+pytestmark = pytest.mark.slow  # a worker process under the SDK: `make test-fast` leaves it out
+
+
 def wav_b64(seconds: float) -> str:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:

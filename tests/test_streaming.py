@@ -23,6 +23,7 @@ from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.output.video import VideoWriter
 
 SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
+pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make test-fast` leaves them out
 
 
 @pytest.fixture(scope="module")
