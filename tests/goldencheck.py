@@ -1,4 +1,5 @@
-"""One assertion for golden comparisons: names the stage, the max abs error and the tolerance on failure.
+"""Golden-comparison helpers: one assertion that names the stage, the max abs error and the tolerance on failure,
+and a face finder that returns stored landmarks.
 
 With ``GOLDEN_REPORT=<file>`` in the environment every comparison appends a line "stage<TAB>max abs error<TAB>
 tolerance" to that file (``scripts/golden_c_table.py`` turns it into the fidelity table).
@@ -27,3 +28,18 @@ def assert_close(stage_name: str, actual, expected, atol: float, rtol: float = 0
         f"(worst at {tuple(int(i) for i in worst)}: {actual[worst]:.7g} vs golden {expected[worst]:.7g})"
     )
     return float(error.max()) if error.size else 0.0
+
+
+class FixedFinder:
+    """A face finder returning the given landmarks, one per call, in order; a None answer raises NoFaceDetected."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def landmarks(self, image_rgb):
+        from sadtalker.core.errors import NoFaceDetected
+
+        answer = self.answers.pop(0)
+        if answer is None:
+            raise NoFaceDetected("none")
+        return answer

@@ -3,6 +3,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from goldencheck import FixedFinder
 
 from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as preprocess
@@ -34,19 +35,6 @@ def golden(golden_a_dir):
         "source": read_rgb(golden_a_dir / "source_256.png"),
         "recon_input": read_rgb(golden_a_dir / "recon_input_224.png"),
     }
-
-
-class FixedFinder:
-    """Returns stored landmarks per call, or raises NoFaceDetected for a None entry."""
-
-    def __init__(self, *answers):
-        self.answers = list(answers)
-
-    def landmarks(self, image_rgb):
-        answer = self.answers.pop(0)
-        if answer is None:
-            raise NoFaceDetected("none")
-        return answer
 
 
 def test_crop_box_and_quad_match_golden_a(golden):

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from goldencheck import assert_close
+from goldencheck import FixedFinder, assert_close
 
 from sadtalker.core.errors import InvalidInput, NoFaceDetected, UnsupportedMedia
 from sadtalker.face import align3dmm, crop
@@ -43,19 +43,6 @@ def nets(test_checkpoints_dir):
     parts = read_components(str(path), ["audio2exp", "audio2pose", "face_3drecon"])
     exp_net, pose_vae = load_audio_models(parts["audio2exp"], parts["audio2pose"], path.name, torch.device("cpu"))
     return exp_net, pose_vae, load_recon_net(parts["face_3drecon"], path.name, torch.device("cpu"))
-
-
-class FixedFinder:
-    """Landmarks per call from a list; None raises NoFaceDetected."""
-
-    def __init__(self, answers):
-        self.answers = list(answers)
-
-    def landmarks(self, image_rgb):
-        answer = self.answers.pop(0)
-        if answer is None:
-            raise NoFaceDetected("none")
-        return answer
 
 
 # --- preprocessing ----------------------------------------------------------------------------------------------
@@ -110,7 +97,7 @@ def test_frames_without_a_face_take_the_nearest_frames_coefficients(g, nets):
     v = g["refvideo"]
     frames = np.stack([g["frame0"]] * 5)
     lm = v["lm68_crop"][0]
-    finder = FixedFinder([v["lm68_frame0"], None, lm, None, None, lm])  # frame 0 pass, then the 5 crops
+    finder = FixedFinder(v["lm68_frame0"], None, lm, None, None, lm)  # frame 0 pass, then the 5 crops
     out = face_stage.preprocess_video(frames, finder, nets[2], "extcrop")
     assert out.filled == 3
     assert np.array_equal(out.coeff_3dmm[0], out.coeff_3dmm[1]) and np.array_equal(out.coeff_3dmm[3], out.coeff_3dmm[4])
@@ -118,9 +105,9 @@ def test_frames_without_a_face_take_the_nearest_frames_coefficients(g, nets):
 
 def test_no_face_on_the_first_frame_is_no_face_detected(g, nets):
     with pytest.raises(NoFaceDetected, match="first frame"):
-        face_stage.preprocess_video(np.stack([g["frame0"]] * 2), FixedFinder([None]), nets[2], "crop")
+        face_stage.preprocess_video(np.stack([g["frame0"]] * 2), FixedFinder(None), nets[2], "crop")
     with pytest.raises(NoFaceDetected):
-        finder = FixedFinder([g["refvideo"]["lm68_frame0"], None, None])
+        finder = FixedFinder(g["refvideo"]["lm68_frame0"], None, None)
         face_stage.preprocess_video(np.stack([g["frame0"]] * 2), finder, nets[2], "crop")
 
 

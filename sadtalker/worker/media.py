@@ -159,17 +159,21 @@ def _ffmpeg_to_wav(path: str, max_seconds: float) -> bytes:
         "-i", path, "-map", "0:a:0", "-vn", "-t", f"{max_seconds:.3f}",
         "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
     ]
+    return _run_ffmpeg(argv, path, "the audio file has no audio stream", "decode the audio")
+
+
+def _run_ffmpeg(argv: list, path: str, no_stream: str, what: str) -> bytes:
+    """ffmpeg's stdout; every failure is UnsupportedMedia with its stderr tail (``path`` shown as ``<input>``)."""
     try:
-        result = subprocess.run(argv, capture_output=True, check=True, timeout=FFMPEG_TIMEOUT_S)
+        return subprocess.run(argv, capture_output=True, check=True, timeout=FFMPEG_TIMEOUT_S).stdout
     except subprocess.CalledProcessError as error:
         stderr = error.stderr.decode("utf-8", "replace").replace(path, "<input>")
         stderr = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())[-STDERR_TAIL_CHARS:]
         if "matches no streams" in stderr:
-            raise UnsupportedMedia("the audio file has no audio stream (ffmpeg found none to decode)") from None
-        raise UnsupportedMedia(f"ffmpeg could not decode the audio: {stderr or 'no message'}") from None
+            raise UnsupportedMedia(f"{no_stream} (ffmpeg found none to decode)") from None
+        raise UnsupportedMedia(f"ffmpeg could not {what}: {stderr or 'no message'}") from None
     except subprocess.TimeoutExpired:
-        raise UnsupportedMedia(f"ffmpeg took longer than {FFMPEG_TIMEOUT_S:g} s to decode the audio") from None
-    return result.stdout
+        raise UnsupportedMedia(f"ffmpeg took longer than {FFMPEG_TIMEOUT_S:g} s to {what}") from None
 
 
 def parse_float_wav(wav: bytes) -> Tuple[int, int, np.ndarray]:
@@ -276,20 +280,10 @@ def decode_video(data: bytes, workdir: Union[str, Path], max_seconds: float, max
 def _ffmpeg_video(path: str, output_args: list, what: str) -> bytes:
     argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-map", "0:v:0", "-an",
             *output_args, "pipe:1"]
-    try:
-        result = subprocess.run(argv, capture_output=True, check=True, timeout=FFMPEG_TIMEOUT_S)
-    except subprocess.CalledProcessError as error:
-        stderr = error.stderr.decode("utf-8", "replace").replace(path, "<input>")
-        stderr = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())[-STDERR_TAIL_CHARS:]
-        if "matches no streams" in stderr:
-            raise UnsupportedMedia("the reference video has no video stream (ffmpeg found none to decode)") from None
-        raise UnsupportedMedia(f"ffmpeg could not {what} the reference video: {stderr or 'no message'}") from None
-    except subprocess.TimeoutExpired:
-        raise UnsupportedMedia(
-            f"ffmpeg took longer than {FFMPEG_TIMEOUT_S:g} s to decode the reference video") from None
-    if not result.stdout:
+    stdout = _run_ffmpeg(argv, path, "the reference video has no video stream", f"{what} the reference video")
+    if not stdout:
         raise UnsupportedMedia("the reference video has no frame ffmpeg could decode")
-    return result.stdout
+    return stdout
 
 
 def job_audio(
