@@ -3,7 +3,7 @@
 ``test_checkpoints_dir`` (session): a folder holding every weight file the worker loads, generated
 by ``scripts/make_test_checkpoints.py`` (the golden recipe, official containers). It is built once and
 cached in ``.cache/test_checkpoints`` (override with the env var ``TEST_CHECKPOINTS_DIR``); a file is
-rebuilt when the writer or its manifest changed (a stamp holds their hash). Building all eight takes
+rebuilt when the writer or its manifest changed (a stamp holds their hash). Building all seven takes
 about a minute and 2.2 GB of disk; later runs reuse them.
 
 Other helpers may add fixtures in the clearly marked section at the end of this file.
@@ -64,7 +64,7 @@ def checkpoint_writer() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def test_checkpoints_dir() -> Path:
-    """Folder with all eight generated weight files, under their official names."""
+    """Folder with all seven generated weight files, under their official names."""
     default = REPO_ROOT / ".cache" / "test_checkpoints"
     return ensure_test_checkpoints(Path(os.environ.get("TEST_CHECKPOINTS_DIR") or default))
 
