@@ -161,6 +161,7 @@ class TestIdleAndReferenceVideo:
         result = pipeline.animate(bundle, request, str(tmp_path), lambda *a, **k: None)
         assert result.frames == 30 and seen["windows"].shape == (30, 80, 16) and not seen["windows"].any()
 
+    @pytest.mark.slow  # four whole small-network jobs
     @pytest.mark.parametrize("ref_info", ["pose", "blink", "pose+blink", "all"])
     def test_reference_video_drives_the_coefficients(self, bundle, tmp_path, monkeypatch, ref_info):
         import sadtalker.pipeline as pipeline

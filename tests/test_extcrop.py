@@ -79,6 +79,7 @@ def bundle(test_checkpoints_dir):
     return small_bundle(str(test_checkpoints_dir))
 
 
+@pytest.mark.slow  # whole small-network jobs
 @pytest.mark.parametrize("mode, size", [("extcrop", (256, 256)), ("extfull", (512, 512))])
 def test_pipeline_runs_ext_modes(bundle, tmp_path, mode, size):
     from sadtalker.pipeline import animate

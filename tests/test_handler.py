@@ -431,6 +431,7 @@ class TestMechanics:
 
 
 class TestStartup:
+    @pytest.mark.slow  # a worker process
     def test_without_weights_the_worker_stops_with_the_download_command(self, tmp_path):
         env = {**os.environ, "CHECKPOINTS_DIR": str(tmp_path / "empty"), "DEVICE": "cpu"}
         run = subprocess.run([sys.executable, "handler.py"], cwd=ROOT, env=env, capture_output=True, text=True,

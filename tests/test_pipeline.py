@@ -161,6 +161,7 @@ class TestModesAndSeeds:
         assert len(result.warnings) == 1 and "MAX_OUTPUT_SIDE=768" in result.warnings[0]
         assert_browser_mp4(result.path, 0.3)
 
+    @pytest.mark.slow  # three whole jobs
     def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
         wav = speech_like(1.0, seed=3)
 

@@ -81,6 +81,7 @@ def test_a_tiny_real_size_job_writes_a_playable_mp4_and_prints_its_path_not_base
         shutil.copy(video, Path(os.environ["TEST_ARTIFACTS_DIR"]) / "run_local.mp4")
 
 
+@pytest.mark.slow  # a worker process
 def test_missing_weights_exit_1_with_the_download_command_and_no_video(tmp_path):
     out = tmp_path / "out"
     result = run([REPO / "test_input.json", "--out", out], {"CHECKPOINTS_DIR": str(tmp_path / "empty"),
