@@ -2,6 +2,7 @@
 #   make run    install on first use, fetch the missing weights, run test_input.json, write the video to output/
 #   make test   install on first use, then run the whole test suite (what CI runs)
 #   make test-fast   the same without the tests marked slow (real-size renders, long audio, the S3 server)
+#   make lint   ruff (lint + format check) and mypy, configured in pyproject.toml; make test runs it first
 # Installing = Debian packages (only when run as root, only the missing ones) + .venv with the pinned requirements.
 # The venv is rebuilt-in-place (pip re-run) whenever a requirements file changes (stamp file below).
 
@@ -10,7 +11,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.requirements-installed
-REQUIREMENTS := requirements-torch.txt requirements.txt requirements-nodeps.txt requirements-test.txt
+REQUIREMENTS := requirements-torch.txt requirements.txt requirements-nodeps.txt requirements-test.txt pyproject.toml
 PYTEST_ARGS ?=
 # make run: where the weights go (the worker's default, see Settings), which renderer sizes to fetch (256 is what
 # test_input.json and the default LOAD_512=lazy need; 512 or all for size-512 jobs), the job, the video folder.
@@ -26,7 +27,7 @@ RUN_DEBS := ffmpeg python3.11-venv curl ca-certificates
 # OpenStack Swift with s3api + memcached: the real S3 server of the storage integration test.
 TEST_DEBS := $(RUN_DEBS) swift-proxy swift-account swift-container swift-object memcached
 
-.PHONY: run weights test test-fast install debs-run debs-test
+.PHONY: run weights test test-fast lint install debs-run debs-test
 
 # The worker's start-up in this process, one job, the video written to $(OUT)/<job id>.mp4 (scripts/run_local.py).
 # `python handler.py` stays the RunPod entry point.
@@ -39,7 +40,7 @@ weights:
 	bash scripts/download_models.sh --size $(WEIGHTS_SIZE) --dir $(CHECKPOINTS_DIR)
 
 # pytest exit 5 means "no tests collected": reported and kept as a failure.
-test: debs-test install
+test: debs-test install lint
 	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5), which counts as a failure" >&2; fi; \
 	exit $$rc
@@ -47,6 +48,12 @@ test: debs-test install
 # Everything but the tests marked slow (pytest.ini): a quick round while editing.
 test-fast: debs-run install
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# ruff's lint rules and formatting, then mypy: clean, or the target fails.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 install: $(STAMP)
 
@@ -56,6 +63,7 @@ $(STAMP): $(REQUIREMENTS)
 	$(PIP) install -r requirements-torch.txt -r requirements.txt
 	$(PIP) install --no-deps --no-build-isolation -r requirements-nodeps.txt
 	$(PIP) install -r requirements-test.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
 # Installs only what dpkg does not already have; without root it says what is missing and goes on.

@@ -9,7 +9,7 @@
 #   --extra            two more benchmark cases: convs on upsampled maps on CUDA, GFPGAN in NCHW
 #   --reference DIR    an OpenTalker/SadTalker checkout (or env SADTALKER_REFERENCE): its generator and the
 #                      GFPGAN network call it makes are timed too (gpu_profile.py reference)
-#   --landmarks FILE   face landmarks for scripts/benchmark.py --landmarks (or env SADTALKER_LANDMARKS);
+#   --landmarks FILE   face landmarks for bench/benchmark.py --landmarks (or env SADTALKER_LANDMARKS);
 #                      default .cache/gpu_suite/landmarks.npz when it exists, else dlib
 #   --checkpoints DIR  test weights, generated there when missing (default .cache/test_checkpoints)
 #   --python PATH      interpreter (default .venv/bin/python when present, else python3 on PATH)
@@ -76,10 +76,10 @@ else
 fi
 echo "gpu_suite: interpreter $PY ($INTERPRETER); results in $OUT; budget ${BUDGET} s"
 
-HELPER=scripts/gpu_profile.py  # versions, weights, profile, reference, summary
+HELPER=(-m bench.gpu)  # versions, weights, profile, reference, summary (bench/gpu/)
 
 # has WHAT: versions.json says WHAT (torch, cuda, dlib, facexlib, gfpgan) is available
-has() { "$PY" "$HELPER" has "$OUT/versions.json" "$1" 2>/dev/null; }
+has() { "$PY" "${HELPER[@]}" has "$OUT/versions.json" "$1" 2>/dev/null; }
 
 # ---- step bookkeeping ------------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ else
 fi
 
 # ---- the benchmark's face finder -------------------------------------------------------------------------
-# FACE_ARGS for scripts/benchmark.py, or FACE_SKIP: why it cannot find faces. Recorded landmarks are replayed
+# FACE_ARGS for bench/benchmark.py, or FACE_SKIP: why it cannot find faces. Recorded landmarks are replayed
 # (the start-up RetinaFace needs facexlib), else dlib finds the faces.
 # The dry run records the landmarks dlib finds, for a machine without dlib.
 face_args() {
@@ -196,7 +196,7 @@ machine with dlib writes it; carry it, or pass --landmarks FILE)"
 
 # ---- the steps -------------------------------------------------------------------------------------------
 
-run_step versions 60 "$PY" "$HELPER" versions --interpreter "$INTERPRETER" --json "$OUT/versions.json"
+run_step versions 60 "$PY" "${HELPER[@]}" versions --interpreter "$INTERPRETER" --json "$OUT/versions.json"
 if ! has torch; then
     record torch failed "torch is not importable by $PY" 0
     for step in weights precision profile benchmark reference; do skip_step "$step" "no torch"; done
@@ -205,15 +205,15 @@ elif ((!DRY_RUN)) && ! has cuda; then
     for step in weights precision profile benchmark reference; do skip_step "$step" "no CUDA device"; done
 else
     face_args
-    if ! run_step weights 300 "$PY" "$HELPER" weights --checkpoints "$CHECKPOINTS" --jobs "$THREADS" \
+    if ! run_step weights 300 "$PY" "${HELPER[@]}" weights --checkpoints "$CHECKPOINTS" --jobs "$THREADS" \
         --json "$OUT/weights.json"; then
         for step in precision profile benchmark reference; do skip_step "$step" "no test weights"; done
     else
         ENHANCER_FLAG=()  # GFPGAN's precisions too, on the GPU, when the gfpgan package is there
         if ((!DRY_RUN)) && has gfpgan; then ENHANCER_FLAG=(--enhancer); fi
-        run_step precision 150 "$PY" scripts/precision_check.py "${PRECISION_ARGS[@]}" "${ENHANCER_FLAG[@]}" \
+        run_step precision 150 "$PY" -m bench.precision_check "${PRECISION_ARGS[@]}" "${ENHANCER_FLAG[@]}" \
             --checkpoints "$CHECKPOINTS" --json "$OUT/precision.json"
-        run_step profile 150 "$PY" "$HELPER" profile "${PROFILE_ARGS[@]}" --checkpoints "$CHECKPOINTS" \
+        run_step profile 150 "$PY" "${HELPER[@]}" profile "${PROFILE_ARGS[@]}" --checkpoints "$CHECKPOINTS" \
             --json "$OUT/profile.json"
         for case in "${CASES[@]}"; do
             name=${case%%|*}
@@ -222,14 +222,14 @@ else
                 skip_step "bench_$name" "$FACE_SKIP"
                 continue
             fi
-            run_step "bench_$name" 150 "$PY" scripts/benchmark.py "${BENCH_ARGS[@]}" "${case_args[@]}" \
+            run_step "bench_$name" 150 "$PY" -m bench.benchmark "${BENCH_ARGS[@]}" "${case_args[@]}" \
                 "${FACE_ARGS[@]}" --checkpoints "$CHECKPOINTS" --json "$OUT/bench_$name.json"
         done
-        run_step reference 120 "$PY" "$HELPER" reference --reference "$REFERENCE" "${REFERENCE_ARGS[@]}" \
+        run_step reference 120 "$PY" "${HELPER[@]}" reference --reference "$REFERENCE" "${REFERENCE_ARGS[@]}" \
             --checkpoints "$CHECKPOINTS" --json "$OUT/reference.json"
     fi
 fi
 
 echo "gpu_suite: ${#STEPS[@]} steps in ${SECONDS} s on $DEVICE; results in $OUT"
-"$PY" "$HELPER" summary "$OUT" || FAILED=1
+"$PY" "${HELPER[@]}" summary "$OUT" || FAILED=1
 exit "$FAILED"

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # handler.py and sadtalker/, when run as `python scripts/run_local.py`
 
 log = logging.getLogger("run_local")
 

@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 ``test_checkpoints_dir`` (session): a folder holding every weight file the worker loads, generated
-by ``scripts/make_test_checkpoints.py`` (the golden recipe, official containers). It is built once and
+by ``tests/support/checkpoints.py`` (the golden recipe, official containers). It is built once and
 cached in ``.cache/test_checkpoints`` (override with the env var ``TEST_CHECKPOINTS_DIR``); a file is
 rebuilt when the writer or its manifest changed (a stamp holds their hash). Building all seven takes
 about a minute and 2.2 GB of disk; later runs reuse them.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
 import ipaddress
 import os
 import socket
@@ -20,18 +19,15 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tests.support import REPO_ROOT, checkpoints
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WRITER_PATH = REPO_ROOT / "scripts" / "make_test_checkpoints.py"
+WRITER_PATH = Path(checkpoints.__file__)
 GOLDEN_A = REPO_ROOT / "tests" / "golden" / "scenario_a"
 
 
 def load_checkpoint_writer() -> ModuleType:
-    """Import scripts/make_test_checkpoints.py by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_test_checkpoints", WRITER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The checkpoint writer (tests/support/checkpoints.py)."""
+    return checkpoints
 
 
 def _stamp(writer: ModuleType, name: str) -> str:

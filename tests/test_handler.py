@@ -2,7 +2,7 @@
 
 ``sadtalker.pipeline`` is replaced by a double whose ``animate`` writes a real 1-second MP4 with ffmpeg, so the
 storage and inline paths run for real. ``BAD_INPUTS`` is the table of refused inputs that
-``scripts/bad_inputs_table.py`` prints; every row is also a test here.
+``bench/bad_inputs_table.py`` prints; every row is also a test here.
 """
 import base64
 import dataclasses
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from workerproc import write_test_video
+from tests.support.workerproc import write_test_video
 
 import handler
 from sadtalker.core.contract import Animation, RenderOptions
 from sadtalker.core.errors import NoFaceDetected
 from sadtalker.worker.settings import Settings
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-FACE_JPEG = (ROOT / "assets" / "astronaut.jpg").read_bytes()
+FACE_JPEG = (REPO_ROOT / "assets" / "astronaut.jpg").read_bytes()
 R2_ENV = ("R2_ENDPOINT_URL", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET_NAME")
 
 
@@ -288,7 +288,7 @@ class TestImport:
     def test_importing_the_handler_loads_no_heavy_module(self):
         heavy = ("torch", "runpod", "boto3", "botocore", "sadtalker.pipeline", "cv2", "librosa", "basicsr")
         code = f"import sys, handler; print([m for m in {heavy!r} if m in sys.modules])"
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]"
 
     def test_invalid_input_is_answered_without_any_model(self, monkeypatch, pipeline, progress):
@@ -356,7 +356,7 @@ class TestSuccess:
         assert result["error_type"] == "download_failed" and "loopback" in result["error"]
 
     def test_test_input_json_is_a_valid_job(self, pipeline, progress):
-        job = json.loads((ROOT / "test_input.json").read_text())
+        job = json.loads((REPO_ROOT / "test_input.json").read_text())
         result = handler.handler({"id": "local_test", **job})
         assert result["success"] is True, result
         (call,) = pipeline.calls
@@ -434,7 +434,7 @@ class TestStartup:
     @pytest.mark.slow  # a worker process
     def test_without_weights_the_worker_stops_with_the_download_command(self, tmp_path):
         env = {**os.environ, "CHECKPOINTS_DIR": str(tmp_path / "empty"), "DEVICE": "cpu"}
-        run = subprocess.run([sys.executable, "handler.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+        run = subprocess.run([sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                              timeout=300)
         assert run.returncode != 0
         assert "missing" in run.stderr and "download_models.sh" in run.stderr
@@ -442,7 +442,7 @@ class TestStartup:
 
     def test_a_bad_environment_stops_the_worker_naming_the_variable(self):
         env = {**os.environ, "MAX_AUDIO_SECONDS": "ten"}
-        run = subprocess.run([sys.executable, "handler.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+        run = subprocess.run([sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                              timeout=120)
         assert run.returncode == 2 and "MAX_AUDIO_SECONDS" in run.stderr
 
@@ -476,7 +476,7 @@ class TestReadme:
 
     @staticmethod
     def table():
-        text = (ROOT / "README.md").read_text()
+        text = (REPO_ROOT / "README.md").read_text()
         section = text.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
         rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", section, re.M)
         return {name: default.strip() for name, default in rows}

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
-from smallbundle import ASTRONAUT, astronaut, small_bundle, speech_like
-from workerproc import free_port, wait_for_port
+from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
+from tests.support.smallbundle import ASTRONAUT, astronaut, small_bundle, speech_like
+from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker.bundle import ModelBundle
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
@@ -30,9 +30,9 @@ from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.seams import seam_jumps
 from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.pipeline import animate
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEECH = ROOT / "assets" / "speech.wav"
+SPEECH = REPO_ROOT / "assets" / "speech.wav"
 # Quiet gaps in the long test signal: one inside each search window (the last 5 s before 45 s, then before
 # the next chunk's 45 s), and decoys outside the windows that must not be chosen.
 GAPS_S = (42.3, 85.5)
@@ -211,7 +211,7 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
     with open(log_path, "w") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
         try:
             wait_for_port(worker, port, log_path)

@@ -148,7 +148,7 @@ def _res_block(block, x: Tensor) -> Tensor:
 def gfpgan_forward(net: nn.Module, x: Tensor) -> Tensor:
     """``GFPGANv1Clean.forward(x, return_rgb=False, randomize_noise=False)[0]`` for inference, written for speed.
 
-    The same function up to float rounding (tests/test_enhancer.py compares it with gfpgan's forward in float64);
+    The same function up to float rounding (tests/enhance/test_stage.py compares it with gfpgan's forward in float64);
     what differs: no copies of the SFT conditions and no split/cat (the SFT half is modulated in place), the
     StyleGAN2 layers' elementwise steps fused and kept in the convolution's dtype, the U-Net up blocks' skip
     convs on the small map. Works in any memory format (the style code is reshaped, not viewed). Needs the

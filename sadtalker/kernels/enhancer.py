@@ -15,7 +15,7 @@ from sadtalker.kernels.winograd import (
     WinogradConv3x3, default_winograd_tile, prepare_convs, unprepare_convs, winograd_gains,
 )
 
-# Tensor-core convolutions work in NHWC; in NCHW cuDNN transposes around them. scripts/benchmark.py
+# Tensor-core convolutions work in NHWC; in NCHW cuDNN transposes around them. bench/benchmark.py
 # --enhancer-nchw measures the other layout.
 CHANNELS_LAST_ON_CUDA = True
 

@@ -3,7 +3,7 @@
 The official state-dict keys stay as they are (strict loading is untouched): :func:`prepare_renderer` attaches
 modules holding non-persistent buffers derived from the weights and points the instance's ``forward`` (or the
 dense-motion network's ``heads``) at them. The network classes themselves compute as written. Every path computes
-the same function up to float rounding; tests/test_kernels_renderer.py checks each against the layer it replaces
+the same function up to float rounding; tests/kernels/test_renderer.py checks each against the layer it replaces
 in float64, and the golden fidelity tests run through the prepared renderer.
 
 Everywhere (:func:`prepare_decoder`): each SPADE residual block runs as a :class:`FusedSPADEBlock`:
@@ -191,7 +191,7 @@ def unprepare_upsampling(module: nn.Module) -> nn.Module:
 
 
 # Convs on nearest-upsampled maps run on the small map (UpsampledConv: 12 % fewer multiply-adds per frame) on the
-# CPU; on CUDA only with this switch (scripts/benchmark.py --upsampled-convs-on-cuda).
+# CPU; on CUDA only with this switch (bench/benchmark.py --upsampled-convs-on-cuda).
 UPSAMPLED_CONVS_ON_CUDA = False
 
 

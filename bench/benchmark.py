@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Benchmark the real pipeline: per-stage seconds, frames per second, realtime factor, peak memory.
+
+Runs ``bundle.load_models`` + ``pipeline.animate`` (the code a job runs) on speech of a given length,
+for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
+the official formats (speed does not depend on the values; they are generated once into --checkpoints
+by tests/support/checkpoints.py unless real weights are there). Faces are found with dlib, because
+random RetinaFace weights find none; on a machine without dlib, --landmarks replays the landmarks that
+--record-landmarks saved on one with it. The first run of each size is a warm-up and is not reported unless
+--no-warmup is given.
+
+Also reports the renderer's compute rate: the FLOPs of one generator frame (torch's FLOP counter,
+multiply-add = 2) times frames per second of the render stage.
+
+Examples:
+    python -m bench.benchmark --device cpu --seconds 2 --sizes 256 --enhancers none --preprocess crop
+    python -m bench.benchmark --device cuda --seconds 30 --json bench.json
+    python -m bench.benchmark --device cuda --batch-size 32 --render-dtype fp16 --enhancer-dtype fp16
+    python -m bench.benchmark --record-landmarks lm.npz ...   # here, with dlib
+    python -m bench.benchmark --landmarks lm.npz ...          # there, without dlib
+    python -m bench.benchmark --small --device cpu --seconds 0.4 --no-flops   # tests this script
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tests.support import REPO_ROOT
+
+
+log = logging.getLogger("benchmark")
+SPEECH = REPO_ROOT / "assets" / "speech.wav"
+IMAGE = REPO_ROOT / "assets" / "astronaut.jpg"
+# --small's GFPGAN (the plumbing tests' EnhancerDims): 64 px faces, a quarter of the channels.
+SMALL_GFPGAN = dict(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the speech (default 30)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
+    parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
+    parser.add_argument("--preprocess", nargs="+", default=["crop", "full"], choices=["crop", "resize", "full"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
+    parser.add_argument("--checkpoints", default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
+                        help="weights folder; generated there when files are missing")
+    from sadtalker.worker.settings import PRECISIONS
+
+    parser.add_argument("--render-dtype", default=None, choices=PRECISIONS,
+                        help="RENDER_DTYPE (default: the setting's, fp32)")
+    parser.add_argument("--enhancer-dtype", default=None, choices=("auto",) + PRECISIONS,
+                        help="ENHANCER_DTYPE (default: the setting's, auto)")
+    parser.add_argument("--enhancer-batch", type=int, default=None,
+                        help="faces per GFPGAN forward (default: sadtalker.enhance.gfpgan.DEFAULT_BATCH)")
+    parser.add_argument("--torch-compile", action="store_true", help="TORCH_COMPILE=true")
+    parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
+                        help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
+                             "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
+    parser.add_argument("--enhancer-nchw", action="store_true",
+                        help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
+                             "(sadtalker.enhance.gfpgan.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    finder = parser.add_mutually_exclusive_group()
+    finder.add_argument("--landmarks", default=None,
+                        help="replay the face landmarks saved by --record-landmarks instead of running a face finder")
+    finder.add_argument("--record-landmarks", default=None,
+                        help="find faces with dlib and save every landmark set it returned to this .npz")
+    parser.add_argument("--no-warmup", action="store_true", help="report the first run of each size too")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting the generator's FLOPs")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--segment-seconds", type=float, default=0.0,
+                        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
+                             "the job's start to the first one")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny random renderer, mappings and GFPGAN of the official structure (32 px frames): "
+                             "runs every stage of a job quickly, on a CPU too, to test this script; its speed "
+                             "means nothing")
+    return parser.parse_args(argv)
+
+
+def speech(seconds: float) -> np.ndarray:
+    """The repo's espeak-ng sample looped to ``seconds`` (16 kHz float32)."""
+    with wave.open(str(SPEECH)) as handle:
+        assert handle.getframerate() == 16000 and handle.getsampwidth() == 2 and handle.getnchannels() == 1
+        clip = np.frombuffer(handle.readframes(handle.getnframes()), "<i2").astype(np.float32) / 32768.0
+    reps = int(np.ceil(seconds * 16000 / len(clip)))
+    return np.tile(clip, reps)[: int(seconds * 16000)]
+
+
+def ensure_weights(folder: str) -> None:
+    from tests.support import checkpoints as writer
+
+    missing = [name for name in writer.WORKER_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        log.info("generating %d weight file(s) into %s", len(missing), folder)
+        writer.write_all(folder, missing)
+
+
+def generator_flops_per_frame(bundle, size: int) -> float:
+    """FLOPs of one generator frame at ``size`` (motion + decode), counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sadtalker.render.stage import render_frames
+
+    size_models = bundle.for_size(size)
+    models, side = size_models.renderer, size_models.image_size
+    with torch.inference_mode():
+        source = torch.rand(1, 3, side, side, device=models.device, dtype=models.dtype)
+        kp = models.kp_extractor(source)
+        feature = models.generator.encode(source)
+        with FlopCounterMode(display=False) as counter:
+            render_frames(models, feature, kp, kp + 0.01)
+    return float(counter.get_total_flops())
+
+
+def small_bundle(settings, sizes: Sequence[int]):
+    """A :class:`~sadtalker.bundle.ModelBundle` for ``--small``: the renderer, both mappings and GFPGAN are tiny
+    random networks of the official structure (``sadtalker.render.dims.SMALL`` on 32 px frames, a 64 px GFPGAN);
+    the coefficient networks and the face finder are loaded from ``settings.checkpoints_dir`` as usual."""
+    import torch
+
+    from sadtalker.bundle import ModelBundle, SizeModels, pick_device
+    from sadtalker.core.jobtools import LRUCache
+    from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
+    from sadtalker.enhance.stage import FaceEnhancer
+    from sadtalker.kernels.enhancer import prepare_enhancer
+    from sadtalker.kernels.renderer import prepare_renderer
+    from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
+    from sadtalker.render.models import build_mapping, build_renderer
+    from sadtalker.weights import loader
+
+    device, folder = pick_device(settings.device), settings.checkpoints_dir
+
+    def size_models(size: int) -> SizeModels:
+        states = loader.read_coefficient_state_dicts(folder, size)
+        name = loader.sadtalker_file_name(size)
+        audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
+        renderer = build_renderer(SMALL, device=str(device), seed=0)
+        prepare_renderer(renderer.generator)
+        return SizeModels(renderer, loader.load_recon_net(states["face_3drecon"], name, device), audio2exp,
+                          audio2pose, image_size=SMALL_IMAGE_SIZE)
+
+    dims = EnhancerDims(**SMALL_GFPGAN)
+    torch.manual_seed(1)
+    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(dims, device).eval()), dims, batch_size=4)
+    return ModelBundle(
+        settings=settings, device=device, sizes={size: size_models(size) for size in sizes},
+        mappings={name: build_mapping(d, device=str(device), seed=2) for name, d in SMALL_MAPPING.items()},
+        face_finder=loader.load_face_finder(folder, settings.face_detector, device), enhancer=enhancer,
+        cache=LRUCache(settings.preprocess_cache_size),
+    )
+
+
+class RecordingFinder:
+    """Wraps a face finder; keeps (image shape, 16x16 thumbnail, landmarks) of every answer."""
+
+    def __init__(self, finder) -> None:
+        self.finder, self.entries = finder, []
+
+    def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
+        points = self.finder.landmarks(image_rgb)
+        self.entries.append((image_rgb.shape, thumbnail(image_rgb), np.asarray(points, np.float32)))
+        return points
+
+    def save(self, path: str) -> None:
+        np.savez(path, shapes=np.array([e[0] for e in self.entries]), thumbs=np.stack([e[1] for e in self.entries]),
+                 points=np.stack([e[2] for e in self.entries]))
+
+
+class ReplayFinder:
+    """Answers with the recorded landmarks of the image of the same shape that looks most alike."""
+
+    def __init__(self, path: str) -> None:
+        data = np.load(path)
+        self.shapes, self.thumbs, self.points = data["shapes"], data["thumbs"], data["points"]
+
+    def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
+        from sadtalker.core.errors import NoFaceDetected
+
+        same = np.flatnonzero((self.shapes == np.array(image_rgb.shape)).all(axis=1))
+        if len(same) == 0:
+            raise NoFaceDetected(f"no recorded landmarks for an image of shape {image_rgb.shape}")
+        distance = np.abs(self.thumbs[same] - thumbnail(image_rgb)[None]).mean(axis=(1, 2, 3))
+        return self.points[same[int(np.argmin(distance))]].copy()
+
+
+def thumbnail(image_rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image_rgb, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class ProgressLog:
+    """The pipeline's progress callback: logs each new stage and every 10 % of the job."""
+
+    def __init__(self) -> None:
+        self.stage, self.tenth = None, -1
+
+    def __call__(self, stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
+        if stage != self.stage or int(percent // 10) > self.tenth:
+            self.stage, self.tenth = stage, int(percent // 10)
+            log.info("progress: %s chunk %d/%d, %.0f %%", stage, chunk, chunks, percent)
+
+
+def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str,
+            segment_seconds: float = 0.0) -> Dict:
+    import torch
+
+    from sadtalker.core.contract import AnimationRequest, RenderOptions
+    from sadtalker.pipeline import animate
+
+    request = AnimationRequest(image, wav, RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess), seed=0,
+                               name="bench")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    segments: List[float] = []  # seconds from the start to each streamed segment
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = animate(bundle, request, workdir, ProgressLog(), segment_seconds=segment_seconds,
+                         on_segment=lambda segment: segments.append(time.perf_counter() - start))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    audio_s = len(wav) / 16000
+    row = {
+        "size": size, "enhancer": enhancer, "preprocess": preprocess, "audio_seconds": round(audio_s, 3),
+        "frames": result.frames, "width": result.width, "height": result.height,
+        "total_seconds": round(total, 3), "fps": round(result.frames / total, 3),
+        "realtime_factor": round(audio_s / total, 3),
+        "render_fps": round(result.frames / result.timings["render"], 3),
+        "timings": result.timings, "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if segments:
+        row["first_segment_seconds"] = round(segments[0], 3)
+        row["segments"] = len(segments)
+    if torch.cuda.is_available():
+        row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row
+
+
+def print_table(rows: List[Dict]) -> None:
+    stages = sorted({stage for row in rows for stage in row["timings"]})
+    head = ["size", "enhancer", "preprocess", "frames", "total_s", "first_segment_s", "fps", "x_realtime",
+            "render_fps", "TFLOP/s"]
+    print(" | ".join(head + [f"{s}_s" for s in stages] + ["peak_rss_mb", "peak_gpu_mb"]))
+    for row in rows:
+        cells = [row["size"], row["enhancer"], row["preprocess"], row["frames"], row["total_seconds"],
+                 row.get("first_segment_seconds", "-"), row["fps"], row["realtime_factor"], row["render_fps"],
+                 row.get("render_tflops", "-")]
+        cells += [row["timings"].get(s, "-") for s in stages] + [row["peak_rss_mb"], row.get("peak_gpu_mb", "-")]
+        print(" | ".join(str(c) for c in cells))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+    from PIL import Image
+
+    from sadtalker.bundle import load_models
+    from sadtalker.worker.settings import Settings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ensure_weights(args.checkpoints)
+    # Replaying: the random RetinaFace loads (real start-up cost) and is then replaced by the recording.
+    env = {"CHECKPOINTS_DIR": args.checkpoints, "FACE_DETECTOR": "retinaface" if args.landmarks else "dlib",
+           "DEVICE": args.device, "LOAD_512": "startup" if 512 in args.sizes else "lazy"}
+    if args.batch_size:
+        env["RENDER_BATCH_SIZE"] = str(args.batch_size)
+    if args.render_dtype:
+        env["RENDER_DTYPE"] = args.render_dtype
+    if args.enhancer_dtype:
+        env["ENHANCER_DTYPE"] = args.enhancer_dtype
+    if args.torch_compile:
+        env["TORCH_COMPILE"] = "true"
+    settings = Settings.from_env(env)
+    if args.upsampled_convs_on_cuda:
+        from sadtalker.kernels import renderer as fast
+
+        fast.UPSAMPLED_CONVS_ON_CUDA = True
+    if args.enhancer_nchw:
+        from sadtalker.kernels import enhancer
+
+        enhancer.CHANNELS_LAST_ON_CUDA = False
+    start = time.perf_counter()
+    bundle = small_bundle(settings, args.sizes) if args.small else load_models(settings)
+    load_s = time.perf_counter() - start
+    if args.enhancer_batch and bundle.enhancer is not None:
+        bundle.enhancer.batch_size = args.enhancer_batch
+    if args.landmarks:
+        bundle.face_finder = ReplayFinder(args.landmarks)
+    elif args.record_landmarks:
+        bundle.face_finder = RecordingFinder(bundle.face_finder)
+    image = np.array(Image.open(IMAGE).convert("RGB"))
+    wav = speech(args.seconds)
+    device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
+    report = {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
+              "torch": torch.__version__, "batch_size": settings.render_batch_for(bundle.device.type),
+              "render_dtype": settings.render_dtype,
+              "enhancer_dtype": bundle.enhancer.precision if bundle.enhancer else None,
+              "enhancer_batch": bundle.enhancer.batch_size if bundle.enhancer else None,
+              "torch_compile": settings.torch_compile, "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+              "enhancer_channels_last": (bundle.enhancer.memory_format == torch.channels_last
+                                         if bundle.enhancer else None),
+              "small_networks": args.small, "rows": []}
+    for size in args.sizes:
+        flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
+        if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
+            run_one(bundle, image, wav[: 16000 // 2], size, "none", "crop")
+        for enhancer, preprocess in itertools.product(args.enhancers, args.preprocess):
+            row = run_one(bundle, image, wav, size, enhancer, preprocess, args.segment_seconds)
+            # On CUDA the renderer runs ahead asynchronously: its time shows up in the next stage that waits for
+            # the GPU (enhance, paste), so the render stage's own rate is only meaningful when nothing follows it.
+            if flops and enhancer == "none" and preprocess != "full":
+                row["generator_gflop_per_frame"] = round(flops / 1e9, 1)
+                row["render_tflops"] = round(flops * row["render_fps"] / 1e12, 3)
+            log.info("%s", row)
+            report["rows"].append(row)
+    if args.record_landmarks:
+        bundle.face_finder.save(args.record_landmarks)
+    print(f"device: {device}, torch {report['torch']}, threads {report['threads']}, model load "
+          f"{report['load_seconds']} s, batch {report['batch_size']}, render {report['render_dtype']}, "
+          f"enhancer {report['enhancer_dtype']} x{report['enhancer_batch']}, compile {report['torch_compile']}")
+    print_table(report["rows"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Error of each renderer / enhancer precision on golden scenario A, on any device.
+
+Renderer: ``sadtalker.render.stage.render`` over golden A's 8 windows (batch 2, as the reference ran)
+with the golden-recipe weights, once per precision; the generator's float output is compared with the
+reference's (``generator_output``) and the uint8 frames with the reference's frames (``final_frames``).
+Precisions (``RENDER_DTYPE``, see ``sadtalker.core.precision.precision_context``): ``fp32`` (TF32 tensor cores
+off), ``tf32`` (cuDNN and matrix products may use TF32 on CUDA; the same as fp32 on CPU), ``fp16`` and ``bf16``
+(autocast).
+
+Enhancer (``--enhancer``): the official-size GFPGAN with generated weights restores the 8 reference frames;
+each other precision is compared with fp32 on the same device (there is no reference output for it).
+
+Examples:
+    python -m bench.precision_check --device cuda --json precision.json
+    python -m bench.precision_check --device cpu --precisions fp32
+    python -m bench.precision_check --device cpu --precisions fp32 --windows 1 --no-warmup   # quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tests.support import REPO_ROOT
+
+GOLDEN_A = REPO_ROOT / "tests" / "golden" / "scenario_a"
+
+from sadtalker.worker.settings import PRECISIONS  # noqa: E402  (no torch: --help stays fast)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--checkpoints", default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
+                        help="golden-recipe weights; generated there when files are missing")
+    parser.add_argument("--enhancer", action="store_true", help="also compare GFPGAN's precisions")
+    parser.add_argument("--windows", type=int, default=None,
+                        help="use only golden A's first N windows (frames); default all 8")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the fp32 render before the measured ones (its use: kernel choice on CUDA)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def errors(actual: np.ndarray, expected: np.ndarray) -> Dict[str, float]:
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return {"max": float(diff.max()), "mean": float(diff.mean()), "share_differing": float((diff > 0).mean())}
+
+
+def render_golden(models, mapping, golden: Dict[str, np.ndarray], source: np.ndarray, precision: str) -> Dict:
+    """Generator float output and uint8 frames for golden A's 8 windows at ``precision``."""
+    from sadtalker.render import stage
+
+    outputs: List[np.ndarray] = []
+    hook = models.generator.decoder.register_forward_hook(
+        lambda module, args, out: outputs.append(out.float().cpu().numpy()))
+    try:
+        frames = np.concatenate(list(stage.render(models, mapping, source, golden["source_semantics"],
+                                                  golden["target_semantics"], batch_size=2, precision=precision)))
+    finally:
+        hook.remove()
+    return {"generator": np.concatenate(outputs), "frames": frames}
+
+
+def golden_render(windows: Optional[int]) -> Dict[str, np.ndarray]:
+    """Golden A's renderer arrays, cut to the first ``windows`` frames (all when None)."""
+    golden = dict(np.load(GOLDEN_A / "render.npz"))
+    if windows is None:
+        return golden
+    for key in ("target_semantics", "generator_output", "final_frames"):
+        golden[key] = golden[key][:windows]
+    return golden
+
+
+def check_renderer(args: argparse.Namespace) -> List[Dict]:
+    import torch
+    from PIL import Image
+
+    from sadtalker.kernels.renderer import prepare_renderer
+    from sadtalker.weights.loader import load_mapping, load_renderer
+
+    golden = golden_render(args.windows)
+    source = np.array(Image.open(GOLDEN_A / "source_256.png").convert("RGB"))
+    models = load_renderer(args.checkpoints, 256, args.device, torch.float32)
+    prepare_renderer(models.generator)  # as the worker does at load time
+    mapping = load_mapping(args.checkpoints, "crop", args.device, torch.float32)
+    if not args.no_warmup:
+        render_golden(models, mapping, golden, source, "fp32")  # warm-up: kernel choice
+    rows = []
+    for precision in args.precisions:
+        run = render_golden(models, mapping, golden, source, precision)
+        rows.append({"part": "renderer", "precision": precision, "against": "reference (golden A)",
+                     "generator_output": errors(run["generator"], golden["generator_output"]),
+                     "uint8_frames": errors(run["frames"], golden["final_frames"])})
+    return rows
+
+
+def check_enhancer(args: argparse.Namespace) -> List[Dict]:
+    from sadtalker.bundle import load_enhancer
+
+    frames = golden_render(args.windows)["final_frames"]
+    enhancer = load_enhancer(args.checkpoints, args.device, precision="fp32")
+    reference = enhancer.restore(frames)
+    rows = []
+    for precision in [p for p in args.precisions if p != "fp32"]:
+        enhancer.precision = precision
+        restored = enhancer.restore(frames)
+        rows.append({"part": "enhancer", "precision": precision, "against": "fp32, same device",
+                     "uint8_frames": errors(restored, reference)})
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from benchmark import ensure_weights
+
+    ensure_weights(args.checkpoints)
+    rows = check_renderer(args)
+    if args.enhancer:
+        rows += check_enhancer(args)
+    device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+    print(f"device: {device}, torch {torch.__version__}")
+    print("part | precision | against | generator max / mean abs | uint8 max / mean abs / share differing")
+    for row in rows:
+        gen = row.get("generator_output")
+        gen_text = f"{gen['max']:.2e} / {gen['mean']:.2e}" if gen else "-"
+        u8 = row["uint8_frames"]
+        print(f"{row['part']} | {row['precision']} | {row['against']} | {gen_text} | "
+              f"{u8['max']:.0f} / {u8['mean']:.3f} / {100 * u8['share_differing']:.2f} %")
+    if args.json:
+        frames = len(golden_render(args.windows)["final_frames"])
+        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "frames": frames,
+                                               "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Streaming: playable segments while the video renders, the same frames as the whole video, delivered through the
+runpod SDK's local API server (/run + /stream, /runsync) with the real pipeline on small networks."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
+from tests.support.smallbundle import astronaut, astronaut_base64, small_bundle, speech_like, wav_base64
+from tests.support import REPO_ROOT
+from tests.support.workerproc import free_port, wait_for_port
+
+from sadtalker import pipeline
+from sadtalker.core.contract import AnimationRequest, RenderOptions
+from sadtalker.output.video import VideoWriter
+
+SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
+pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make test-fast` leaves them out
+
+
+@pytest.fixture(scope="module")
+def bundle(test_checkpoints_dir):
+    return small_bundle(str(test_checkpoints_dir))
+
+
+@pytest.fixture(scope="module")
+def streamed(bundle, tmp_path_factory):
+    """One animation with 1 s segments; every frame array handed to a writer is recorded, with the order of events."""
+    workdir = tmp_path_factory.mktemp("stream")
+    written, events, segments = {}, [], []
+    original_write = VideoWriter.write
+
+    def recording_write(self, frames):
+        written.setdefault(self.path, []).append(np.array(frames))
+        return original_write(self, frames)
+
+    def on_segment(segment):
+        events.append(("segment", segment.index))
+        segments.append(segment)
+
+    def progress(stage, chunk=0, chunks=0, percent=0.0):
+        events.append((stage, percent))
+
+    request = AnimationRequest(astronaut(), speech_like(SECONDS), RenderOptions(enhancer="none"), seed=3, name="clip")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VideoWriter, "write", recording_write)
+        animation = pipeline.animate(bundle, request, str(workdir), progress, on_segment=on_segment,
+                                     segment_seconds=1.0)
+    return animation, segments, written, events
+
+
+def test_segments_are_contiguous_and_add_up_to_the_video(streamed):
+    animation, segments, _, _ = streamed
+    assert [s.frames for s in segments] == [25, 25, 7]
+    assert [s.start_frame for s in segments] == [0, 25, 50]
+    assert sum(s.frames for s in segments) == animation.frames
+    assert [s.start_seconds for s in segments] == [0.0, 1.0, 2.0]
+
+
+def test_segments_get_the_same_frames_as_the_whole_video_before_encoding(streamed):
+    animation, segments, written, _ = streamed
+    whole = np.concatenate(written[animation.path])
+    pieces = np.concatenate([frame for s in segments for frame in written[s.path]])
+    assert whole.shape[0] == animation.frames and np.array_equal(whole, pieces)
+
+
+def test_every_segment_plays_with_its_frames_and_sound(streamed):
+    _, segments, _, _ = streamed
+    for segment in segments:
+        info = assert_browser_mp4(segment.path, segment.duration_seconds)
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_frames"]) == segment.frames
+
+
+def test_decoded_segments_line_up_with_the_decoded_video(streamed):
+    animation, segments, _, _ = streamed
+    whole = decode_rgb(animation.path, animation.width, animation.height).astype(int)
+    pieces = np.concatenate([decode_rgb(s.path, animation.width, animation.height) for s in segments]).astype(int)
+    assert pieces.shape == whole.shape
+    same = np.abs(pieces - whole).mean(axis=(1, 2, 3))
+    shifted = np.abs(pieces[1:] - whole[:-1]).mean(axis=(1, 2, 3))
+    assert same.max() < 2.0, same  # two encodes of the same frames: within a couple of levels
+    assert same[1:].mean() < shifted.mean(), "the segments' frames are out of step with the video's"
+
+
+def test_a_segment_is_handed_over_before_the_next_batch_renders(streamed):
+    _, _, _, events = streamed
+    renders = [i for i, event in enumerate(events) if event[0] == "render"]
+    for index in (0, 1):
+        at = events.index(("segment", index))
+        assert any(r > at for r in renders), "the segment waited for the end of the render"
+        # the progress report of the batch that completed the segment comes right after it
+        assert events[at + 1][0] == "render"
+
+
+@pytest.fixture(scope="module")
+def streaming_worker(test_checkpoints_dir, tmp_path_factory):
+    """The real handler and SDK (`--rp_serve_api`) with STREAM_SEGMENT_SECONDS=1, the small bundle."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("streaming") / "worker.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
+    env.update({"SMALL_MODELS": str(test_checkpoints_dir), "STREAM_SEGMENT_SECONDS": "1", "DEVICE": "cpu"})
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.workerproc", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+             "--rp_api_port", str(port)], cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(process, port, log_path, limit_s=120)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker, tmp_path):
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(SECONDS), "enhancer": "none", "seed": 3}}
+    job_id = requests.post(f"{streaming_worker}/run", json=job, timeout=30).json()["id"]
+    body = requests.post(f"{streaming_worker}/stream/{job_id}", timeout=300).json()
+    assert body["status"] == "COMPLETED", body
+    items = [entry["output"] for entry in body["stream"]]
+    *segments, final = items
+    assert [item["segment"] for item in segments] == [0, 1, 2]
+    assert [item["frames"] for item in segments] == [25, 25, 7]
+    assert all(set(item) == {"segment", "start_seconds", "duration_seconds", "frames", "video_base64"}
+               for item in segments)
+    assert final["final"] is True and final["success"] is True and final["frames"] == 57
+    for item in segments:
+        path = tmp_path / f"segment-{item['segment']}.mp4"
+        path.write_bytes(base64.b64decode(item["video_base64"]))
+        info = assert_browser_mp4(path, item["duration_seconds"])
+        assert int(next(s for s in info["streams"] if s["codec_type"] == "video")["nb_frames"]) == item["frames"]
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(base64.b64decode(final["video_base64"]))
+    assert abs(float(ffprobe(whole)["format"]["duration"]) - 57 * FRAME_S) <= FRAME_S
+
+
+def test_runsync_returns_the_list_and_a_bad_input_one_error_item(streaming_worker):
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(1.2), "enhancer": "none"}}
+    body = requests.post(f"{streaming_worker}/runsync", json=job, timeout=300).json()
+    assert body["status"] == "COMPLETED" and [item.get("segment") for item in body["output"]] == [0, 1, None]
+    bad = requests.post(f"{streaming_worker}/runsync", json={"input": {**job["input"], "size": 300}},
+                        timeout=60).json()
+    assert len(bad["output"]) == 1 and bad["output"][0]["error_type"] == "invalid_input", bad
+
+
+def test_the_api_answers_while_a_job_renders(streaming_worker):
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(4.0), "enhancer": "none"}}
+    done = {}
+
+    def run() -> None:
+        done.update(requests.post(f"{streaming_worker}/runsync", json=job, timeout=300).json())
+        done["at"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(3.0)  # into the render
+    start = time.monotonic()
+    answer = requests.post(f"{streaming_worker}/status/no-such-job", timeout=10)
+    answered = time.monotonic()
+    thread.join()
+    assert answer.status_code == 200 and answered - start < 1.0, answered - start
+    assert done["status"] == "COMPLETED" and len(done["output"]) == 5
+    assert answered < done["at"], "the job had already finished: nothing was measured"
+
+
+def handler_job(seconds: float) -> dict:
+    return {"id": "inline", "input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(seconds),
+                                      "enhancer": "none", "seed": 3}}
+
+
+def test_inline_segments_and_the_whole_video_share_the_inline_cap(bundle, monkeypatch):
+    import handler
+
+    monkeypatch.setattr(handler, "_BUNDLE", bundle)
+    for name in [n for n in os.environ if n.startswith("R2_")]:
+        monkeypatch.delenv(name)
+    settings = dataclasses.replace(bundle.settings, stream_segment_seconds=1.0)
+    monkeypatch.setattr(handler, "_SETTINGS", settings)
+    items = []
+    result = handler.handler(handler_job(SECONDS), emit=items.append)
+    segment_bytes = sum(len(base64.b64decode(item["video_base64"])) for item in items)
+    video_bytes = len(base64.b64decode(result["video_base64"]))
+    capped = dataclasses.replace(settings, inline_result_max_bytes=segment_bytes + video_bytes // 2)
+    monkeypatch.setattr(handler, "_SETTINGS", capped)
+    items = []
+    refused = handler.handler(handler_job(SECONDS), emit=items.append)
+    assert len(items) == 3  # every segment fitted
+    assert refused["error_type"] == "upload_failed" and "configure R2" in refused["error"], refused
+    assert "segments already returned" in refused["error"]
+
+
+def test_a_refused_streaming_job_is_failed_by_the_sdk(monkeypatch):
+    """The SDK's own job path (rp_job.handle_job) on the streaming handler: one error item, the job FAILED."""
+    import handler
+    from runpod.serverless.modules import rp_job
+
+    sent = []
+
+    async def record(session, job_data, job, is_stream=False):
+        sent.append((job_data, is_stream))
+
+    monkeypatch.setattr(rp_job, "send_result", record)
+    monkeypatch.setattr(rp_job, "stream_result", record)
+    config = {"handler": handler.stream_handler, "return_aggregate_stream": True}
+    asyncio.run(rp_job.handle_job(None, config, {"id": "bad", "input": {"image_base64": "eA==", "size": 300}}))
+    (final, is_stream), = [entry for entry in sent if "error" in entry[0] or "output" in entry[0]][-1:]
+    assert final["error"].startswith("invalid_input: "), final

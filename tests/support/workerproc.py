@@ -1,0 +1,80 @@
+"""The worker as a process, for tests that go through the runpod SDK itself.
+
+``python -m tests.support.workerproc --rp_serve_api --rp_api_port N`` starts the real handler under the SDK's local API
+server, with ``sadtalker.pipeline`` replaced by :func:`fake_animate` (a real 1 s MP4 made by ffmpeg, no model), so
+what the SDK logs and returns can be checked in seconds. With ``SMALL_MODELS=<checkpoints folder>`` it runs the
+real pipeline on the small bundle of ``tests/support/smallbundle.py`` instead. The helpers below also serve the in-process
+tests.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from tests.support import REPO_ROOT
+
+
+
+def write_test_video(path) -> None:
+    """A real 1 s, 64x64, 25 fps H.264 MP4."""
+    from sadtalker.output.ffmpeg import ffmpeg_exe
+
+    subprocess.run(
+        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25",
+         "-t", "1", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )
+
+
+def fake_animate(bundle, request, workdir, progress, stop=None, **streaming):
+    """Stands in for ``sadtalker.pipeline.animate``: reports progress and writes a real 1 s MP4."""
+    from sadtalker.core.contract import Animation
+
+    progress("render", 1, 1, 50.0)
+    path = Path(workdir) / f"{request.name}.mp4"
+    write_test_video(path)
+    return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
+                     seed=7, timings={"render": 0.1})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(worker: subprocess.Popen, port: int, log_path: Path, limit_s: float = 300.0) -> None:
+    """Until the worker accepts connections (start-up checks + model loading); fails if it exits first."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, f"the worker exited: {log_path.read_text()[-3000:]}"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the worker did not listen within {limit_s} s: {log_path.read_text()[-3000:]}")
+
+
+def main() -> None:
+    import handler
+    from sadtalker.worker.logs import configure_logging
+    from sadtalker.worker.settings import Settings
+
+    configure_logging()
+    handler._SETTINGS = Settings.from_env()
+    if os.environ.get("SMALL_MODELS"):
+        from tests.support.smallbundle import small_bundle
+
+        handler._BUNDLE = small_bundle(os.environ["SMALL_MODELS"], os.environ)
+    else:
+        sys.modules["sadtalker.pipeline"] = types.SimpleNamespace(animate=fake_animate)
+        handler._BUNDLE = object()
+    handler.serve(handler._SETTINGS)
+
+
+if __name__ == "__main__":
+    main()
