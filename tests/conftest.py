@@ -5,8 +5,6 @@ by ``tests/support/checkpoints.py`` (the golden recipe, official containers). It
 cached in ``.cache/test_checkpoints`` (override with the env var ``TEST_CHECKPOINTS_DIR``); a file is
 rebuilt when the writer or its manifest changed (a stamp holds their hash). Building all seven takes
 about a minute and 2.2 GB of disk; later runs reuse them.
-
-Other helpers may add fixtures in the clearly marked section at the end of this file.
 """
 from __future__ import annotations
 
@@ -19,7 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from sadtalker.bundle import ModelBundle
 from tests.support import REPO_ROOT, checkpoints
+from tests.support.smallbundle import small_bundle
 
 WRITER_PATH = Path(checkpoints.__file__)
 GOLDEN_A = REPO_ROOT / "tests" / "golden" / "scenario_a"
@@ -71,11 +71,6 @@ def golden_a_dir() -> Path:
     return GOLDEN_A
 
 
-# ---------------------------------------------------------------------------------------------
-# Fixtures added by other helpers go below this line (append only; name the owner in a comment).
-# ---------------------------------------------------------------------------------------------
-
-
 @pytest.fixture
 def loopback_only(monkeypatch):
     """Fail, without connecting, any socket connect to an address other than loopback (the network tests' guard)."""
@@ -90,8 +85,14 @@ def loopback_only(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-# Owner: issue 15 (golden scenario C: reference video, camera angles, extcrop).
 @pytest.fixture(scope="session")
 def golden_c_dir() -> Path:
-    """tests/golden/scenario_c (reference outputs for issue 15's controls; see its README)."""
+    """tests/golden/scenario_c (reference outputs for reference videos, camera angles and extcrop; see its README)."""
     return REPO_ROOT / "tests" / "golden" / "scenario_c"
+
+
+@pytest.fixture(scope="session")
+def bundle(test_checkpoints_dir) -> ModelBundle:
+    """The small bundle (tests/support/smallbundle.py): real coefficient networks and dlib, small renderer and GFPGAN.
+    One per session; a test that changes it does so through ``monkeypatch``."""
+    return small_bundle(str(test_checkpoints_dir))

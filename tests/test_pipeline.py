@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import requests
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
-from tests.support.smallbundle import ASTRONAUT, astronaut, small_bundle, speech_like
+from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like
 from tests.support.workerproc import free_port, wait_for_port
 
-from sadtalker.bundle import ModelBundle
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.face.stage import preprocess_image
@@ -51,11 +50,6 @@ def request(image: np.ndarray, wav: np.ndarray, name: str, seed=None, **fields) 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
     return astronaut()
-
-
-@pytest.fixture(scope="module")
-def bundle(test_checkpoints_dir) -> ModelBundle:
-    return small_bundle(str(test_checkpoints_dir))
 
 
 class Recorder:

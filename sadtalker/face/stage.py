@@ -116,7 +116,7 @@ def preprocess_image(
     return Preprocessed(source_image=source, coeff_3dmm=recon.coeff_3dmm, crop_info=info)
 
 
-# --- reference video (issue 15) -------------------------------------------------------------------------------
+# --- reference video -------------------------------------------------------------------------------
 
 VIDEO_SIZE = 256  # the reference preprocesses a video at 256 whatever the job's size
 RECON_BATCH = 16  # ReconNet frames per call

@@ -215,7 +215,7 @@ def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.ascontiguousarray(resampled[:target], dtype=np.float32)
 
 
-# --- reference video (issue 15) -------------------------------------------------------------------------------
+# --- reference video -------------------------------------------------------------------------------
 
 REF_VIDEO_FPS = 25  # the rate the video is resampled to, by time (one frame per 40 ms of the output)
 REF_VIDEO_MAX_PIXELS = 2 * 1024**3 // 3  # decoded frames held at once: 2 GiB of RGB

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
-from tests.support.smallbundle import astronaut, astronaut_base64, small_bundle, speech_like, wav_base64
+from tests.support.smallbundle import astronaut, astronaut_base64, speech_like, wav_base64
 from tests.support import REPO_ROOT
 from tests.support.workerproc import free_port, wait_for_port
 
@@ -25,11 +25,6 @@ from sadtalker.output.video import VideoWriter
 
 SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
 pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make test-fast` leaves them out
-
-
-@pytest.fixture(scope="module")
-def bundle(test_checkpoints_dir):
-    return small_bundle(str(test_checkpoints_dir))
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +98,19 @@ def test_a_segment_is_handed_over_before_the_next_batch_renders(streamed):
 
 
 @pytest.fixture(scope="module")
-def streaming_worker(test_checkpoints_dir, tmp_path_factory):
+def render_gate(tmp_path_factory):
+    """The folder of the worker's render gate (tests/support/workerproc.py: install_render_gate)."""
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def streaming_worker(test_checkpoints_dir, tmp_path_factory, render_gate):
     """The real handler and SDK (`--rp_serve_api`) with STREAM_SEGMENT_SECONDS=1, the small bundle."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("streaming") / "worker.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
-    env.update({"SMALL_MODELS": str(test_checkpoints_dir), "STREAM_SEGMENT_SECONDS": "1", "DEVICE": "cpu"})
+    env.update({"SMALL_MODELS": str(test_checkpoints_dir), "STREAM_SEGMENT_SECONDS": "1", "DEVICE": "cpu",
+                "RENDER_GATE_DIR": str(render_gate)})
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.workerproc", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
@@ -152,24 +154,39 @@ def test_runsync_returns_the_list_and_a_bad_input_one_error_item(streaming_worke
     assert len(bad["output"]) == 1 and bad["output"][0]["error_type"] == "invalid_input", bad
 
 
-def test_the_api_answers_while_a_job_renders(streaming_worker):
-    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(4.0), "enhancer": "none"}}
+def wait_for_file(path, limit_s: float = 300.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} did not appear within {limit_s} s"
+        time.sleep(0.05)
+
+
+def test_the_api_answers_while_a_job_renders(streaming_worker, render_gate):
+    """The job is held mid-render by the worker's gate until the API has answered, so the check never races the job."""
+    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(1.2), "enhancer": "none"}}
     done = {}
 
     def run() -> None:
-        done.update(requests.post(f"{streaming_worker}/runsync", json=job, timeout=300).json())
-        done["at"] = time.monotonic()
+        done.update(requests.post(f"{streaming_worker}/runsync", json=job, timeout=600).json())
 
+    (render_gate / "armed").touch()
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(3.0)  # into the render
-    start = time.monotonic()
-    answer = requests.post(f"{streaming_worker}/status/no-such-job", timeout=10)
-    answered = time.monotonic()
-    thread.join()
-    assert answer.status_code == 200 and answered - start < 1.0, answered - start
-    assert done["status"] == "COMPLETED" and len(done["output"]) == 5
-    assert answered < done["at"], "the job had already finished: nothing was measured"
+    try:
+        wait_for_file(render_gate / "started")  # the job is inside its render now, and stays there
+        start = time.monotonic()
+        answer = requests.post(f"{streaming_worker}/status/no-such-job", timeout=30)
+        answered_s = time.monotonic() - start
+        still_rendering = not done and thread.is_alive()
+    finally:
+        (render_gate / "armed").unlink()
+        (render_gate / "release").touch()
+        thread.join()
+    assert answer.status_code == 200 and answer.json()["status"] == "FAILED", answer.text
+    assert still_rendering, "the job was not held by the gate"
+    # A generous bound: a blocked event loop would not answer until the job ends, which the gate prevents.
+    assert answered_s < 15.0, answered_s
+    assert done["status"] == "COMPLETED" and len(done["output"]) == 3, done
 
 
 def handler_job(seconds: float) -> dict:

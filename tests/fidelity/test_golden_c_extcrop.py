@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from tests.support.goldencheck import assert_close
-from tests.support.smallbundle import astronaut, small_bundle, speech_like
+from tests.support.smallbundle import astronaut, speech_like
 
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.face import align3dmm, crop
@@ -72,11 +72,6 @@ def test_preprocess_image_extcrop_with_injected_landmarks(recon_net, golden):
                                       crop_landmarks=golden["align"]["lm68_crop"])
     np.testing.assert_array_equal(out.source_image, golden["source"])
     assert_close("extcrop preprocess coeff_3dmm", out.coeff_3dmm, golden["align"]["coeff_3dmm"], atol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def bundle(test_checkpoints_dir):
-    return small_bundle(str(test_checkpoints_dir))
 
 
 @pytest.mark.slow  # whole small-network jobs

@@ -1,4 +1,4 @@
-"""Issue 15's motion controls: pose_scale, use_blink, blinks in still mode, and the pipeline plumbing of the camera
+"""The motion controls: pose_scale, use_blink, blinks in still mode, and the pipeline plumbing of the camera
 angles (small renderer networks, real coefficient networks)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from tests.support.smallbundle import astronaut, small_bundle, speech_like
+from tests.support.smallbundle import astronaut, speech_like
 
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.motion import stage as motion
@@ -90,11 +90,6 @@ class TestBlinks:
         assert np.array_equal(off, zero)
         assert not np.array_equal(on[:, :64], off[:, :64])
         assert np.array_equal(on[:, 64:], off[:, 64:])  # the head pose does not depend on blinks
-
-
-@pytest.fixture(scope="module")
-def bundle(test_checkpoints_dir):
-    return small_bundle(str(test_checkpoints_dir))
 
 
 def run(bundle, tmp_path, name, **fields):

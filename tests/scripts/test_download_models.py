@@ -303,7 +303,7 @@ def test_a_rerun_with_everything_present_fetches_nothing(tmp_path, server, manif
     assert len(server.requests) == before and "fetching" not in again.stderr
 
 
-# --- the optional RestoreFormer file (issue 15) --------------------------------------------------------------
+# --- the optional RestoreFormer file --------------------------------------------------------------
 
 def test_restoreformer_is_optional_unverified_and_named_like_the_table() -> None:
     text = SCRIPT.read_text()

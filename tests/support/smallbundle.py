@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import wave
-from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np

@@ -3,7 +3,8 @@
 ``python -m tests.support.workerproc --rp_serve_api --rp_api_port N`` starts the real handler under the SDK's local API
 server, with ``sadtalker.pipeline`` replaced by :func:`fake_animate` (a real 1 s MP4 made by ffmpeg, no model), so
 what the SDK logs and returns can be checked in seconds. With ``SMALL_MODELS=<checkpoints folder>`` it runs the
-real pipeline on the small bundle of ``tests/support/smallbundle.py`` instead. The helpers below also serve the in-process
+real pipeline on the small bundle of ``tests/support/smallbundle.py`` instead, and with ``RENDER_GATE_DIR`` a test
+can hold a job mid-render (:func:`install_render_gate`). The helpers below also serve the in-process
 tests.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 import time
 import types
 from pathlib import Path
-from tests.support import REPO_ROOT
 
 
 
@@ -59,6 +59,23 @@ def wait_for_port(worker: subprocess.Popen, port: int, log_path: Path, limit_s: 
     raise AssertionError(f"the worker did not listen within {limit_s} s: {log_path.read_text()[-3000:]}")
 
 
+def install_render_gate(gate_dir: Path) -> None:
+    """While ``gate_dir/armed`` exists, a job's first written frames touch ``gate_dir/started`` and wait there until
+    ``gate_dir/release`` exists: a test holds a job mid-render for as long as it needs, whatever the machine's load."""
+    from sadtalker.output.video import VideoWriter
+
+    original = VideoWriter.write
+
+    def gated_write(self, frames):
+        if (gate_dir / "armed").exists():
+            (gate_dir / "started").touch()
+            while not (gate_dir / "release").exists():
+                time.sleep(0.05)
+        return original(self, frames)
+
+    VideoWriter.write = gated_write
+
+
 def main() -> None:
     import handler
     from sadtalker.worker.logs import configure_logging
@@ -70,6 +87,8 @@ def main() -> None:
         from tests.support.smallbundle import small_bundle
 
         handler._BUNDLE = small_bundle(os.environ["SMALL_MODELS"], os.environ)
+        if os.environ.get("RENDER_GATE_DIR"):
+            install_render_gate(Path(os.environ["RENDER_GATE_DIR"]))
     else:
         sys.modules["sadtalker.pipeline"] = types.SimpleNamespace(animate=fake_animate)
         handler._BUNDLE = object()
