@@ -1,4 +1,4 @@
-"""The docs agree with each other and with the code: links resolve, the settings table is Settings', README stays short.
+"""The docs agree with each other and with the code: links resolve, the settings table is Settings', README is short.
 
 Links: every relative link in README.md and docs/*.md points at a file that exists, and every ``#anchor`` at a
 heading of that file, slugged as GitHub slugs headings (lower case, punctuation dropped, spaces to hyphens, ``-1``
@@ -7,6 +7,7 @@ for a repeated heading). Links inside code are not links and are skipped.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
@@ -62,7 +63,7 @@ def relative_links(page: Path) -> Iterator[Tuple[str, Path, str]]:
 
 
 def broken_links(page: Path, root: Path = ROOT) -> List[str]:
-    """What is wrong with each relative link of ``page`` (paths shown relative to ``root``); empty when all resolve."""
+    """What is wrong with each relative link of ``page`` (paths relative to ``root``); empty when all resolve."""
     problems = []
     for link, target, anchor in relative_links(page):
         if not target.exists():
@@ -87,7 +88,10 @@ def test_the_link_check_finds_a_broken_file_and_a_broken_anchor(tmp_path: Path) 
         "[ok](other.md#some-part) [repeat](other.md#some-part-1) [self](#here) `[code](missing.md)`\n"
         "# Here\n[gone](missing.md) [bad anchor](other.md#nowhere)\n```\n[fenced](missing.md)\n```\n"
     )
-    assert broken_links(page, root=tmp_path) == ["missing.md: no file missing.md", "other.md#nowhere: no heading with anchor #nowhere in other.md"]
+    assert broken_links(page, root=tmp_path) == [
+        "missing.md: no file missing.md",
+        "other.md#nowhere: no heading with anchor #nowhere in other.md",
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
@@ -104,11 +108,32 @@ def test_readme_indexes_every_page_of_docs() -> None:
     assert [page.name for page in DOCS if page not in linked] == []
 
 
-def test_python_examples_compile() -> None:
-    """The ```python blocks of README and docs are valid Python (a copy-pasted example at least parses)."""
+def code_blocks(language: str) -> Iterator[Tuple[str, str]]:
+    """(where, code) of every fenced block in ``language`` in README and docs (indented fences included)."""
+    fence = re.compile(rf"^( *)```{language}\n(.*?)^\1```", re.M | re.S)
     for page in PAGES:
-        for index, block in enumerate(re.findall(r"^```python\n(.*?)^```", page.read_text(), re.M | re.S)):
-            compile(block, f"{page.name} python block {index}", "exec")
+        for index, (indent, block) in enumerate(fence.findall(page.read_text())):
+            code = "".join(line[len(indent):] for line in block.splitlines(keepends=True))
+            yield f"{page.name} {language} block {index}", code
+
+
+def test_python_examples_compile() -> None:
+    """A copy-pasted Python example at least parses."""
+    blocks = list(code_blocks("python"))
+    assert blocks
+    for where, code in blocks:
+        compile(code, where, "exec")
+
+
+def test_json_examples_parse() -> None:
+    """The request and result examples are JSON, as a client would send or receive them."""
+    blocks = list(code_blocks("json"))
+    assert blocks
+    for where, code in blocks:
+        try:
+            json.loads(code)
+        except json.JSONDecodeError as error:
+            pytest.fail(f"{where}: {error}")
 
 
 def settings_table() -> Dict[str, str]:
