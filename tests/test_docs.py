@@ -4,19 +4,21 @@ Links: every relative link in README.md and docs/*.md points at a file that exis
 heading of that file, slugged as GitHub slugs headings (lower case, punctuation dropped, spaces to hyphens, ``-1``
 for a repeated heading). Links inside code are not links and are skipped.
 """
+
 from __future__ import annotations
 
 import inspect
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
 from sadtalker.worker.settings import Settings
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README] + DOCS
@@ -41,9 +43,9 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def anchors(page: Path) -> Set[str]:
+def anchors(page: Path) -> set[str]:
     """Every heading anchor of a markdown file, with GitHub's ``-1``, ``-2`` for repeats."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     found = set()
     for heading in _HEADING.findall(_FENCE.sub("", page.read_text())):
         base = slug(heading)
@@ -53,7 +55,7 @@ def anchors(page: Path) -> Set[str]:
     return found
 
 
-def relative_links(page: Path) -> Iterator[Tuple[str, Path, str]]:
+def relative_links(page: Path) -> Iterator[tuple[str, Path, str]]:
     """(link as written, target file, anchor or "") for each link that is not a URL."""
     for link in _LINK.findall(_prose(page.read_text())):
         if re.match(r"^[a-z][a-z0-9+.-]*:", link):  # https:, mailto:
@@ -62,7 +64,7 @@ def relative_links(page: Path) -> Iterator[Tuple[str, Path, str]]:
         yield link, (page.parent / path).resolve() if path else page, anchor
 
 
-def broken_links(page: Path, root: Path = ROOT) -> List[str]:
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
     """What is wrong with each relative link of ``page`` (paths relative to ``root``); empty when all resolve."""
     problems = []
     for link, target, anchor in relative_links(page):
@@ -108,12 +110,12 @@ def test_readme_indexes_every_page_of_docs() -> None:
     assert [page.name for page in DOCS if page not in linked] == []
 
 
-def code_blocks(language: str) -> Iterator[Tuple[str, str]]:
+def code_blocks(language: str) -> Iterator[tuple[str, str]]:
     """(where, code) of every fenced block in ``language`` in README and docs (indented fences included)."""
     fence = re.compile(rf"^( *)```{language}\n(.*?)^\1```", re.M | re.S)
     for page in PAGES:
         for index, (indent, block) in enumerate(fence.findall(page.read_text())):
-            code = "".join(line[len(indent):] for line in block.splitlines(keepends=True))
+            code = "".join(line[len(indent) :] for line in block.splitlines(keepends=True))
             yield f"{page.name} {language} block {index}", code
 
 
@@ -136,7 +138,7 @@ def test_json_examples_parse() -> None:
             pytest.fail(f"{where}: {error}")
 
 
-def settings_table() -> Dict[str, str]:
+def settings_table() -> dict[str, str]:
     """docs/configuration.md's environment table: variable -> the default as written."""
     section = CONFIGURATION.read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", section, re.M)
