@@ -6,12 +6,10 @@ storage and inline paths run for real. ``BAD_INPUTS`` is the table of refused in
 """
 import base64
 import dataclasses
-import inspect
 import io
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -28,7 +26,6 @@ from tests.support.workerproc import write_test_video
 import handler
 from sadtalker.core.contract import Animation, RenderOptions
 from sadtalker.core.errors import NoFaceDetected
-from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT
 
 FACE_JPEG = (REPO_ROOT / "assets" / "astronaut.jpg").read_bytes()
@@ -469,23 +466,3 @@ def file_server():
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-class TestReadme:
-    """README's environment table stays in step with Settings.from_env."""
-
-    @staticmethod
-    def table():
-        text = (REPO_ROOT / "README.md").read_text()
-        section = text.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
-        rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", section, re.M)
-        return {name: default.strip() for name, default in rows}
-
-    def test_every_variable_read_by_from_env_has_a_row(self):
-        read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
-        assert read and read == set(self.table())
-
-    def test_each_documented_default_is_the_codes_default(self):
-        for name, default in self.table().items():
-            value = "" if default == "(empty)" else default.strip("`")
-            assert Settings.from_env({name: value}) == Settings.from_env({}), name
