@@ -1,4 +1,4 @@
-"""Typed errors carrying the API's stable ``error_type`` codes (README "Errors").
+"""Typed errors carrying the API's stable ``error_type`` codes (docs/api.md, "Errors").
 
 Everything a job can fail with is a :class:`WorkerError`; ``handler._error`` turns one into the
 response dict. Messages say what went wrong and what to do, and never contain secrets.

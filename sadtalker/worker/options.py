@@ -1,6 +1,6 @@
 """Job input -> frozen options, by one pure function.
 
-``parse_job_input(raw)`` checks every field and rule of the API (README "API"): exactly one image source and one
+``parse_job_input(raw)`` checks every field and rule of the API (docs/api.md): exactly one image source and one
 audio source, strict JSON types (``true`` is not an integer, ``"256"`` is not a number, NaN is not a number),
 ranges, enums, the ``r2`` object, ``seed``, and unknown fields (named in the error). Every failure is
 :class:`~sadtalker.core.errors.InvalidInput` saying what is allowed. Base64 payloads are decoded here, so a job with

@@ -1,7 +1,7 @@
 """Worker settings, read from the environment by one function.
 
 ``Settings.from_env(env)`` takes any mapping (default ``os.environ``) so tests pass a dict. Every
-setting has a default and a comment; README's "Environment variables" table lists the same names.
+setting has a default and a comment; docs/configuration.md lists the same names (a test checks it).
 """
 from __future__ import annotations
 
