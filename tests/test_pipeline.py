@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
-from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like
+from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like, small_bundle
 from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
@@ -32,11 +32,13 @@ from sadtalker.pipeline import animate
 from tests.support import REPO_ROOT
 
 SPEECH = REPO_ROOT / "assets" / "speech.wav"
-# Quiet gaps in the long test signal: one inside each search window (the last 5 s before 45 s, then before
-# the next chunk's 45 s), and decoys outside the windows that must not be chosen.
-GAPS_S = (42.3, 85.5)
-DECOYS_S = (20.0, 30.0, 60.0)
-LONG_S = 100.0
+# The long-audio run uses CHUNK_SECONDS=10 (the cutting logic is the same at any chunk length; 22 s of audio give
+# three chunks, as 100 s do at the default 45 s). Quiet gaps in the signal: one inside each search window (the last
+# 5 s before 10 s, then before the next chunk's 10 s), and decoys outside the windows that must not be chosen.
+CHUNK_S = 10.0
+GAPS_S = (7.3, 15.5)
+DECOYS_S = (3.0, 11.0)
+LONG_S = 22.0
 
 
 def options(**fields) -> RenderOptions:
@@ -63,10 +65,11 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def long_run(bundle, image, tmp_path_factory):
+def long_run(test_checkpoints_dir, image, tmp_path_factory):
+    chunked = small_bundle(str(test_checkpoints_dir), {"CHUNK_SECONDS": str(CHUNK_S)})
     wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
     progress = Recorder()
-    result = animate(bundle, request(image, wav, "long", seed=11), str(tmp_path_factory.mktemp("long")), progress)
+    result = animate(chunked, request(image, wav, "long", seed=11), str(tmp_path_factory.mktemp("long")), progress)
     return wav, result, progress
 
 
@@ -74,12 +77,12 @@ def long_run(bundle, image, tmp_path_factory):
 class TestChunking:
     def test_long_audio_is_cut_at_the_quiet_gaps_into_three_chunks(self, long_run):
         wav, result, _ = long_run
-        chunks = plan_chunks(wav, 45.0)
+        chunks = plan_chunks(wav, CHUNK_S)
         assert result.chunks == len(chunks) == 3
         cuts_s = [c.start_frame / FPS for c in chunks[1:]]
         for cut, gap in zip(cuts_s, GAPS_S):
             assert gap <= cut <= gap + 0.3, (cuts_s, GAPS_S)
-        assert all(c.n_frames <= 45 * FPS for c in chunks)
+        assert all(c.n_frames <= CHUNK_S * FPS for c in chunks)
 
     def test_one_continuous_video_as_long_as_the_audio(self, long_run):
         wav, result, _ = long_run
@@ -105,7 +108,7 @@ class TestChunking:
         wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
         frames = num_frames(len(wav))
         windows = mel_windows(melspectrogram(fit_to_frames(wav, frames)), frames)
-        chunks = plan_chunks(wav, 45.0)
+        chunks = plan_chunks(wav, CHUNK_S)
         models = bundle.sizes[256]
         pre = _preprocess(bundle, image)
         carried = coefficients(models, pre, windows, chunks)
@@ -186,7 +189,7 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
     """The worker as a user runs it: `python handler.py --rp_serve_api`, official network sizes, generated
     official-format weights, dlib faces, one POST /runsync. (RunPod's test_input.json mode would run the same
     job, but it logs the result cut to 4096 characters, so the inline video could not be read back.)"""
-    seconds = 1.5
+    seconds = 0.4  # 10 frames: the plumbing of a real-size job, not its length
     wav = np.clip(speech_like(seconds) * 32767, -32768, 32767).astype("<i2")
     audio = tmp_path / "speech.wav"
     _write_wav16(audio, wav)
