@@ -7,32 +7,26 @@ when the host is resolved, before any connection. Output: a Markdown table (case
 """
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import os
 import sys
-from pathlib import Path
-from tests.support import REPO_ROOT
+from collections.abc import Sequence
+from typing import Any
+
+import handler
+from tests import test_handler  # BAD_INPUTS and the pipeline double
 
 MESSAGE_CHARS = 110
 
 
-def load_test_module():
-    """tests/test_handler.py, imported by path (tests/ is not a package)."""
-    sys.path.insert(0, str(REPO_ROOT))
-    sys.path.insert(0, str(REPO_ROOT / "tests"))  # the helpers test_handler imports (mediacheck, workerproc)
-    spec = importlib.util.spec_from_file_location("test_handler", REPO_ROOT / "tests" / "test_handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_row(module, handler, job_input, env):
-    """Run one case with its environment variables set, then restore the environment."""
+def run_row(job_input: object, env: dict[str, str]) -> dict[str, Any]:
+    """Run one case through the handler with its environment variables set, then restore the environment."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         job = {"id": "bad-input"} if job_input == "NO_INPUT" else {"id": "bad-input", "input": job_input}
-        return handler.handler(job)
+        result: dict[str, Any] = handler.handler(job)
+        return result
     finally:
         for name, value in saved.items():
             if value is None:
@@ -41,17 +35,23 @@ def run_row(module, handler, job_input, env):
                 os.environ[name] = value
 
 
-def main() -> int:
-    module = load_test_module()
-    handler = module.handler
-    for name in module.R2_ENV + ("ALLOW_LOOPBACK_URLS",):
+def use_pipeline_double() -> None:
+    """The handler as the tests run it: no storage settings, the pipeline double, no progress updates."""
+    for name in test_handler.R2_ENV + ("ALLOW_LOOPBACK_URLS",):
         os.environ.pop(name, None)
-    sys.modules["sadtalker.pipeline"] = module.PipelineDouble().as_module()
+    sys.modules["sadtalker.pipeline"] = test_handler.PipelineDouble().as_module()
     handler._BUNDLE = "pipeline double"
     handler._send_progress = lambda job, payload: None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bad_inputs_table", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    use_pipeline_double()
     rows, mismatches = [], 0
-    for number, (case, job_input, expected, env) in enumerate(module.BAD_INPUTS, start=1):
-        result = run_row(module, handler, job_input, env)
+    for number, (case, job_input, expected, env) in enumerate(test_handler.BAD_INPUTS, start=1):
+        result = run_row(job_input, env)
         got = result.get("error_type", "(success)")
         mismatches += got != expected
         message = result.get("error", "").replace("|", "\\|")

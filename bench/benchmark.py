@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Benchmark the real pipeline: per-stage seconds, frames per second, realtime factor, peak memory.
 
-Runs ``bundle.load_models`` + ``pipeline.animate`` (the code a job runs) on speech of a given length,
-for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
+Runs ``sadtalker.bundle.load_models`` + ``sadtalker.pipeline.animate`` (the code a job runs) on speech of a
+given length, for every combination of --sizes, --enhancers and --preprocess, on CPU or CUDA, with random weights in
 the official formats (speed does not depend on the values; they are generated once into --checkpoints
 by tests/support/checkpoints.py unless real weights are there). Faces are found with dlib, because
 random RetinaFace weights find none; on a machine without dlib, --landmarks replays the landmarks that
@@ -19,6 +18,8 @@ Examples:
     python -m bench.benchmark --record-landmarks lm.npz ...   # here, with dlib
     python -m bench.benchmark --landmarks lm.npz ...          # there, without dlib
     python -m bench.benchmark --small --device cpu --seconds 0.4 --no-flops   # tests this script
+
+``--small`` runs the small networks of ``tests/support/smallbundle.py`` (the plumbing tests' bundle).
 """
 from __future__ import annotations
 
@@ -36,18 +37,17 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from sadtalker.core.constants import PRECISIONS  # imports no torch: --help stays fast
 from tests.support import REPO_ROOT
 
-
-log = logging.getLogger("benchmark")
+log = logging.getLogger(__name__)
 SPEECH = REPO_ROOT / "assets" / "speech.wav"
 IMAGE = REPO_ROOT / "assets" / "astronaut.jpg"
-# --small's GFPGAN (the plumbing tests' EnhancerDims): 64 px faces, a quarter of the channels.
-SMALL_GFPGAN = dict(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the speech (default 30)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
     parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
@@ -56,21 +56,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
     parser.add_argument("--checkpoints", default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
                         help="weights folder; generated there when files are missing")
-    from sadtalker.worker.settings import PRECISIONS
-
     parser.add_argument("--render-dtype", default=None, choices=PRECISIONS,
                         help="RENDER_DTYPE (default: the setting's, fp32)")
     parser.add_argument("--enhancer-dtype", default=None, choices=("auto",) + PRECISIONS,
                         help="ENHANCER_DTYPE (default: the setting's, auto)")
     parser.add_argument("--enhancer-batch", type=int, default=None,
-                        help="faces per GFPGAN forward (default: sadtalker.enhance.gfpgan.DEFAULT_BATCH)")
+                        help="faces per GFPGAN forward (default: sadtalker.enhance.stage.DEFAULT_BATCH)")
     parser.add_argument("--torch-compile", action="store_true", help="TORCH_COMPILE=true")
     parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
                         help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
                              "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
     parser.add_argument("--enhancer-nchw", action="store_true",
                         help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
-                             "(sadtalker.enhance.gfpgan.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
+                             "(sadtalker.kernels.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     finder = parser.add_mutually_exclusive_group()
     finder.add_argument("--landmarks", default=None,
@@ -84,9 +82,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
                              "the job's start to the first one")
     parser.add_argument("--small", action="store_true",
-                        help="tiny random renderer, mappings and GFPGAN of the official structure (32 px frames): "
-                             "runs every stage of a job quickly, on a CPU too, to test this script; its speed "
-                             "means nothing")
+                        help="the small random renderer, mappings and GFPGAN of tests/support/smallbundle.py "
+                             "(32 px frames): runs every stage of a job quickly, on a CPU too, to test this script; "
+                             "its speed means nothing")
     return parser.parse_args(argv)
 
 
@@ -124,44 +122,6 @@ def generator_flops_per_frame(bundle, size: int) -> float:
         with FlopCounterMode(display=False) as counter:
             render_frames(models, feature, kp, kp + 0.01)
     return float(counter.get_total_flops())
-
-
-def small_bundle(settings, sizes: Sequence[int]):
-    """A :class:`~sadtalker.bundle.ModelBundle` for ``--small``: the renderer, both mappings and GFPGAN are tiny
-    random networks of the official structure (``sadtalker.render.dims.SMALL`` on 32 px frames, a 64 px GFPGAN);
-    the coefficient networks and the face finder are loaded from ``settings.checkpoints_dir`` as usual."""
-    import torch
-
-    from sadtalker.bundle import ModelBundle, SizeModels, pick_device
-    from sadtalker.core.jobtools import LRUCache
-    from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
-    from sadtalker.enhance.stage import FaceEnhancer
-    from sadtalker.kernels.enhancer import prepare_enhancer
-    from sadtalker.kernels.renderer import prepare_renderer
-    from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
-    from sadtalker.render.models import build_mapping, build_renderer
-    from sadtalker.weights import loader
-
-    device, folder = pick_device(settings.device), settings.checkpoints_dir
-
-    def size_models(size: int) -> SizeModels:
-        states = loader.read_coefficient_state_dicts(folder, size)
-        name = loader.sadtalker_file_name(size)
-        audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
-        renderer = build_renderer(SMALL, device=str(device), seed=0)
-        prepare_renderer(renderer.generator)
-        return SizeModels(renderer, loader.load_recon_net(states["face_3drecon"], name, device), audio2exp,
-                          audio2pose, image_size=SMALL_IMAGE_SIZE)
-
-    dims = EnhancerDims(**SMALL_GFPGAN)
-    torch.manual_seed(1)
-    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(dims, device).eval()), dims, batch_size=4)
-    return ModelBundle(
-        settings=settings, device=device, sizes={size: size_models(size) for size in sizes},
-        mappings={name: build_mapping(d, device=str(device), seed=2) for name, d in SMALL_MAPPING.items()},
-        face_finder=loader.load_face_finder(folder, settings.face_detector, device), enhancer=enhancer,
-        cache=LRUCache(settings.preprocess_cache_size),
-    )
 
 
 class RecordingFinder:
@@ -269,18 +229,8 @@ def print_table(rows: List[Dict]) -> None:
         print(" | ".join(str(c) for c in cells))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-    from PIL import Image
-
-    from sadtalker.bundle import load_models
-    from sadtalker.worker.settings import Settings
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ensure_weights(args.checkpoints)
+def settings_env(args: argparse.Namespace) -> Dict[str, str]:
+    """The worker settings (``Settings.from_env``) the options ask for."""
     # Replaying: the random RetinaFace loads (real start-up cost) and is then replaced by the recording.
     env = {"CHECKPOINTS_DIR": args.checkpoints, "FACE_DETECTOR": "retinaface" if args.landmarks else "dlib",
            "DEVICE": args.device, "LOAD_512": "startup" if 512 in args.sizes else "lazy"}
@@ -292,7 +242,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env["ENHANCER_DTYPE"] = args.enhancer_dtype
     if args.torch_compile:
         env["TORCH_COMPILE"] = "true"
-    settings = Settings.from_env(env)
+    return env
+
+
+def apply_switches(args: argparse.Namespace) -> None:
+    """The inference-path switches that are module globals of :mod:`sadtalker.kernels`, set before loading."""
     if args.upsampled_convs_on_cuda:
         from sadtalker.kernels import renderer as fast
 
@@ -301,8 +255,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sadtalker.kernels import enhancer
 
         enhancer.CHANNELS_LAST_ON_CUDA = False
+
+
+def load_bundle(args: argparse.Namespace, env: Dict[str, str]):
+    """The worker's models (``load_models``), or with ``--small`` the small bundle of the plumbing tests; and the
+    seconds loading took. The face finder is replaced by the landmark replay or recording when asked."""
+    from sadtalker.bundle import load_models, pick_device
+    from sadtalker.worker.settings import Settings
+
     start = time.perf_counter()
-    bundle = small_bundle(settings, args.sizes) if args.small else load_models(settings)
+    if args.small:
+        from tests.support.smallbundle import small_bundle
+
+        bundle = small_bundle(args.checkpoints, env, sizes=args.sizes, device=pick_device(args.device))
+    else:
+        bundle = load_models(Settings.from_env(env))
     load_s = time.perf_counter() - start
     if args.enhancer_batch and bundle.enhancer is not None:
         bundle.enhancer.batch_size = args.enhancer_batch
@@ -310,18 +277,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bundle.face_finder = ReplayFinder(args.landmarks)
     elif args.record_landmarks:
         bundle.face_finder = RecordingFinder(bundle.face_finder)
-    image = np.array(Image.open(IMAGE).convert("RGB"))
-    wav = speech(args.seconds)
+    return bundle, load_s
+
+
+def report_head(args: argparse.Namespace, bundle, load_s: float) -> Dict:
+    """The report's fields that describe the run: device, threads, settings, what the enhancer runs."""
+    import torch
+
+    settings, enhancer = bundle.settings, bundle.enhancer
     device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
-    report = {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
-              "torch": torch.__version__, "batch_size": settings.render_batch_for(bundle.device.type),
-              "render_dtype": settings.render_dtype,
-              "enhancer_dtype": bundle.enhancer.precision if bundle.enhancer else None,
-              "enhancer_batch": bundle.enhancer.batch_size if bundle.enhancer else None,
-              "torch_compile": settings.torch_compile, "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
-              "enhancer_channels_last": (bundle.enhancer.memory_format == torch.channels_last
-                                         if bundle.enhancer else None),
-              "small_networks": args.small, "rows": []}
+    return {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
+            "torch": torch.__version__, "batch_size": settings.render_batch_for(bundle.device.type),
+            "render_dtype": settings.render_dtype, "enhancer_dtype": enhancer.precision if enhancer else None,
+            "enhancer_batch": enhancer.batch_size if enhancer else None, "torch_compile": settings.torch_compile,
+            "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+            "enhancer_channels_last": enhancer.memory_format == torch.channels_last if enhancer else None,
+            "small_networks": args.small, "rows": []}
+
+
+def run_cases(args: argparse.Namespace, bundle, image: np.ndarray, wav: np.ndarray) -> List[Dict]:
+    """One row per size x enhancer x preprocess; the generator's TFLOP/s where the render stage is alone."""
+    rows = []
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
         if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
@@ -334,10 +310,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 row["generator_gflop_per_frame"] = round(flops / 1e9, 1)
                 row["render_tflops"] = round(flops * row["render_fps"] / 1e12, 3)
             log.info("%s", row)
-            report["rows"].append(row)
+            rows.append(row)
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+    from PIL import Image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ensure_weights(args.checkpoints)
+    apply_switches(args)
+    bundle, load_s = load_bundle(args, settings_env(args))
+    report = report_head(args, bundle, load_s)
+    image = np.array(Image.open(IMAGE).convert("RGB"))
+    report["rows"] = run_cases(args, bundle, image, speech(args.seconds))
     if args.record_landmarks:
         bundle.face_finder.save(args.record_landmarks)
-    print(f"device: {device}, torch {report['torch']}, threads {report['threads']}, model load "
+    print(f"device: {report['device']}, torch {report['torch']}, threads {report['threads']}, model load "
           f"{report['load_seconds']} s, batch {report['batch_size']}, render {report['render_dtype']}, "
           f"enhancer {report['enhancer_dtype']} x{report['enhancer_batch']}, compile {report['torch_compile']}")
     print_table(report["rows"])

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Error of each renderer / enhancer precision on golden scenario A, on any device.
 
 Renderer: ``sadtalker.render.stage.render`` over golden A's 8 windows (batch 2, as the reference ran)
@@ -25,15 +24,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from sadtalker.core.constants import PRECISIONS  # imports no torch: --help stays fast
 from tests.support import REPO_ROOT
 
 GOLDEN_A = REPO_ROOT / "tests" / "golden" / "scenario_a"
 
-from sadtalker.worker.settings import PRECISIONS  # noqa: E402  (no torch: --help stays fast)
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.precision_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--checkpoints", default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
@@ -119,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from benchmark import ensure_weights
+    from bench.benchmark import ensure_weights
 
     ensure_weights(args.checkpoints)
     rows = check_renderer(args)

@@ -3,7 +3,8 @@
 Usage: ``python -m bench.preprocess_fidelity CHECKPOINTS_DIR [--threads 2] [--repeat 3]``
 (CHECKPOINTS_DIR holds generated test weights: ``python -m tests.support.checkpoints DIR``).
 Prints one table: stage, max abs error vs golden A, the tolerance of tests/golden/README.md, median seconds.
-Speed is reported, never asserted; the tests in tests/test_*.py assert the tolerances.
+Speed is reported, never asserted; tests/fidelity/test_golden_a_face.py and test_golden_a_motion.py assert the
+tolerances.
 """
 from __future__ import annotations
 
@@ -19,19 +20,18 @@ import cv2
 import numpy as np
 import soundfile
 import torch
-from tests.support import REPO_ROOT
 
-
-from sadtalker.face import align3dmm, crop  # noqa: E402
-from sadtalker.face import stage as preprocess  # noqa: E402
-from sadtalker.motion import mel as audio  # noqa: E402
-from sadtalker.motion import stage as coeffs  # noqa: E402
-from sadtalker.weights.loader import (  # noqa: E402
+from sadtalker.face import align3dmm, crop
+from sadtalker.face import stage as face_stage
+from sadtalker.motion import mel
+from sadtalker.motion import stage as motion_stage
+from sadtalker.weights.loader import (
     load_audio_models, load_face_finder, load_recon_net, read_components, sadtalker_file_name,
 )
+from tests.support import REPO_ROOT
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "scenario_a"
-log = logging.getLogger("preprocess_fidelity")
+log = logging.getLogger(__name__)
 
 
 def timed(fn, repeat):
@@ -70,10 +70,10 @@ def measure_image(g, recon, row, repeat) -> None:
     rel = np.abs(al.trans_params - g["align3dmm"]["trans_params"]) / np.abs(g["align3dmm"]["trans_params"])
     row("trans_params (relative)", rel.max(), 1e-6, secs)
     row("ReconNet input 224x224 (uint8)", np.abs(al.image.astype(int) - rgb("recon_input_224.png")).max(), 0, None)
-    rec, secs = timed(lambda: preprocess.reconstruct(recon, source, lm_yup), args.repeat)
+    rec, secs = timed(lambda: face_stage.reconstruct(recon, source, lm_yup), args.repeat)
     row("ReconNet full_3dmm (align + forward)", np.abs(rec.full_3dmm - g["align3dmm"]["full_3dmm"]).max(), 1e-4, secs)
     row("coeff_3dmm (73)", np.abs(rec.coeff_3dmm - g["align3dmm"]["coeff_3dmm"]).max(), 1e-4, None)
-    _, secs = timed(lambda: preprocess.preprocess_image(image, finder, recon, "crop", 256), args.repeat)
+    _, secs = timed(lambda: face_stage.preprocess_image(image, finder, recon, "crop", 256), args.repeat)
     row("preprocess_image total (2 dlib passes, crop, align, ReconNet)", None, None, secs)
 
 
@@ -82,33 +82,33 @@ def measure_audio(g, exp_net, pose_vae, row, repeat) -> np.ndarray:
     """Mel, windows, blinks, z, ExpNet, PoseVAE, smoothing, final coefficients; returns the windows."""
     args = argparse.Namespace(repeat=repeat)
     wav, _ = soundfile.read(str(GOLDEN / "scenario_a.wav"), dtype="float32")
-    frames = audio.num_frames(len(wav))
-    mel, secs = timed(lambda: audio.melspectrogram(audio.fit_to_frames(wav, frames)), args.repeat)
-    row("mel spectrogram", np.abs(mel - g["audio"]["mel"]).max(), 1e-4, secs)
-    win, secs = timed(lambda: audio.mel_windows(mel, frames), args.repeat)
+    frames = mel.num_frames(len(wav))
+    spectrogram, secs = timed(lambda: mel.melspectrogram(mel.fit_to_frames(wav, frames)), args.repeat)
+    row("mel spectrogram", np.abs(spectrogram - g["audio"]["mel"]).max(), 1e-4, secs)
+    win, secs = timed(lambda: mel.mel_windows(spectrogram, frames), args.repeat)
     row("mel windows", np.abs(win - g["audio"]["indiv_mels"]).max(), 1e-4, secs)
 
     blink = g["expnet"]["blink_ratio"]
-    row("blinks, random.Random(0)", np.abs(coeffs.blink_sequence(frames, random.Random(0)) - blink).max(), 0, None)
-    z = coeffs.draw_pose_z(3, torch.Generator().manual_seed(0))
+    row("blinks, random.Random(0)", np.abs(motion_stage.blink_sequence(frames, random.Random(0)) - blink).max(), 0, None)
+    z = motion_stage.draw_pose_z(3, torch.Generator().manual_seed(0))
     row("PoseVAE z, Generator seed 0", np.abs(z.numpy() - g["posevae"]["z"]).max(), 0, None)
     coeff = g["align3dmm"]["coeff_3dmm"]
-    exp, secs = timed(lambda: coeffs.predict_exp(exp_net, win, coeff[:64], blink), args.repeat)
+    exp, secs = timed(lambda: motion_stage.predict_exp(exp_net, win, coeff[:64], blink), args.repeat)
     row("ExpNet exp (75x64)", np.abs(exp - g["expnet"]["exp"]).max(), 1e-4, secs)
     zt = torch.from_numpy(g["posevae"]["z"])
-    motion, secs = timed(lambda: coeffs.predict_pose_motion(pose_vae, win, coeff[64:70], 0, zt), args.repeat)
+    motion, secs = timed(lambda: motion_stage.predict_pose_motion(pose_vae, win, coeff[64:70], 0, zt), args.repeat)
     pose_raw = coeff[64:70][None] + motion
     row("PoseVAE pose_raw (75x6)", np.abs(pose_raw - g["posevae"]["pose_raw"]).max(), 1e-5, secs)
-    smooth, secs = timed(lambda: coeffs.smooth_pose(pose_raw), args.repeat)
+    smooth, secs = timed(lambda: motion_stage.smooth_pose(pose_raw), args.repeat)
     row("pose_smooth (savgol 13, 2)", np.abs(smooth - g["posevae"]["pose_smooth"]).max(), 1e-5, secs)
-    out, secs = timed(lambda: coeffs.audio_to_coeffs(exp_net, pose_vae, win, coeff, blink, 0, None, pose_z=zt), args.repeat)
+    out, secs = timed(lambda: motion_stage.audio_to_coeffs(exp_net, pose_vae, win, coeff, blink, 0, None, pose_z=zt), args.repeat)
     row("final coefficients (75x70)", np.abs(out - g["posevae"]["coeffs"]).max(), 1e-4, secs)
 
     return win
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.preprocess_fidelity", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints_dir")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tests.support import REPO_ROOT
 
+from tests.support import REPO_ROOT
 
 
 def make_video(path: Path, seconds: float) -> None:
@@ -45,11 +45,11 @@ def make_video(path: Path, seconds: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--finder", default="dlib", choices=("dlib", "retinaface"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--checkpoints",
+    parser = argparse.ArgumentParser(prog="python -m bench.ref_video_timing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the video (default 10)")
+    parser.add_argument("--finder", default="dlib", choices=("dlib", "retinaface"), help="the face finder timed")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--checkpoints", help="weights folder (default: CHECKPOINTS_DIR, else .cache/test_checkpoints)",
                         default=os.environ.get("CHECKPOINTS_DIR") or str(REPO_ROOT / ".cache" / "test_checkpoints"))
     args = parser.parse_args()
 

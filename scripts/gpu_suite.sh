@@ -8,7 +8,8 @@
 #   --dry-run          on the CPU with tiny networks and the smallest real settings: tests this script
 #   --extra            two more benchmark cases: convs on upsampled maps on CUDA, GFPGAN in NCHW
 #   --reference DIR    an OpenTalker/SadTalker checkout (or env SADTALKER_REFERENCE): its generator and the
-#                      GFPGAN network call it makes are timed too (gpu_profile.py reference)
+#                      GFPGAN network call it makes are timed too (python -m bench.gpu reference, with DIR on
+#                      PYTHONPATH for that step only: the checkout's code is its top-level package src)
 #   --landmarks FILE   face landmarks for bench/benchmark.py --landmarks (or env SADTALKER_LANDMARKS);
 #                      default .cache/gpu_suite/landmarks.npz when it exists, else dlib
 #   --checkpoints DIR  test weights, generated there when missing (default .cache/test_checkpoints)
@@ -76,7 +77,7 @@ else
 fi
 echo "gpu_suite: interpreter $PY ($INTERPRETER); results in $OUT; budget ${BUDGET} s"
 
-HELPER=(-m bench.gpu)  # versions, weights, profile, reference, summary (bench/gpu/)
+HELPER=(-m bench.gpu)  # versions, has, weights, profile, reference, summary (bench/gpu/)
 
 # has WHAT: versions.json says WHAT (torch, cuda, dlib, facexlib, gfpgan) is available
 has() { "$PY" "${HELPER[@]}" has "$OUT/versions.json" "$1" 2>/dev/null; }
@@ -225,8 +226,10 @@ else
             run_step "bench_$name" 150 "$PY" -m bench.benchmark "${BENCH_ARGS[@]}" "${case_args[@]}" \
                 "${FACE_ARGS[@]}" --checkpoints "$CHECKPOINTS" --json "$OUT/bench_$name.json"
         done
-        run_step reference 120 "$PY" "${HELPER[@]}" reference --reference "$REFERENCE" "${REFERENCE_ARGS[@]}" \
-            --checkpoints "$CHECKPOINTS" --json "$OUT/reference.json"
+        REFERENCE_PATH=()  # the checkout's src package importable by this step alone
+        [[ -n $REFERENCE ]] && REFERENCE_PATH=(env "PYTHONPATH=$REFERENCE${PYTHONPATH:+:$PYTHONPATH}")
+        run_step reference 120 "${REFERENCE_PATH[@]}" "$PY" "${HELPER[@]}" reference --reference "$REFERENCE" \
+            "${REFERENCE_ARGS[@]}" --checkpoints "$CHECKPOINTS" --json "$OUT/reference.json"
     fi
 fi
 

@@ -12,7 +12,7 @@ import pytest
 from tests.support import REPO_ROOT
 
 SUITE = REPO_ROOT / "scripts" / "gpu_suite.sh"
-HELPER = REPO_ROOT / "scripts" / "gpu_profile.py"
+HELPER = ["-m", "bench.gpu"]  # run from the repo root
 TABLE_HEAD = "device | case"
 
 
@@ -126,8 +126,28 @@ def test_summary_reports_a_step_that_lacked_a_module(tmp_path):
     (tmp_path / "steps.json").write_text(json.dumps([
         {"step": "profile", "status": "skipped", "detail": "missing module gfpgan", "seconds": 3},
         {"step": "weights", "status": "ok", "detail": "", "seconds": 1}]))
-    proc = subprocess.run([sys.executable, str(HELPER), "summary", str(tmp_path)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run([sys.executable, *HELPER, "summary", str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True)
     table = table_lines(proc.stdout)
     assert len(table) == 3 and "profile" in table[2] and "skipped: missing module gfpgan" in table[2]
     assert read(tmp_path, "summary.json")["steps"][0]["detail"] == "missing module gfpgan"
+
+
+def test_the_reference_is_imported_from_the_checkout_on_pythonpath_only(tmp_path):
+    """``bench.gpu reference`` runs the checkout's ``src.facerender`` only when Python imports it from the folder
+    given with --reference, through PYTHONPATH (which gpu_suite.sh sets for that step); it never edits the path."""
+    checkout, other = tmp_path / "SadTalker", tmp_path / "other"
+    for folder in (checkout, other):
+        (folder / "src" / "facerender").mkdir(parents=True)
+    code = "import sys, pathlib; from bench.gpu.reference import unavailable; print(unavailable(pathlib.Path(sys.argv[1])))"
+
+    def reason(folder, pythonpath):
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        return subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert reason(checkout, str(checkout)) == "None"
+    assert reason(checkout, "") == (f"reference: not available (src.facerender is not imported from {checkout}: run "
+                                    f"with PYTHONPATH={checkout}, as scripts/gpu_suite.sh does)")
+    assert "is not imported from" in reason(checkout, str(other))
+    assert reason(tmp_path, str(tmp_path)) == f"reference: not available ({tmp_path} has no src/facerender)"

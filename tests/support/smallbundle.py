@@ -1,34 +1,37 @@
-"""A ModelBundle for plumbing tests: the real coefficient networks (strictly loaded from the generated
-official-format weights) and dlib faces, with small random renderer and GFPGAN networks, so a few seconds of audio
-render in seconds on a CPU. Also the test signals the pipeline tests share."""
+"""The small test bundle, built in one place for the tests and for ``bench/`` (``--small``): the real coefficient
+networks (strictly loaded from the generated official-format weights) and the configured face finder, with small
+random renderer, mapping and GFPGAN networks of the official structure, so a few seconds of audio render in seconds
+on a CPU. Also the test signals the pipeline tests share."""
 from __future__ import annotations
 
 import base64
 import io
 import wave
-from typing import Mapping, Optional
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sadtalker.bundle import ModelBundle, SizeModels
+from sadtalker.bundle import ModelBundle, SizeModels, enhancer_precision
 from sadtalker.core.constants import SAMPLE_RATE
 from sadtalker.core.jobtools import LRUCache
 from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
 from sadtalker.enhance.stage import FaceEnhancer
-from sadtalker.kernels.enhancer import prepare_enhancer
+from sadtalker.kernels.enhancer import memory_format_for, prepare_enhancer
 from sadtalker.kernels.renderer import prepare_renderer
 from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
-from sadtalker.render.models import build_mapping, build_renderer
-from sadtalker.weights.loader import (
-    load_audio_models, load_face_finder, load_recon_net, read_coefficient_state_dicts,
-)
+from sadtalker.render.models import RendererModels, build_mapping, build_renderer
+from sadtalker.weights import loader
 from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT
 
 ASTRONAUT = REPO_ROOT / "tests" / "golden" / "scenario_a" / "input_image.png"
+# The small GFPGAN: 64 px faces, a quarter of the channels (the small renderer's dims are sadtalker.render.dims.SMALL).
 SMALL_GFPGAN = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
+SMALL_ENHANCER_BATCH = 4  # faces per small GFPGAN forward
+# The tests' settings under any ``env`` given: dlib finds the faces (random RetinaFace weights find none).
+TEST_ENV = {"FACE_DETECTOR": "dlib"}
 
 
 def astronaut() -> np.ndarray:
@@ -66,21 +69,50 @@ def astronaut_base64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def small_bundle(checkpoints_dir: str, env: Optional[Mapping[str, str]] = None) -> ModelBundle:
-    """Real coefficient networks and dlib, small renderer and GFPGAN (random weights, fixed seeds), prepared as
-    ``sadtalker.bundle`` prepares the real ones. ``env``: more settings (``Settings.from_env``)."""
-    cpu = torch.device("cpu")
-    states = read_coefficient_state_dicts(checkpoints_dir, 256)
-    audio2exp, audio2pose = load_audio_models(states["audio2exp"], states["audio2pose"], "test 256", cpu)
-    recon_net = load_recon_net(states["face_3drecon"], "test 256", cpu)
-    renderer = build_renderer(SMALL, seed=0)
+def small_renderer(device: str | torch.device = "cpu") -> RendererModels:
+    """The small renderer (``SMALL`` dims, seed 0) on ``device``, prepared as ``sadtalker.bundle`` prepares the
+    real one."""
+    renderer = build_renderer(SMALL, device=str(device), seed=0)
     prepare_renderer(renderer.generator)
-    size_models = SizeModels(renderer, recon_net, audio2exp, audio2pose, SMALL_IMAGE_SIZE)
+    return renderer
+
+
+def small_enhancer(device: str | torch.device = "cpu", precision: str = "fp32",
+                   batch_size: int = SMALL_ENHANCER_BATCH) -> FaceEnhancer:
+    """The small GFPGAN (:data:`SMALL_GFPGAN`, seed 1) on ``device``, prepared and laid out as ``load_enhancer``
+    prepares the real one, running in ``precision``."""
+    device = torch.device(device)
     torch.manual_seed(1)
-    enhancer = FaceEnhancer(prepare_enhancer(build_gfpgan(SMALL_GFPGAN).eval()), SMALL_GFPGAN, batch_size=4)
-    settings = Settings.from_env({"FACE_DETECTOR": "dlib", "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
+    net = prepare_enhancer(build_gfpgan(SMALL_GFPGAN, device).eval())
+    return FaceEnhancer(net, SMALL_GFPGAN, batch_size=batch_size, precision=precision,
+                        memory_format=memory_format_for(device))
+
+
+def small_size_models(checkpoints_dir: str, size: int, device: torch.device) -> SizeModels:
+    """The coefficient networks of ``size`` strictly loaded from ``checkpoints_dir``, with the small renderer."""
+    states = loader.read_coefficient_state_dicts(checkpoints_dir, size)
+    name = loader.sadtalker_file_name(size)
+    audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
+    recon_net = loader.load_recon_net(states["face_3drecon"], name, device)
+    return SizeModels(small_renderer(device), recon_net, audio2exp, audio2pose, image_size=SMALL_IMAGE_SIZE)
+
+
+def small_bundle(checkpoints_dir: str, env: Mapping[str, str] | None = None, sizes: Sequence[int] = (256,),
+                 device: str | torch.device = "cpu") -> ModelBundle:
+    """A :class:`~sadtalker.bundle.ModelBundle` of the real coefficient networks and face finder with the small
+    renderer, mappings (seed 2) and GFPGAN, all on ``device`` (the tests: the CPU, whatever ``DEVICE`` says).
+
+    ``env``: settings (``Settings.from_env``) over :data:`TEST_ENV`; ``FACE_DETECTOR``, ``ENHANCER_DTYPE`` and
+    ``PREPROCESS_CACHE_SIZE`` apply to the small networks as to the real ones. ``sizes``: the job sizes loaded (each
+    renders 32 px frames).
+    """
+    device = torch.device(device)
+    settings = Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
     return ModelBundle(
-        settings=settings, device=cpu, sizes={256: size_models},
-        mappings={name: build_mapping(dims, seed=2) for name, dims in SMALL_MAPPING.items()},
-        face_finder=load_face_finder(checkpoints_dir, "dlib", cpu), enhancer=enhancer, cache=LRUCache(4),
+        settings=settings, device=device,
+        sizes={size: small_size_models(settings.checkpoints_dir, size, device) for size in sizes},
+        mappings={name: build_mapping(dims, device=str(device), seed=2) for name, dims in SMALL_MAPPING.items()},
+        face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
+        enhancer=small_enhancer(device, enhancer_precision(settings, device)),
+        cache=LRUCache(settings.preprocess_cache_size),
     )
