@@ -5,6 +5,7 @@ when the host is resolved, before any connection. Output: a Markdown table (case
 
     .venv/bin/python -m bench.bad_inputs_table
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,11 @@ def use_pipeline_double() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bad_inputs_table", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bad_inputs_table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.parse_args(argv)
     use_pipeline_double()
     rows, mismatches = [], 0

@@ -21,6 +21,7 @@ Examples:
 
 ``--small`` runs the small networks of ``tests/support/smallbundle.py`` (the plumbing tests' bundle).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,58 +34,91 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from sadtalker.core.constants import PRECISIONS  # imports no torch: --help stays fast
 from tests.support import REPO_ROOT
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bench.benchmark")
 SPEECH = REPO_ROOT / "assets" / "speech.wav"
 IMAGE = REPO_ROOT / "assets" / "astronaut.jpg"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the speech (default 30)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
     parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
     parser.add_argument("--preprocess", nargs="+", default=["crop", "full"], choices=["crop", "resize", "full"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
-    parser.add_argument("--checkpoints", default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
-                        help="weights folder; generated there when files are missing")
-    parser.add_argument("--render-dtype", default=None, choices=PRECISIONS,
-                        help="RENDER_DTYPE (default: the setting's, fp32)")
-    parser.add_argument("--enhancer-dtype", default=None, choices=("auto",) + PRECISIONS,
-                        help="ENHANCER_DTYPE (default: the setting's, auto)")
-    parser.add_argument("--enhancer-batch", type=int, default=None,
-                        help="faces per GFPGAN forward (default: sadtalker.enhance.stage.DEFAULT_BATCH)")
+    parser.add_argument(
+        "--checkpoints",
+        default=str(REPO_ROOT / ".cache" / "test_checkpoints"),
+        help="weights folder; generated there when files are missing",
+    )
+    parser.add_argument(
+        "--render-dtype", default=None, choices=PRECISIONS, help="RENDER_DTYPE (default: the setting's, fp32)"
+    )
+    parser.add_argument(
+        "--enhancer-dtype",
+        default=None,
+        choices=("auto",) + PRECISIONS,
+        help="ENHANCER_DTYPE (default: the setting's, auto)",
+    )
+    parser.add_argument(
+        "--enhancer-batch",
+        type=int,
+        default=None,
+        help="faces per GFPGAN forward (default: sadtalker.enhance.stage.DEFAULT_BATCH)",
+    )
     parser.add_argument("--torch-compile", action="store_true", help="TORCH_COMPILE=true")
-    parser.add_argument("--upsampled-convs-on-cuda", action="store_true",
-                        help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
-                             "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)")
-    parser.add_argument("--enhancer-nchw", action="store_true",
-                        help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
-                             "(sadtalker.kernels.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)")
+    parser.add_argument(
+        "--upsampled-convs-on-cuda",
+        action="store_true",
+        help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
+        "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)",
+    )
+    parser.add_argument(
+        "--enhancer-nchw",
+        action="store_true",
+        help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
+        "(sadtalker.kernels.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     finder = parser.add_mutually_exclusive_group()
-    finder.add_argument("--landmarks", default=None,
-                        help="replay the face landmarks saved by --record-landmarks instead of running a face finder")
-    finder.add_argument("--record-landmarks", default=None,
-                        help="find faces with dlib and save every landmark set it returned to this .npz")
+    finder.add_argument(
+        "--landmarks",
+        default=None,
+        help="replay the face landmarks saved by --record-landmarks instead of running a face finder",
+    )
+    finder.add_argument(
+        "--record-landmarks",
+        default=None,
+        help="find faces with dlib and save every landmark set it returned to this .npz",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="report the first run of each size too")
     parser.add_argument("--no-flops", action="store_true", help="skip counting the generator's FLOPs")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--segment-seconds", type=float, default=0.0,
-                        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
-                             "the job's start to the first one")
-    parser.add_argument("--small", action="store_true",
-                        help="the small random renderer, mappings and GFPGAN of tests/support/smallbundle.py "
-                             "(32 px frames): runs every stage of a job quickly, on a CPU too, to test this script; "
-                             "its speed means nothing")
+    parser.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=0.0,
+        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
+        "the job's start to the first one",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="the small random renderer, mappings and GFPGAN of tests/support/smallbundle.py "
+        "(32 px frames): runs every stage of a job quickly, on a CPU too, to test this script; "
+        "its speed means nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -128,7 +162,8 @@ class RecordingFinder:
     """Wraps a face finder; keeps (image shape, 16x16 thumbnail, landmarks) of every answer."""
 
     def __init__(self, finder) -> None:
-        self.finder, self.entries = finder, []
+        self.finder = finder
+        self.entries: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
 
     def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
         points = self.finder.landmarks(image_rgb)
@@ -136,8 +171,12 @@ class RecordingFinder:
         return points
 
     def save(self, path: str) -> None:
-        np.savez(path, shapes=np.array([e[0] for e in self.entries]), thumbs=np.stack([e[1] for e in self.entries]),
-                 points=np.stack([e[2] for e in self.entries]))
+        np.savez(
+            path,
+            shapes=np.array([e[0] for e in self.entries]),
+            thumbs=np.stack([e[1] for e in self.entries]),
+            points=np.stack([e[2] for e in self.entries]),
+        )
 
 
 class ReplayFinder:
@@ -171,7 +210,8 @@ class ProgressLog:
     """The pipeline's progress callback: logs each new stage and every 10 % of the job."""
 
     def __init__(self) -> None:
-        self.stage, self.tenth = None, -1
+        self.stage: str | None = None
+        self.tenth = -1
 
     def __call__(self, stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
         if stage != self.stage or int(percent // 10) > self.tenth:
@@ -179,34 +219,49 @@ class ProgressLog:
             log.info("progress: %s chunk %d/%d, %.0f %%", stage, chunk, chunks, percent)
 
 
-def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str,
-            segment_seconds: float = 0.0) -> Dict:
+def run_one(
+    bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str, segment_seconds: float = 0.0
+) -> dict:
     import torch
 
     from sadtalker.core.contract import AnimationRequest, RenderOptions
     from sadtalker.pipeline import animate
 
-    request = AnimationRequest(image, wav, RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess), seed=0,
-                               name="bench")
+    request = AnimationRequest(
+        image, wav, RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess), seed=0, name="bench"
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
-    segments: List[float] = []  # seconds from the start to each streamed segment
+    segments: list[float] = []  # seconds from the start to each streamed segment
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        result = animate(bundle, request, workdir, ProgressLog(), segment_seconds=segment_seconds,
-                         on_segment=lambda segment: segments.append(time.perf_counter() - start))
+        result = animate(
+            bundle,
+            request,
+            workdir,
+            ProgressLog(),
+            segment_seconds=segment_seconds,
+            on_segment=lambda segment: segments.append(time.perf_counter() - start),
+        )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     total = time.perf_counter() - start
     audio_s = len(wav) / 16000
     row = {
-        "size": size, "enhancer": enhancer, "preprocess": preprocess, "audio_seconds": round(audio_s, 3),
-        "frames": result.frames, "width": result.width, "height": result.height,
-        "total_seconds": round(total, 3), "fps": round(result.frames / total, 3),
+        "size": size,
+        "enhancer": enhancer,
+        "preprocess": preprocess,
+        "audio_seconds": round(audio_s, 3),
+        "frames": result.frames,
+        "width": result.width,
+        "height": result.height,
+        "total_seconds": round(total, 3),
+        "fps": round(result.frames / total, 3),
         "realtime_factor": round(audio_s / total, 3),
         "render_fps": round(result.frames / result.timings["render"], 3),
-        "timings": result.timings, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "timings": result.timings,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if segments:
         row["first_segment_seconds"] = round(segments[0], 3)
@@ -216,24 +271,47 @@ def run_one(bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str
     return row
 
 
-def print_table(rows: List[Dict]) -> None:
+def print_table(rows: list[dict]) -> None:
     stages = sorted({stage for row in rows for stage in row["timings"]})
-    head = ["size", "enhancer", "preprocess", "frames", "total_s", "first_segment_s", "fps", "x_realtime",
-            "render_fps", "TFLOP/s"]
+    head = [
+        "size",
+        "enhancer",
+        "preprocess",
+        "frames",
+        "total_s",
+        "first_segment_s",
+        "fps",
+        "x_realtime",
+        "render_fps",
+        "TFLOP/s",
+    ]
     print(" | ".join(head + [f"{s}_s" for s in stages] + ["peak_rss_mb", "peak_gpu_mb"]))
     for row in rows:
-        cells = [row["size"], row["enhancer"], row["preprocess"], row["frames"], row["total_seconds"],
-                 row.get("first_segment_seconds", "-"), row["fps"], row["realtime_factor"], row["render_fps"],
-                 row.get("render_tflops", "-")]
+        cells = [
+            row["size"],
+            row["enhancer"],
+            row["preprocess"],
+            row["frames"],
+            row["total_seconds"],
+            row.get("first_segment_seconds", "-"),
+            row["fps"],
+            row["realtime_factor"],
+            row["render_fps"],
+            row.get("render_tflops", "-"),
+        ]
         cells += [row["timings"].get(s, "-") for s in stages] + [row["peak_rss_mb"], row.get("peak_gpu_mb", "-")]
         print(" | ".join(str(c) for c in cells))
 
 
-def settings_env(args: argparse.Namespace) -> Dict[str, str]:
+def settings_env(args: argparse.Namespace) -> dict[str, str]:
     """The worker settings (``Settings.from_env``) the options ask for."""
     # Replaying: the random RetinaFace loads (real start-up cost) and is then replaced by the recording.
-    env = {"CHECKPOINTS_DIR": args.checkpoints, "FACE_DETECTOR": "retinaface" if args.landmarks else "dlib",
-           "DEVICE": args.device, "LOAD_512": "startup" if 512 in args.sizes else "lazy"}
+    env = {
+        "CHECKPOINTS_DIR": args.checkpoints,
+        "FACE_DETECTOR": "retinaface" if args.landmarks else "dlib",
+        "DEVICE": args.device,
+        "LOAD_512": "startup" if 512 in args.sizes else "lazy",
+    }
     if args.batch_size:
         env["RENDER_BATCH_SIZE"] = str(args.batch_size)
     if args.render_dtype:
@@ -257,7 +335,7 @@ def apply_switches(args: argparse.Namespace) -> None:
         enhancer.CHANNELS_LAST_ON_CUDA = False
 
 
-def load_bundle(args: argparse.Namespace, env: Dict[str, str]):
+def load_bundle(args: argparse.Namespace, env: dict[str, str]):
     """The worker's models (``load_models``), or with ``--small`` the small bundle of the plumbing tests; and the
     seconds loading took. The face finder is replaced by the landmark replay or recording when asked."""
     from sadtalker.bundle import load_models, pick_device
@@ -280,22 +358,30 @@ def load_bundle(args: argparse.Namespace, env: Dict[str, str]):
     return bundle, load_s
 
 
-def report_head(args: argparse.Namespace, bundle, load_s: float) -> Dict:
+def report_head(args: argparse.Namespace, bundle, load_s: float) -> dict:
     """The report's fields that describe the run: device, threads, settings, what the enhancer runs."""
     import torch
 
     settings, enhancer = bundle.settings, bundle.enhancer
     device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
-    return {"device": device, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 3),
-            "torch": torch.__version__, "batch_size": settings.render_batch_for(bundle.device.type),
-            "render_dtype": settings.render_dtype, "enhancer_dtype": enhancer.precision if enhancer else None,
-            "enhancer_batch": enhancer.batch_size if enhancer else None, "torch_compile": settings.torch_compile,
-            "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
-            "enhancer_channels_last": enhancer.memory_format == torch.channels_last if enhancer else None,
-            "small_networks": args.small, "rows": []}
+    return {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "load_seconds": round(load_s, 3),
+        "torch": torch.__version__,
+        "batch_size": settings.render_batch_for(bundle.device.type),
+        "render_dtype": settings.render_dtype,
+        "enhancer_dtype": enhancer.precision if enhancer else None,
+        "enhancer_batch": enhancer.batch_size if enhancer else None,
+        "torch_compile": settings.torch_compile,
+        "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+        "enhancer_channels_last": enhancer.memory_format == torch.channels_last if enhancer else None,
+        "small_networks": args.small,
+        "rows": [],
+    }
 
 
-def run_cases(args: argparse.Namespace, bundle, image: np.ndarray, wav: np.ndarray) -> List[Dict]:
+def run_cases(args: argparse.Namespace, bundle, image: np.ndarray, wav: np.ndarray) -> list[dict]:
     """One row per size x enhancer x preprocess; the generator's TFLOP/s where the render stage is alone."""
     rows = []
     for size in args.sizes:
@@ -314,7 +400,7 @@ def run_cases(args: argparse.Namespace, bundle, image: np.ndarray, wav: np.ndarr
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
@@ -330,9 +416,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report["rows"] = run_cases(args, bundle, image, speech(args.seconds))
     if args.record_landmarks:
         bundle.face_finder.save(args.record_landmarks)
-    print(f"device: {report['device']}, torch {report['torch']}, threads {report['threads']}, model load "
-          f"{report['load_seconds']} s, batch {report['batch_size']}, render {report['render_dtype']}, "
-          f"enhancer {report['enhancer_dtype']} x{report['enhancer_batch']}, compile {report['torch_compile']}")
+    print(
+        f"device: {report['device']}, torch {report['torch']}, threads {report['threads']}, model load "
+        f"{report['load_seconds']} s, batch {report['batch_size']}, render {report['render_dtype']}, "
+        f"enhancer {report['enhancer_dtype']} x{report['enhancer_batch']}, compile {report['torch_compile']}"
+    )
     print_table(report["rows"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

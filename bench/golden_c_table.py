@@ -6,6 +6,7 @@
 
 Runs the golden C tests with ``GOLDEN_REPORT`` set (tests/support/goldencheck.py records every comparison).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ def run_tests(slow: bool) -> tuple[int, dict[str, tuple[str, str]]]:
         report = Path(folder) / "report.tsv"
         env = {**os.environ, "GOLDEN_REPORT": str(report)}
         marker = [] if slow else ["-m", "not slow"]
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *marker, *TESTS],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *marker, *TESTS],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:])
         rows: dict[str, tuple[str, str]] = {}
         for line in report.read_text().splitlines() if report.exists() else []:
@@ -39,7 +45,9 @@ def run_tests(slow: bool) -> tuple[int, dict[str, tuple[str, str]]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.golden_c_table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.golden_c_table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--slow", action="store_true", help="also the tests marked slow (real-size generator frames)")
     args = parser.parse_args(argv)
     code, rows = run_tests(args.slow)

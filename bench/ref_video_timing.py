@@ -8,6 +8,7 @@ and ReconNet in batches of 16). ReconNet and the finders are the real-size netwo
 (``.cache/test_checkpoints``); dlib uses its real 68-point model. With random RetinaFace weights the retinaface finder
 may find no face; its timing is only meaningful with the official weights (CHECKPOINTS_DIR).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,30 @@ def make_video(path: Path, seconds: float) -> None:
 
     image = np.array(Image.open(REPO_ROOT / "tests" / "golden" / "scenario_a" / "input_image.png").convert("RGB"))
     frames = int(seconds * 25)
-    argv = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-            "512x512", "-r", "25", "-i", "pipe:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)]
+    argv = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        "512x512",
+        "-r",
+        "25",
+        "-i",
+        "pipe:0",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
+    ]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    assert proc.stdin is not None  # stdin=PIPE
     for i in range(frames):
         phi = 2 * np.pi * i / 50
         m = cv2.getRotationMatrix2D((225.0, 125.0), 3 * np.sin(phi), 1.0)
@@ -45,12 +67,19 @@ def make_video(path: Path, seconds: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ref_video_timing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ref_video_timing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the video (default 10)")
     parser.add_argument("--finder", default="dlib", choices=("dlib", "retinaface"), help="the face finder timed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--checkpoints", help="weights folder (default: CHECKPOINTS_DIR, else .cache/test_checkpoints)",
-                        default=os.environ.get("CHECKPOINTS_DIR") or str(REPO_ROOT / ".cache" / "test_checkpoints"))
+    parser.add_argument(
+        "--checkpoints",
+        help="weights folder (default: CHECKPOINTS_DIR, else .cache/test_checkpoints)",
+        default=os.environ.get("CHECKPOINTS_DIR") or str(REPO_ROOT / ".cache" / "test_checkpoints"),
+    )
     args = parser.parse_args()
 
     import torch
@@ -71,10 +100,14 @@ def main() -> int:
         decoded = time.perf_counter()
         out = preprocess_video(frames, finder, recon, "crop")
         done = time.perf_counter()
-    print(f"{args.seconds:g} s video, {len(frames)} frames 512x512, finder {args.finder}, {args.threads} threads, "
-          f"{torch.get_num_threads()} torch threads")
-    print(f"decode {decoded - start:.2f} s, preprocess {done - decoded:.2f} s "
-          f"({(done - decoded) / len(frames) * 1000:.0f} ms/frame), total {done - start:.2f} s, filled {out.filled}")
+    print(
+        f"{args.seconds:g} s video, {len(frames)} frames 512x512, finder {args.finder}, {args.threads} threads, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    print(
+        f"decode {decoded - start:.2f} s, preprocess {done - decoded:.2f} s "
+        f"({(done - decoded) / len(frames) * 1000:.0f} ms/frame), total {done - start:.2f} s, filled {out.filled}"
+    )
     return 0
 
 

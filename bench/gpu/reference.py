@@ -44,7 +44,7 @@ def unavailable(folder: Path | None) -> str | None:
 
 def reference_renderer(folder: Path, checkpoints: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """The reference's OcclusionAwareSPADEGenerator and KPDetector from its own code and yaml, our 256 weights."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
+    import yaml
     from safetensors.torch import load_file
 
     # The reference checkout's own modules, on PYTHONPATH for this step only (no stubs, absent when type-checking).

@@ -2,6 +2,7 @@
 networks (strictly loaded from the generated official-format weights) and the configured face finder, with small
 random renderer, mapping and GFPGAN networks of the official structure, so a few seconds of audio render in seconds
 on a CPU. Also the test signals the pipeline tests share."""
+
 from __future__ import annotations
 
 import base64
@@ -77,15 +78,17 @@ def small_renderer(device: str | torch.device = "cpu") -> RendererModels:
     return renderer
 
 
-def small_enhancer(device: str | torch.device = "cpu", precision: str = "fp32",
-                   batch_size: int = SMALL_ENHANCER_BATCH) -> FaceEnhancer:
+def small_enhancer(
+    device: str | torch.device = "cpu", precision: str = "fp32", batch_size: int = SMALL_ENHANCER_BATCH
+) -> FaceEnhancer:
     """The small GFPGAN (:data:`SMALL_GFPGAN`, seed 1) on ``device``, prepared and laid out as ``load_enhancer``
     prepares the real one, running in ``precision``."""
     device = torch.device(device)
     torch.manual_seed(1)
     net = prepare_enhancer(build_gfpgan(SMALL_GFPGAN, device).eval())
-    return FaceEnhancer(net, SMALL_GFPGAN, batch_size=batch_size, precision=precision,
-                        memory_format=memory_format_for(device))
+    return FaceEnhancer(
+        net, SMALL_GFPGAN, batch_size=batch_size, precision=precision, memory_format=memory_format_for(device)
+    )
 
 
 def small_size_models(checkpoints_dir: str, size: int, device: torch.device) -> SizeModels:
@@ -97,8 +100,12 @@ def small_size_models(checkpoints_dir: str, size: int, device: torch.device) -> 
     return SizeModels(small_renderer(device), recon_net, audio2exp, audio2pose, image_size=SMALL_IMAGE_SIZE)
 
 
-def small_bundle(checkpoints_dir: str, env: Mapping[str, str] | None = None, sizes: Sequence[int] = (256,),
-                 device: str | torch.device = "cpu") -> ModelBundle:
+def small_bundle(
+    checkpoints_dir: str,
+    env: Mapping[str, str] | None = None,
+    sizes: Sequence[int] = (256,),
+    device: str | torch.device = "cpu",
+) -> ModelBundle:
     """A :class:`~sadtalker.bundle.ModelBundle` of the real coefficient networks and face finder with the small
     renderer, mappings (seed 2) and GFPGAN, all on ``device`` (the tests: the CPU, whatever ``DEVICE`` says).
 
@@ -109,7 +116,8 @@ def small_bundle(checkpoints_dir: str, env: Mapping[str, str] | None = None, siz
     device = torch.device(device)
     settings = Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
     return ModelBundle(
-        settings=settings, device=device,
+        settings=settings,
+        device=device,
         sizes={size: small_size_models(settings.checkpoints_dir, size, device) for size in sizes},
         mappings={name: build_mapping(dims, device=str(device), seed=2) for name, dims in SMALL_MAPPING.items()},
         face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
