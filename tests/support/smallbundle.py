@@ -31,8 +31,9 @@ ASTRONAUT = REPO_ROOT / "tests" / "golden" / "scenario_a" / "input_image.png"
 # The small GFPGAN: 64 px faces, a quarter of the channels (the small renderer's dims are sadtalker.render.dims.SMALL).
 SMALL_GFPGAN = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 SMALL_ENHANCER_BATCH = 4  # faces per small GFPGAN forward
-# The tests' settings under any ``env`` given: dlib finds the faces (random RetinaFace weights find none).
-TEST_ENV = {"FACE_DETECTOR": "dlib"}
+# The tests' settings under any ``env`` given: dlib finds the faces (random RetinaFace weights find none); the
+# preprocess cache keeps 4 photos, as the tests' bundle always has.
+TEST_ENV = {"FACE_DETECTOR": "dlib", "PREPROCESS_CACHE_SIZE": "4"}
 
 
 def astronaut() -> np.ndarray:
