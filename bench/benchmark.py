@@ -47,14 +47,23 @@ SPEECH = REPO_ROOT / "assets" / "speech.wav"
 IMAGE = REPO_ROOT / "assets" / "astronaut.jpg"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """What is measured: the jobs (speech length, sizes, enhancers, preprocess modes) and the streaming."""
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the speech (default 30)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
     parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
     parser.add_argument("--preprocess", nargs="+", default=["crop", "full"], choices=["crop", "resize", "full"])
+    parser.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=0.0,
+        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
+        "the job's start to the first one",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How the models run: device, weights, the worker settings and the inference-path switches."""
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=None, help="RENDER_BATCH_SIZE (default: the setting's)")
     parser.add_argument(
@@ -91,6 +100,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(sadtalker.kernels.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="the small random renderer, mappings and GFPGAN of tests/support/smallbundle.py "
+        "(32 px frames): runs every stage of a job quickly, on a CPU too, to test this script; "
+        "its speed means nothing",
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_job_options(parser)
+    add_model_options(parser)
     finder = parser.add_mutually_exclusive_group()
     finder.add_argument(
         "--landmarks",
@@ -105,20 +129,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-warmup", action="store_true", help="report the first run of each size too")
     parser.add_argument("--no-flops", action="store_true", help="skip counting the generator's FLOPs")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument(
-        "--segment-seconds",
-        type=float,
-        default=0.0,
-        help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
-        "the job's start to the first one",
-    )
-    parser.add_argument(
-        "--small",
-        action="store_true",
-        help="the small random renderer, mappings and GFPGAN of tests/support/smallbundle.py "
-        "(32 px frames): runs every stage of a job quickly, on a CPU too, to test this script; "
-        "its speed means nothing",
-    )
     return parser.parse_args(argv)
 
 
