@@ -1,0 +1,190 @@
+"""Per-frame time of the full-mode paste: ours (``Paster``, seamless) against ``cv2.resize`` + ``cv2.seamlessClone``.
+
+Both sides take the same 256 px rendered faces and the same photo, resize each face to its box and Poisson-paste
+it, and give whole uint8 frames. OpenCV runs frame by frame (as the reference does); ours takes the batch at once.
+Photos and faces are generated (smooth colour fields plus noise, seeded); speed does not depend on the values.
+Each row also checks that the two agree (max difference, share of identical values).
+
+Sizes (box in photo, width x height), as in issue 21: 216 px in 560x600, 512 px in 1920x1080, 1024 px in
+2048x2160. ``--memory`` instead reports the peak memory of one batch for a 4096 px photo (the largest side
+``MAX_OUTPUT_SIDE`` allows by default, so what a 4096 px photo at ``upscale`` 2 is scaled back to).
+
+    python -m bench.paste_speed --threads 2
+    python -m bench.paste_speed --device cuda --batch 32
+    python -m bench.paste_speed --memory --box 2048
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from sadtalker.output.paste import Paster
+
+CASES: Tuple[Tuple[int, Tuple[int, int]], ...] = ((216, (560, 600)), (512, (1920, 1080)), (1024, (2048, 2160)))
+FACE_SIDE = 256  # the renderer's output
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads and cv2.setNumThreads")
+    parser.add_argument("--batch", type=int, default=8, help="frames per paste call (ours)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed batches after one warm-up batch")
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=list(DTYPES))
+    parser.add_argument("--no-opencv", action="store_true", help="skip the OpenCV column (e.g. on a GPU box)")
+    parser.add_argument("--memory", action="store_true", help="peak memory of one batch, 4096 px photo")
+    parser.add_argument("--box", type=int, default=2048, help="--memory: the face box's side")
+    return parser.parse_args(argv)
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """uint8 (height, width, 3): a bicubic-upsampled random colour field plus pixel noise."""
+    coarse = rng.uniform(0, 255, (max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image += rng.normal(0.0, 12.0, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def centred_box(side: int, photo_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    width, height = photo_size
+    x1, y1 = (width - side) // 2, (height - side) // 2
+    return x1, y1, x1 + side, y1 + side
+
+
+def opencv_paste(faces: np.ndarray, photo: np.ndarray, box: Tuple[int, int, int, int]) -> List[np.ndarray]:
+    """The reference's paste, frame by frame."""
+    x1, y1, x2, y2 = box
+    centre = ((x1 + x2) // 2, (y1 + y2) // 2)
+    out = []
+    for face in faces:
+        resized = cv2.resize(face, (x2 - x1, y2 - y1))
+        mask = np.full(resized.shape, 255, np.uint8)
+        out.append(cv2.seamlessClone(resized, photo, mask, centre, cv2.NORMAL_CLONE))
+    return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ours(paster: Paster, faces: torch.Tensor, repeats: int, device: str) -> Tuple[float, np.ndarray]:
+    """Seconds per frame over ``repeats`` batches after a warm-up one, and the last batch's frames."""
+    out = paster.paste(faces)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = paster.paste(faces)
+    _sync(device)
+    return (time.perf_counter() - start) / (repeats * len(faces)), out.cpu().numpy()
+
+
+def speed_row(side: int, photo_size: Tuple[int, int], args: argparse.Namespace, rng: np.random.Generator) -> Dict:
+    width, height = photo_size
+    photo = smooth_image(rng, height, width)
+    faces = np.stack([smooth_image(rng, FACE_SIDE, FACE_SIDE) for _ in range(args.batch)])
+    box = centred_box(side, photo_size)
+    row: Dict = {"box": side, "photo": f"{width}x{height}"}
+    reference = None
+    if not args.no_opencv:
+        opencv_paste(faces[:1], photo, box)  # warm-up
+        start = time.perf_counter()
+        reference = np.stack(opencv_paste(faces, photo, box))
+        row["opencv_s"] = (time.perf_counter() - start) / len(faces)
+    for name in args.dtypes:
+        paster = Paster(photo, box, args.device, method="seamless", solve_dtype=DTYPES[name])
+        seconds, ours = time_ours(paster, torch.from_numpy(faces).to(args.device), args.repeats, args.device)
+        row[f"{name}_s"] = seconds
+        if reference is not None:
+            diff = np.abs(ours[:, :height, :width].astype(np.int16) - reference)
+            row[f"{name}_max"], row[f"{name}_identical"] = int(diff.max()), float((diff == 0).mean())
+    return row
+
+
+def print_speed(rows: List[Dict], args: argparse.Namespace) -> None:
+    print(f"device {args.device}, {args.threads} threads (torch and cv2), batch {args.batch}, "
+          f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+    head = "| box | photo |" + "".join(f" ours {name} ms/frame |" for name in args.dtypes)
+    if not args.no_opencv:
+        head += " OpenCV ms/frame |" + "".join(f" OpenCV / ours {name} |" for name in args.dtypes)
+        head += " max diff, identical |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for row in rows:
+        line = f"| {row['box']} | {row['photo']} |" + "".join(f" {row[f'{n}_s'] * 1e3:.1f} |" for n in args.dtypes)
+        if "opencv_s" in row:
+            line += f" {row['opencv_s'] * 1e3:.1f} |"
+            line += "".join(f" {row['opencv_s'] / row[f'{n}_s']:.1f}x |" for n in args.dtypes)
+            line += " " + ", ".join(f"{row[f'{n}_max']} / {row[f'{n}_identical'] * 100:.3f} %" for n in args.dtypes)
+            line += " |"
+        print(line)
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def cpu_peak(work) -> int:
+    """Peak resident memory above the starting level while ``work()`` runs, sampled every millisecond."""
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss() - base)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], _rss() - base)
+
+
+def peak_memory(args: argparse.Namespace) -> None:
+    """Peak memory of one paste batch: a 4096x4096 photo, an ``--box`` px face box, ``--batch`` frames."""
+    rng = np.random.default_rng(0)
+    photo = smooth_image(rng, 4096, 4096)
+    faces = torch.from_numpy(np.stack([smooth_image(rng, FACE_SIDE, FACE_SIDE) for _ in range(args.batch)]))
+    box = centred_box(args.box, (4096, 4096))
+    for name in args.dtypes:
+        paster = Paster(photo, box, args.device, method="seamless", solve_dtype=DTYPES[name])
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            paster.paste(faces.to(args.device))
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            peak = cpu_peak(lambda: paster.paste(faces))
+        chunk = paster.poisson.planes_per_chunk // 3 if paster.poisson is not None else 0
+        print(f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch} -> peak {peak / 2**20:.0f} MiB "
+              f"above the photo (frames per solve chunk {max(chunk, 1)}; output frames alone "
+              f"{args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    if args.memory:
+        peak_memory(args)
+        return 0
+    rng = np.random.default_rng(21)
+    print_speed([speed_row(side, size, args, rng) for side, size in CASES], args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
