@@ -168,7 +168,8 @@ class _FramePost:
         if is_full(options.preprocess):
             height, width = image_rgb.shape[:2]
             frame = photo_frame_size((width, height), options.output_scale, max_side)
-            self.paster = Paster(*_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device)
+            self.paster = Paster(*_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device,
+                                 method=options.paste)
         else:
             frame = crop_frame_size(options.size, pre.crop_info.frame_size, options.output_scale, max_side)
         self.size = (frame.width, frame.height)

@@ -8,6 +8,7 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms = one video frame
 PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")  # ext*: the wider border crop
 SIZES = (256, 512)  # render resolutions, one SadTalker weight file each
 ENHANCERS = ("gfpgan", "restoreformer", "none")  # restoreformer: optional weights, refused when absent
+PASTE_METHODS = ("seamless", "feather")  # full modes: Poisson paste as the reference, or a feathered blend
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # arithmetic of RENDER_DTYPE and ENHANCER_DTYPE
 FACE_DETECTORS = ("retinaface", "dlib")  # FACE_DETECTOR
 

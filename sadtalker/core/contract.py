@@ -43,6 +43,9 @@ class RenderOptions:
     idle_seconds: Optional[float] = None
     # What a reference video drives: "pose", "blink", "pose+blink" or "all"; None when there is no video.
     ref_info: Optional[str] = None
+    # full / extfull: how the face goes back into the photo, "seamless" (the reference's Poisson paste) or
+    # "feather" (an alpha blend keeping the render's colours). Refused with the other preprocess modes.
+    paste: str = "seamless"
 
     @property
     def output_scale(self) -> int:

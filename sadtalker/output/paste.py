@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sadtalker.core.constants import PASTE_METHODS
 from sadtalker.output.seamless import PoissonPaste, linear_resize
 
 Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2) in original-image pixels, x2/y2 exclusive
 FEATHER_FRACTION = 0.1  # feather width as a fraction of the box's shorter side
-PASTE_METHODS = ("seamless", "feather")
 
 
 def _ramp(n: int, feather: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -58,12 +58,12 @@ class Paster:
     ``original``: uint8 (H, W, 3) RGB. ``box``: where the crop goes (may reach past the image; the part
     outside is dropped). ``method``: ``"seamless"`` or ``"feather"`` (module docstring). Everything that depends
     only on the photo (the feather mask, the Poisson solve's boundary terms) is built here, on ``device``.
-    ``solve_dtype``: the Poisson solve's float type (float64 by default; see docs/fidelity.md).
+    ``solve_dtype``: the float type of the Poisson solve's last transform (float32; see docs/fidelity.md).
     """
 
     def __init__(self, original: np.ndarray, box: Box, device: Union[str, torch.device] = "cpu",
                  feather_fraction: float = FEATHER_FRACTION, method: str = "seamless",
-                 solve_dtype: torch.dtype = torch.float64) -> None:
+                 solve_dtype: torch.dtype = torch.float32) -> None:
         if method not in PASTE_METHODS:
             raise ValueError(f"paste method must be one of {PASTE_METHODS}, got {method!r}")
         self.method = method

@@ -161,7 +161,7 @@ class PoissonPaste:
     """
 
     def __init__(self, photo: torch.Tensor, box: Box, bounds: Tuple[int, int],
-                 dtype: torch.dtype = torch.float64, budget_bytes: int = DEFAULT_BUDGET) -> None:
+                 dtype: torch.dtype = torch.float32, budget_bytes: int = DEFAULT_BUDGET) -> None:
         x1, y1 = box[0], box[1]
         self.roi = clone_region(box, bounds)
         rx1, ry1, rx2, ry2 = self.roi

@@ -20,8 +20,8 @@ from typing import Any, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from sadtalker.core.constants import (
-    CAMERA_ANGLE_RANGE, CAMERA_KEYFRAMES_MAX, ENHANCERS, EXPRESSION_SCALE_RANGE, IDLE_SECONDS_RANGE, POSE_SCALE_RANGE,
-    POSE_STYLE_RANGE, PREPROCESS_MODES, REF_INFOS, SEED_RANGE, SIZES, UPSCALES,
+    CAMERA_ANGLE_RANGE, CAMERA_KEYFRAMES_MAX, ENHANCERS, EXPRESSION_SCALE_RANGE, IDLE_SECONDS_RANGE, PASTE_METHODS,
+    POSE_SCALE_RANGE, POSE_STYLE_RANGE, PREPROCESS_MODES, REF_INFOS, SEED_RANGE, SIZES, UPSCALES, is_full,
 )
 from sadtalker.core.contract import RenderOptions
 from sadtalker.core.errors import InvalidInput
@@ -94,10 +94,11 @@ def parse_job_input(raw: Any) -> JobOptions:
     if ref_video is None and raw.get("ref_info") is not None:
         raise InvalidInput("ref_info needs a reference video: give ref_video_url or ref_video_base64")
     defaults = RenderOptions()
+    preprocess = _choice(raw, "preprocess", defaults.preprocess, PREPROCESS_MODES)
     render = RenderOptions(
         still_mode=_bool(raw, "still_mode", defaults.still_mode),
         enhancer=_choice(raw, "enhancer", defaults.enhancer, ENHANCERS),
-        preprocess=_choice(raw, "preprocess", defaults.preprocess, PREPROCESS_MODES),
+        preprocess=preprocess,
         size=_int_choice(raw, "size", defaults.size, SIZES),
         expression_scale=_number(raw, "expression_scale", defaults.expression_scale, EXPRESSION_SCALE_RANGE),
         pose_style=_int_range(raw, "pose_style", defaults.pose_style, POSE_STYLE_RANGE),
@@ -109,6 +110,7 @@ def parse_job_input(raw: Any) -> JobOptions:
         use_blink=_bool(raw, "use_blink", defaults.use_blink),
         idle_seconds=idle_seconds,
         ref_info=ref_info,
+        paste=_paste(raw, preprocess, defaults.paste),
     )
     return JobOptions(image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")),
                       ref_video=ref_video)
@@ -116,7 +118,8 @@ def parse_job_input(raw: Any) -> JobOptions:
 
 _ALLOWED_FIELDS = _SOURCE_FIELDS + (
     "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "upscale",
-    "input_yaw", "input_pitch", "input_roll", "pose_scale", "use_blink", "idle_seconds", "ref_info", "r2", "seed",
+    "input_yaw", "input_pitch", "input_roll", "pose_scale", "use_blink", "idle_seconds", "ref_info", "paste", "r2",
+    "seed",
 )
 
 
@@ -232,6 +235,15 @@ def _choice(raw: Mapping, name: str, default: str, allowed: tuple) -> str:
             shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
         raise InvalidInput(f"{name} must be one of {', '.join(map(repr, allowed))}, got {shown}")
     return value
+
+
+def _paste(raw: Mapping, preprocess: str, default: str) -> str:
+    """``paste``: one of PASTE_METHODS, and only with a preprocess mode that pastes back (full / extfull)."""
+    method = _choice(raw, "paste", default, PASTE_METHODS)
+    if "paste" in raw and not is_full(preprocess):
+        raise InvalidInput(f"paste applies only to preprocess 'full' or 'extfull' (the face is pasted back into "
+                           f"the photo there); with preprocess {preprocess!r} leave it out")
+    return method
 
 
 def _is_integer(value: Any) -> bool:

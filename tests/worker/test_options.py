@@ -157,6 +157,27 @@ class TestStrictTypes:
         assert (defaults.input_yaw, defaults.pose_scale, defaults.use_blink) == (None, 1.0, True)
         assert len(parse_job_input(job(input_roll=[1] * 16)).render.input_roll) == 16
 
+    @pytest.mark.parametrize("mode", ["full", "extfull"])
+    def test_paste_defaults_to_seamless_and_takes_feather_in_the_full_modes(self, mode):
+        assert parse_job_input(job(preprocess=mode)).render.paste == "seamless"
+        assert parse_job_input(job(preprocess=mode, paste="feather")).render.paste == "feather"
+        assert parse_job_input(job(preprocess=mode, paste="seamless")).render.paste == "seamless"
+
+    @pytest.mark.parametrize(
+        "fields, expected",
+        [
+            ({"preprocess": "full", "paste": "Seamless"}, "paste must be one of 'seamless', 'feather', got 'Seamless'"),
+            ({"preprocess": "full", "paste": None}, "paste must be one of 'seamless', 'feather', got null"),
+            ({"preprocess": "extfull", "paste": True}, "paste must be one of 'seamless', 'feather', got boolean true"),
+            ({"preprocess": "full", "paste": 1}, "paste must be one of 'seamless', 'feather', got number 1"),
+            ({"paste": "feather"}, "paste applies only to preprocess 'full' or 'extfull'"),
+            ({"preprocess": "extcrop", "paste": "seamless"}, "with preprocess 'extcrop' leave it out"),
+            ({"preprocess": "resize", "paste": "feather"}, "with preprocess 'resize' leave it out"),
+        ],
+    )
+    def test_paste_is_refused_with_a_bad_value_or_outside_the_full_modes(self, fields, expected):
+        assert expected in refused(job(**fields))
+
     @pytest.mark.parametrize("value", [0, 3, 0.5, 3.0])
     def test_expression_scale_range_is_inclusive(self, value):
         assert parse_job_input(job(expression_scale=value)).render.expression_scale == value
