@@ -1,4 +1,4 @@
-"""Per-frame time of the full-mode paste: ours (``Paster``, seamless) against ``cv2.resize`` + ``cv2.seamlessClone``.
+"""The full-mode paste against the reference's (``cv2.resize`` + ``cv2.seamlessClone``): time per frame, or equality.
 
 Both sides take the same 256 px rendered faces and the same photo, resize each face to its box and Poisson-paste
 it, and give whole uint8 frames. OpenCV runs frame by frame (as the reference does); ours takes the batch at once.
@@ -8,10 +8,14 @@ Each row also checks that the two agree (max difference, share of identical valu
 Sizes (box in photo, width x height), as in issue 21: 216 px in 560x600, 512 px in 1920x1080, 1024 px in
 2048x2160. ``--memory`` instead reports the peak memory of one batch for a 4096 px photo (the largest side
 ``MAX_OUTPUT_SIDE`` allows by default, so what a 4096 px photo at ``upscale`` 2 is scaled back to).
+``--equality`` prints, for every case of ``tests/support/pastecases.py`` (golden A and C frames in their photo,
+generated odd, edge, tiny, grey and large cases), the largest difference from OpenCV and the share of identical
+values, over the whole frame and inside the box.
 
     python -m bench.paste_speed --threads 2
-    python -m bench.paste_speed --device cuda --batch 32
+    python -m bench.paste_speed --device cuda --batch 32 --no-opencv
     python -m bench.paste_speed --memory --box 2048
+    python -m bench.paste_speed --equality
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ import numpy as np
 import torch
 
 from sadtalker.output.paste import Paster
+from tests.support.pastecases import (
+    GENERATED, LARGEST, generated_case, golden_cases, opencv_paste as opencv_frame, share_identical, smooth_image,
+)
 
 CASES: Tuple[Tuple[int, Tuple[int, int]], ...] = ((216, (560, 600)), (512, (1920, 1080)), (1024, (2048, 2160)))
 FACE_SIDE = 256  # the renderer's output
@@ -41,15 +48,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--no-opencv", action="store_true", help="skip the OpenCV column (e.g. on a GPU box)")
     parser.add_argument("--memory", action="store_true", help="peak memory of one batch, 4096 px photo")
     parser.add_argument("--box", type=int, default=2048, help="--memory: the face box's side")
+    parser.add_argument("--equality", action="store_true", help="the equality table against cv2.seamlessClone")
     return parser.parse_args(argv)
-
-
-def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """uint8 (height, width, 3): a bicubic-upsampled random colour field plus pixel noise."""
-    coarse = rng.uniform(0, 255, (max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
-    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    image += rng.normal(0.0, 12.0, image.shape).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def centred_box(side: int, photo_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -60,14 +60,7 @@ def centred_box(side: int, photo_size: Tuple[int, int]) -> Tuple[int, int, int, 
 
 def opencv_paste(faces: np.ndarray, photo: np.ndarray, box: Tuple[int, int, int, int]) -> List[np.ndarray]:
     """The reference's paste, frame by frame."""
-    x1, y1, x2, y2 = box
-    centre = ((x1 + x2) // 2, (y1 + y2) // 2)
-    out = []
-    for face in faces:
-        resized = cv2.resize(face, (x2 - x1, y2 - y1))
-        mask = np.full(resized.shape, 255, np.uint8)
-        out.append(cv2.seamlessClone(resized, photo, mask, centre, cv2.NORMAL_CLONE))
-    return out
+    return [opencv_frame(face, photo, box) for face in faces]
 
 
 def _sync(device: str) -> None:
@@ -153,25 +146,49 @@ def cpu_peak(work) -> int:
 
 
 def peak_memory(args: argparse.Namespace) -> None:
-    """Peak memory of one paste batch: a 4096x4096 photo, an ``--box`` px face box, ``--batch`` frames."""
+    """Peak memory of building the paster (once per job) and of one paste batch: a 4096x4096 photo, an ``--box``
+    px face box, ``--batch`` 256 px faces; resident memory above the level before each step (CPU), or the CUDA
+    allocator's peak above the memory already held."""
     rng = np.random.default_rng(0)
     photo = smooth_image(rng, 4096, 4096)
     faces = torch.from_numpy(np.stack([smooth_image(rng, FACE_SIDE, FACE_SIDE) for _ in range(args.batch)]))
     box = centred_box(args.box, (4096, 4096))
     for name in args.dtypes:
-        paster = Paster(photo, box, args.device, method="seamless", solve_dtype=DTYPES[name])
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            paster.paste(faces.to(args.device))
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
-        else:
-            peak = cpu_peak(lambda: paster.paste(faces))
-        chunk = paster.poisson.planes_per_chunk // 3 if paster.poisson is not None else 0
-        print(f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch} -> peak {peak / 2**20:.0f} MiB "
-              f"above the photo (frames per solve chunk {max(chunk, 1)}; output frames alone "
-              f"{args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)")
+        held: List[Paster] = []
+        build = measure(args.device, lambda: held.append(Paster(photo, box, args.device, solve_dtype=DTYPES[name])))
+        paste = measure(args.device, lambda: held[0].paste(faces.to(args.device)))
+        chunk = held[0].poisson.planes_per_chunk if held[0].poisson is not None else 0
+        print(f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch}: building the paster "
+              f"{build / 2**20:.0f} MiB, one batch {paste / 2**20:.0f} MiB above that (colour planes per solve "
+              f"chunk {chunk}; the batch's output frames alone {args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)")
+
+
+def measure(device: str, work) -> int:
+    """Peak bytes ``work()`` adds on ``device``."""
+    if device != "cuda":
+        return cpu_peak(work)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    work()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def print_equality(args: argparse.Namespace) -> None:
+    """Max difference and share of identical values against OpenCV, per case, for each solve dtype."""
+    cases = golden_cases() + [generated_case(spec) for spec in GENERATED] + [generated_case(LARGEST, frames=1)]
+    print(f"device {args.device}, torch {torch.__version__}, OpenCV {cv2.__version__}")
+    print("| case | dtype | max abs diff | identical (frame) | identical (inside the box) |")
+    print("|---|---|---|---|---|")
+    for case in cases:
+        height, width = case.photo.shape[:2]
+        reference = np.stack(opencv_paste(case.faces, case.photo, case.box))
+        for name in args.dtypes:
+            paster = Paster(case.photo, case.box, args.device, method="seamless", solve_dtype=DTYPES[name])
+            ours = paster.paste(torch.from_numpy(case.faces).to(args.device)).cpu().numpy()[:, :height, :width]
+            worst, whole, inside = share_identical(ours, reference, case.box)
+            print(f"| {case.name} | {name} | {worst} | {whole * 100:.3f} % | {inside * 100:.3f} % |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -180,6 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cv2.setNumThreads(args.threads)
     if args.memory:
         peak_memory(args)
+        return 0
+    if args.equality:
+        print_equality(args)
         return 0
     rng = np.random.default_rng(21)
     print_speed([speed_row(side, size, args, rng) for side, size in CASES], args)

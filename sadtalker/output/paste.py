@@ -83,11 +83,12 @@ class Paster:
         if self._dst[2] <= self._dst[0] or self._dst[3] <= self._dst[1]:
             raise ValueError(f"paste box {box} lies outside the {width}x{height} image")
         self._src = (self._dst[0] - x1, self._dst[1] - y1, self._dst[2] - x1, self._dst[3] - y1)
-        feather = feather_fraction * min(x2 - x1, y2 - y1)
-        self.mask = feather_mask(y2 - y1, x2 - x1, feather, self.device)  # (bh, bw) over the whole box
-        self.poisson = None
+        self.mask: Optional[torch.Tensor] = None  # feather: (bh, bw) over the whole box
+        self.poisson: Optional[PoissonPaste] = None
         if method == "seamless":
             self.poisson = PoissonPaste(self.original, self.box, (width, height), solve_dtype)
+        else:
+            self.mask = feather_mask(y2 - y1, x2 - x1, feather_fraction * min(x2 - x1, y2 - y1), self.device)
 
     @property
     def box_size(self) -> Tuple[int, int]:
@@ -145,6 +146,7 @@ class Paster:
         sx1, sy1, sx2, sy2 = self._src
         dx1, dy1, dx2, dy2 = self._dst
         face = faces[:, :, sy1:sy2, sx1:sx2]
+        assert self.mask is not None
         mask = self.mask[sy1:sy2, sx1:sx2]
         background = self.original[:, dy1:dy2, dx1:dx2].float()
         blended = background + mask * (face - background)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,7 +49,9 @@ Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive
 ERODE_BAND = 3  # OpenCV erodes the mask 3 times with a 3x3 square: the photo's gradients rule this band
 RESIZE_BITS = 11  # cv2.resize's bilinear weights for 8-bit images are fixed point with 11 fraction bits
 BAND_HEAD, BAND_TAIL = 3, 2  # interior rows/columns along the top-left / bottom-right edges that carry g
-PLANE_BYTES_PER_VALUE = 48  # peak bytes per interior value of a colour plane in the solve, measured
+# Bytes one interior value of a colour plane holds at the solve's peak: its float64 spectrum, and in the solve's
+# dtype the face copy, the transform buffer (2 values), the FFT's complex output (2) and one spare.
+SPECTRUM_BYTES, DTYPE_VALUES = 8, 6
 DEFAULT_BUDGET = 1 << 30  # bytes the solve may hold at once: 1 GiB, whatever the batch
 LOW_BLOCK = 0.05  # float32 eigenvalue correction kept where 2 - 2 cos < this (leaves < 1e-4 of a level)
 
@@ -90,10 +92,17 @@ def _edge_source(strip: torch.Tensor, mask: torch.Tensor, first_is_ring: bool, l
 
 
 def _band(region: torch.Tensor, photo: torch.Tensor, mask: torch.Tensor, first: int, last: int) -> torch.Tensor:
-    """g on interior rows [first, last), all columns: (b, c, h, w) uint8 faces, (c, h, w) photo -> float64."""
+    """g on interior rows [first, last), all columns: (b, c, h, w) uint8 faces and the photo's float64 (c, r, w)
+    region rows first..last+1 -> float64 (b, c, last - first, w - 2)."""
     rows = region.shape[-2] - 2
-    strip = region[..., first : last + 2, :].to(torch.float64) - photo[..., first : last + 2, :]
+    strip = region[..., first : last + 2, :].to(torch.float64) - photo
     return _edge_source(strip, mask[first : last + 2], first == 0, last == rows)
+
+
+def _lines(image: torch.Tensor, columns: bool, first: int, last: int) -> torch.Tensor:
+    """Region rows first..last+1 of ``image`` (..., h, w), or its columns (as rows of the transpose); last -1: all."""
+    lines = image.transpose(-1, -2) if columns else image
+    return lines if last < 0 else lines[..., first : last + 2, :]
 
 
 def _chunks(frames: int, planes_per_chunk: int) -> Iterator[Tuple[slice, slice]]:
@@ -172,13 +181,27 @@ class PoissonPaste:
         self.empty = min(self.interior) == 0
         if self.empty:
             return
-        self.photo = photo[:, ry1:ry2, rx1:rx2].to(torch.float64)  # (3, h, w): under the region, ring included
+        self.device = photo.device
         self.mask = torch.zeros(height, width, dtype=torch.float64, device=photo.device)
         self.mask[ERODE_BAND : height - ERODE_BAND, ERODE_BAND : width - ERODE_BAND] = 1.0
         self.row_bands, self.col_bands = _bands(self.interior[0]), _bands(self.interior[1])
+        under = photo[:, ry1:ry2, rx1:rx2]  # (3, h, w): the photo under the region, ring included
+        # The photo's rows (False) and columns (True) that the edge bands read, keyed by (columns, first).
+        self.strips = {(columns, first): _lines(under, columns, first, last).to(torch.float64)
+                       for columns, first, last in self._runs()}
         self._tables(photo.device)
         self._buffer: Optional[torch.Tensor] = None
-        self.planes_per_chunk = max(1, budget_bytes // (PLANE_BYTES_PER_VALUE * self.interior[0] * self.interior[1]))
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        plane_bytes = (SPECTRUM_BYTES + DTYPE_VALUES * itemsize) * self.interior[0] * self.interior[1]
+        self.planes_per_chunk = max(1, budget_bytes // plane_bytes)
+
+    def _runs(self) -> List[Tuple[bool, int, int]]:
+        """(columns, first, last) of each edge band: interior rows [first, last), then interior columns."""
+        (ny, nx), (top, bottom), (left, right) = self.interior, self.row_bands, self.col_bands
+        runs = [(False, 0, top)] + ([(False, bottom, ny)] if bottom < ny else [])
+        if bottom > top:
+            runs += [(True, 0, left)] + ([(True, right, nx)] if right < nx else [])
+        return runs
 
     def _tables(self, device: torch.device) -> None:
         """The per-job constants: band sines, tridiagonal factors, the low-frequency correction."""
@@ -220,13 +243,13 @@ class PoissonPaste:
         if out is None:
             out = torch.empty(len(faces), 3, *self.interior, dtype=torch.uint8, device=faces.device)
         for frames, colours in _chunks(len(faces), self.planes_per_chunk):
-            out[frames, colours].copy_(self._solve_planes(regions[frames, colours], self.photo[colours]))
+            out[frames, colours].copy_(self._solve_planes(regions[frames, colours], colours))
         return out
 
-    def _solve_planes(self, region: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        """uint8 (b, c, h, w) face planes, float64 (c, h, w) photo planes -> float (b, c, ny, nx), 0..255 floored."""
+    def _solve_planes(self, region: torch.Tensor, colours: slice) -> torch.Tensor:
+        """uint8 (b, c, h, w) face planes of the given colours -> float (b, c, ny, nx), clamped to 0..255."""
         nx = self.interior[1]
-        spectrum = self._tridiagonal(self._source_along_x(region, photo))
+        spectrum = self._tridiagonal(self._source_along_x(region, colours))
         inside = region[..., 1:-1, 1:-1].to(self.dtype)
         self._add_low_correction(spectrum, inside)
         padded = self._padded(spectrum.shape[:-2])
@@ -241,27 +264,23 @@ class PoissonPaste:
         ny, nx = self.interior
         planes = math.prod(lead)
         if self._buffer is None or len(self._buffer) < planes:
-            self._buffer = torch.zeros(planes, ny, 2 * nx + 2, dtype=self.dtype, device=self.photo.device)
+            self._buffer = torch.zeros(planes, ny, 2 * nx + 2, dtype=self.dtype, device=self.device)
         return self._buffer[:planes].view(*lead, ny, 2 * nx + 2)
 
-    def _source_along_x(self, region: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    def _source_along_x(self, region: torch.Tensor, colours: slice) -> torch.Tensor:
         """(b, c, h, w) uint8 face planes -> (b, c, ny, nx) float64: g transformed along x (``g S_x``)."""
         ny, nx = self.interior
-        (top, bottom), (left, right) = self.row_bands, self.col_bands
-        rows = [_band(region, photo, self.mask, 0, top)]
-        if bottom < ny:
-            rows.append(_band(region, photo, self.mask, bottom, ny))
+        top, bottom = self.row_bands
+        bands = {(columns, first): _band(_lines(region, columns, 0, -1), self.strips[columns, first][colours],
+                                         self.mask.T if columns else self.mask, first, last)
+                 for columns, first, last in self._runs()}
         spectrum = torch.empty(*region.shape[:-2], ny, nx, dtype=torch.float64, device=region.device)  # all set
-        edges = -_dst1(torch.cat(rows, -2))
+        edges = -_dst1(torch.cat([band for (columns, _), band in bands.items() if not columns], -2))
         spectrum[..., :top, :] = edges[..., :top, :]
         spectrum[..., bottom:, :] = edges[..., top:, :]
-        if bottom > top:  # the left and right bands of the rows in between, from the transposed planes
-            flipped, photo_t, mask_t = region.transpose(-1, -2), photo.transpose(-1, -2), self.mask.T
-            cols = [_band(flipped, photo_t, mask_t, 0, left)]
-            if right < nx:
-                cols.append(_band(flipped, photo_t, mask_t, right, nx))
-            sides = torch.cat(cols, -2).transpose(-1, -2)[..., top:bottom, :]
-            spectrum[..., top:bottom, :] = sides @ self.band_cols
+        if bottom > top:  # the left and right bands of the rows in between
+            sides = torch.cat([band for (columns, _), band in bands.items() if columns], -2)
+            spectrum[..., top:bottom, :] = sides.transpose(-1, -2)[..., top:bottom, :] @ self.band_cols
         return spectrum
 
     def _tridiagonal(self, spectrum: torch.Tensor) -> torch.Tensor:
