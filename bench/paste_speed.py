@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -30,7 +30,13 @@ import torch
 
 from sadtalker.output.paste import Paster
 from tests.support.pastecases import (
-    GENERATED, LARGEST, generated_case, golden_cases, opencv_paste as opencv_frame, share_identical, smooth_image,
+    GENERATED,
+    LARGEST,
+    generated_case,
+    golden_cases,
+    opencv_paste,
+    share_identical,
+    smooth_image,
 )
 
 CASES: Tuple[Tuple[int, Tuple[int, int]], ...] = ((216, (560, 600)), (512, (1920, 1080)), (1024, (2048, 2160)))
@@ -58,9 +64,13 @@ def centred_box(side: int, photo_size: Tuple[int, int]) -> Tuple[int, int, int, 
     return x1, y1, x1 + side, y1 + side
 
 
-def opencv_paste(faces: np.ndarray, photo: np.ndarray, box: Tuple[int, int, int, int]) -> List[np.ndarray]:
+def opencv_batch(faces: np.ndarray, photo: np.ndarray, box: Tuple[int, int, int, int]) -> List[np.ndarray]:
     """The reference's paste, frame by frame."""
-    return [opencv_frame(face, photo, box) for face in faces]
+    return [opencv_paste(face, photo, box) for face in faces]
+
+
+def as_numpy(frames: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+    return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
 
 
 def _sync(device: str) -> None:
@@ -76,7 +86,7 @@ def time_ours(paster: Paster, faces: torch.Tensor, repeats: int, device: str) ->
     for _ in range(repeats):
         out = paster.paste(faces)
     _sync(device)
-    return (time.perf_counter() - start) / (repeats * len(faces)), out.cpu().numpy()
+    return (time.perf_counter() - start) / (repeats * len(faces)), as_numpy(out)
 
 
 def speed_row(side: int, photo_size: Tuple[int, int], args: argparse.Namespace, rng: np.random.Generator) -> Dict:
@@ -87,9 +97,9 @@ def speed_row(side: int, photo_size: Tuple[int, int], args: argparse.Namespace, 
     row: Dict = {"box": side, "photo": f"{width}x{height}"}
     reference = None
     if not args.no_opencv:
-        opencv_paste(faces[:1], photo, box)  # warm-up
+        opencv_batch(faces[:1], photo, box)  # warm-up
         start = time.perf_counter()
-        reference = np.stack(opencv_paste(faces, photo, box))
+        reference = np.stack(opencv_batch(faces, photo, box))
         row["opencv_s"] = (time.perf_counter() - start) / len(faces)
     for name in args.dtypes:
         paster = Paster(photo, box, args.device, method="seamless", solve_dtype=DTYPES[name])
@@ -154,13 +164,20 @@ def peak_memory(args: argparse.Namespace) -> None:
     faces = torch.from_numpy(np.stack([smooth_image(rng, FACE_SIDE, FACE_SIDE) for _ in range(args.batch)]))
     box = centred_box(args.box, (4096, 4096))
     for name in args.dtypes:
-        held: List[Paster] = []
-        build = measure(args.device, lambda: held.append(Paster(photo, box, args.device, solve_dtype=DTYPES[name])))
-        paste = measure(args.device, lambda: held[0].paste(faces.to(args.device)))
-        chunk = held[0].poisson.planes_per_chunk if held[0].poisson is not None else 0
+        build, paste, paster = measure_paster(args, photo, box, faces, DTYPES[name])
+        chunk = paster.poisson.planes_per_chunk if paster.poisson is not None else 0
         print(f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch}: building the paster "
               f"{build / 2**20:.0f} MiB, one batch {paste / 2**20:.0f} MiB above that (colour planes per solve "
               f"chunk {chunk}; the batch's output frames alone {args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)")
+
+
+def measure_paster(args: argparse.Namespace, photo: np.ndarray, box: Tuple[int, int, int, int], faces: torch.Tensor,
+                   dtype: torch.dtype) -> Tuple[int, int, Paster]:
+    """Peak bytes of building a paster and of one paste with it, and the paster."""
+    held: List[Paster] = []
+    build = measure(args.device, lambda: held.append(Paster(photo, box, args.device, solve_dtype=dtype)))
+    paste = measure(args.device, lambda: held[0].paste(faces.to(args.device)))
+    return build, paste, held[0]
 
 
 def measure(device: str, work) -> int:
@@ -183,10 +200,10 @@ def print_equality(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|")
     for case in cases:
         height, width = case.photo.shape[:2]
-        reference = np.stack(opencv_paste(case.faces, case.photo, case.box))
+        reference = np.stack(opencv_batch(case.faces, case.photo, case.box))
         for name in args.dtypes:
             paster = Paster(case.photo, case.box, args.device, method="seamless", solve_dtype=DTYPES[name])
-            ours = paster.paste(torch.from_numpy(case.faces).to(args.device)).cpu().numpy()[:, :height, :width]
+            ours = as_numpy(paster.paste(torch.from_numpy(case.faces).to(args.device)))[:, :height, :width]
             worst, whole, inside = share_identical(ours, reference, case.box)
             print(f"| {case.name} | {name} | {worst} | {whole * 100:.3f} % | {inside * 100:.3f} % |")
 

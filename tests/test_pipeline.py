@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
+from tests.support.pastecases import opencv_paste, share_identical
 from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like, small_bundle
 from tests.support.workerproc import free_port, wait_for_port
 
@@ -28,6 +29,7 @@ from sadtalker.motion.chunking import plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.seams import seam_jumps
 from sadtalker.motion.stage import chunked_coefficients
+from sadtalker.output.paste import Paster
 from sadtalker.pipeline import animate
 from tests.support import REPO_ROOT
 
@@ -137,6 +139,33 @@ class TestModesAndSeeds:
         assert result.warnings == ()
         assert {"enhance", "paste", "render"} <= set(result.timings)
         assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
+
+    @pytest.mark.parametrize("method", ["seamless", "feather"])
+    def test_full_mode_pastes_each_frame_as_cv2_seamless_clone_or_feathered(self, bundle, image, tmp_path, method,
+                                                                            monkeypatch):
+        """No enhancer, upscale 1: every frame handed to the encoder is the reference's paste_pic of the rendered
+        frame (cv2.resize + cv2.seamlessClone at the crop box) within 1 level; "feather" blends instead."""
+        calls = []
+        paste = Paster.paste
+
+        def recording(paster, frames):
+            out = paste(paster, frames)
+            calls.append((paster, np.array(frames), np.array(out)))
+            return out
+
+        monkeypatch.setattr(Paster, "paste", recording)
+        job = request(image, speech_like(0.2), f"paste-{method}", seed=1, preprocess="full", upscale=1, paste=method)
+        animate(bundle, job, str(tmp_path), Recorder())
+        box = preprocess_image(image, bundle.face_finder, bundle.sizes[256].recon_net, "full", 256).crop_info.box
+        height, width = image.shape[:2]
+        assert calls and all(paster.method == method and paster.box == box for paster, _, _ in calls)
+        for _, rendered, pasted in calls:
+            for face, frame in zip(rendered, pasted[:, :height, :width]):
+                worst, _, inside = share_identical(frame, opencv_paste(face, image, box), box)
+                if method == "seamless":
+                    assert worst <= 1 and inside >= 0.99
+                else:
+                    assert worst > 1  # the feathered blend is not OpenCV's
 
     def test_crop_mode_with_enhancer_and_upscale_1_keeps_the_render_size(self, bundle, image, tmp_path):
         crop = request(image, speech_like(0.6), "crop", seed=1, enhancer="gfpgan", upscale=1)

@@ -17,10 +17,11 @@ takes for the reference's call (an all-255 mask of the face's size, centred on t
 3. **Solve.** The 5-point Laplacian with that boundary is diagonal in the 2-D sine transform (DST-I): transform,
    divide by the eigenvalues ``2 cos(pi k / (nx + 1)) + 2 cos(pi l / (ny + 1)) - 4``, transform back.
    OpenCV forms the eigenvalues in float32 (each cosine rounded to float32, their sum rounded, 4 subtracted); at
-   the lowest frequencies that sum cancels against 4, so the rounding scales the smooth part of the solution by up
-   to about 1e-4, and values just above an integer come out just below it. We divide by those same float32
-   eigenvalues and do the rest in float64: what still differs is the noise of OpenCV's float32 FFT (about 5e-4
-   of a level), which moves about 1 value in 2000-5000 across an integer.
+   the lowest frequencies that sum cancels against 4, so the rounding changes the smoothest modes of the solution
+   by 1e-4 (182 px box) to 0.5 % (1024 px box), and values just above an integer come out just below it. We
+   reproduce that change exactly (see :class:`PoissonPaste`) and solve the rest to float64 accuracy (float32 in
+   the last transform by default): what still differs is the noise of OpenCV's own float32 FFT (about 5e-4 of a
+   level), which moves 1 value in 1000-10000 across an integer.
 4. **Rounding.** Below 0 -> 0, above 255 -> 255, the rest truncated (OpenCV casts, it does not round).
 
 The reference resizes the rendered face to its box first with ``cv2.resize`` (bilinear, 11-bit fixed point, no
@@ -29,10 +30,10 @@ antialiasing); :func:`linear_resize` computes exactly that, integer for integer.
 Beyond OpenCV (which refuses both): a region reaching past the photo is clipped to it, and the solve runs on the
 clipped rectangle; a box under 5 pixels a side has nothing inside its ring and leaves the photo as it is.
 
-Everything that depends only on the photo (the ring, the photo's guidance field near the edge, the eigenvalues)
-is computed once per job in :class:`PoissonPaste`; a batch of faces costs four real FFT passes per colour plane.
-Planes go through the solve in chunks sized to stay under ``budget_bytes`` (about ``SOLVE_BUFFERS`` region-sized
-float buffers per plane).
+Everything that depends only on the photo (its values on the ring and in the edge band, the eigenvalues, the
+tridiagonal factors, the sine tables) is computed once per job in :class:`PoissonPaste`. A batch costs thin matrix
+products, a tridiagonal sweep along y and one real FFT per row along x, per colour plane; planes go through the
+solve in chunks that hold at most ``budget_bytes``.
 """
 from __future__ import annotations
 
@@ -156,8 +157,9 @@ class PoissonPaste:
     """The Poisson solve of one job: a fixed photo and box, any number of face batches.
 
     ``photo``: uint8 (3, H', W') on the job's device (may carry padding past ``bounds``); ``box``: where the face
-    goes; ``bounds``: (W, H), the photo's true size, which the region is clipped to. ``dtype``: float64 (the
-    solve's float type; float32 is accepted for the last transform only, see :meth:`solve`).
+    goes; ``bounds``: (W, H), the photo's true size, which the region is clipped to. ``dtype``: of the face's copy,
+    the correction's product and the last transform (float32 or float64); the source, the tridiagonal solve and
+    the spectrum are always float64, because the lowest modes are ill-conditioned (condition ~ (n / pi)^2).
 
     How a batch is solved. With ``F`` the face inside the ring, the right-hand side is ``L0 F + g`` with ``g`` on
     thin edge bands (:func:`_edge_source`), so the exact solution is ``F + L0^-1 g``. ``g`` is transformed along x

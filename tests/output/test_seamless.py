@@ -4,19 +4,26 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tests.support.pastecases import (
-    GENERATED, LARGEST, PasteCase, generated_case, golden_cases, opencv_paste, share_identical, smooth_image,
-)
 
 from sadtalker.output.paste import Paster
 from sadtalker.output.seamless import PoissonPaste, clone_region, linear_resize
+from tests.support.pastecases import (
+    GENERATED,
+    LARGEST,
+    PasteCase,
+    generated_case,
+    golden_cases,
+    opencv_paste,
+    share_identical,
+    smooth_image,
+)
 
 MIN_IDENTICAL = 0.99  # issue 21: at least 99 % of values identical to OpenCV's, none more than 1 level off
 
 
 def ours(case: PasteCase, **kwargs) -> np.ndarray:
     height, width = case.photo.shape[:2]
-    return Paster(case.photo, case.box, **kwargs).paste(case.faces)[:, :height, :width]
+    return np.asarray(Paster(case.photo, case.box, **kwargs).paste(case.faces))[:, :height, :width]
 
 
 def reference(case: PasteCase) -> np.ndarray:

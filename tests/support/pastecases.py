@@ -32,7 +32,10 @@ class PasteCase:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(path)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def opencv_paste(face: np.ndarray, photo: np.ndarray, box: Box) -> np.ndarray:
@@ -47,7 +50,7 @@ def smooth_image(rng: np.random.Generator, height: int, width: int, grey: bool =
     """uint8 (height, width, 3): a bicubic-upsampled random colour field plus pixel noise (R = G = B if grey)."""
     coarse = rng.uniform(0, 255, (max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
     image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    image += rng.normal(0.0, 12.0, image.shape).astype(np.float32)
+    image += np.asarray(rng.normal(0.0, 12.0, image.shape), np.float32)
     image = np.clip(image, 0, 255).astype(np.uint8)
     return np.repeat(image[..., :1], 3, axis=2) if grey else image
 
