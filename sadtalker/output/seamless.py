@@ -53,7 +53,9 @@ BAND_HEAD, BAND_TAIL = 3, 2  # interior rows/columns along the top-left / bottom
 # Bytes one interior value of a colour plane holds at the solve's peak: its float64 spectrum, and in the solve's
 # dtype the face copy, the transform buffer (2 values), the FFT's complex output (2) and one spare.
 SPECTRUM_BYTES, DTYPE_VALUES = 8, 6
-DEFAULT_BUDGET = 1 << 30  # bytes the solve may hold at once: 1 GiB, whatever the batch
+# Bytes the solve may hold at once, whatever the batch: 1 GiB on the CPU; 4 GiB on a GPU, where a bigger chunk
+# spreads the tridiagonal sweep's per-row kernel launches over more frames.
+BUDGET_BYTES = {"cpu": 1 << 30, "cuda": 4 << 30}
 LOW_BLOCK = 0.05  # float32 eigenvalue correction kept where 2 - 2 cos < this (leaves < 1e-4 of a level)
 
 
@@ -172,7 +174,7 @@ class PoissonPaste:
     """
 
     def __init__(self, photo: torch.Tensor, box: Box, bounds: Tuple[int, int],
-                 dtype: torch.dtype = torch.float32, budget_bytes: int = DEFAULT_BUDGET) -> None:
+                 dtype: torch.dtype = torch.float32, budget_bytes: Optional[int] = None) -> None:
         x1, y1 = box[0], box[1]
         self.roi = clone_region(box, bounds)
         rx1, ry1, rx2, ry2 = self.roi
@@ -195,6 +197,8 @@ class PoissonPaste:
         self._buffer: Optional[torch.Tensor] = None
         itemsize = torch.empty((), dtype=dtype).element_size()
         plane_bytes = (SPECTRUM_BYTES + DTYPE_VALUES * itemsize) * self.interior[0] * self.interior[1]
+        if budget_bytes is None:
+            budget_bytes = BUDGET_BYTES.get(photo.device.type, BUDGET_BYTES["cpu"])
         self.planes_per_chunk = max(1, budget_bytes // plane_bytes)
 
     def _runs(self) -> List[Tuple[bool, int, int]]:
