@@ -17,6 +17,7 @@ values, over the whole frame and inside the box.
     python -m bench.paste_speed --memory --box 2048
     python -m bench.paste_speed --equality
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,8 +113,10 @@ def speed_row(side: int, photo_size: Tuple[int, int], args: argparse.Namespace, 
 
 
 def print_speed(rows: List[Dict], args: argparse.Namespace) -> None:
-    print(f"device {args.device}, {args.threads} threads (torch and cv2), batch {args.batch}, "
-          f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+    print(
+        f"device {args.device}, {args.threads} threads (torch and cv2), batch {args.batch}, "
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}"
+    )
     head = "| box | photo |" + "".join(f" ours {name} ms/frame |" for name in args.dtypes)
     if not args.no_opencv:
         head += " OpenCV ms/frame |" + "".join(f" OpenCV / ours {name} |" for name in args.dtypes)
@@ -166,13 +169,16 @@ def peak_memory(args: argparse.Namespace) -> None:
     for name in args.dtypes:
         build, paste, paster = measure_paster(args, photo, box, faces, DTYPES[name])
         chunk = paster.poisson.planes_per_chunk if paster.poisson is not None else 0
-        print(f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch}: building the paster "
-              f"{build / 2**20:.0f} MiB, one batch {paste / 2**20:.0f} MiB above that (colour planes per solve "
-              f"chunk {chunk}; the batch's output frames alone {args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)")
+        print(
+            f"{args.device} {name}: box {args.box} in 4096x4096, batch {args.batch}: building the paster "
+            f"{build / 2**20:.0f} MiB, one batch {paste / 2**20:.0f} MiB above that (colour planes per solve "
+            f"chunk {chunk}; the batch's output frames alone {args.batch * 4096 * 4096 * 3 / 2**20:.0f} MiB)"
+        )
 
 
-def measure_paster(args: argparse.Namespace, photo: np.ndarray, box: Tuple[int, int, int, int], faces: torch.Tensor,
-                   dtype: torch.dtype) -> Tuple[int, int, Paster]:
+def measure_paster(
+    args: argparse.Namespace, photo: np.ndarray, box: Tuple[int, int, int, int], faces: torch.Tensor, dtype: torch.dtype
+) -> Tuple[int, int, Paster]:
     """Peak bytes of building a paster and of one paste with it, and the paster."""
     held: List[Paster] = []
     build = measure(args.device, lambda: held.append(Paster(photo, box, args.device, solve_dtype=dtype)))

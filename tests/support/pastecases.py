@@ -6,6 +6,7 @@ Used by ``tests/output/test_seamless.py`` and ``bench/paste_speed.py --equality`
 ``NORMAL_CLONE``, centred on the box). Arrays are RGB; OpenCV's clone treats the channels alike, so the order
 does not matter.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
