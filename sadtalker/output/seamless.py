@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -358,9 +358,3 @@ def linear_resize(faces: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     taps = (rows[..., torch.cat([y0, y1]), :] * torch.cat([b0, b1])[:, None]) >> 16
     # The sum of two floored terms never exceeds 1020, so the result fits in 0..255 without a clamp.
     return ((taps[..., :height, :] + taps[..., height:, :] + 2) >> 2).to(torch.uint8)
-
-
-def as_planes(frames: Union[np.ndarray, torch.Tensor], device: torch.device) -> torch.Tensor:
-    """uint8 (B, h, w, 3) numpy or torch -> uint8 (B, 3, h, w) on ``device``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-    return tensor.to(device).permute(0, 3, 1, 2)
