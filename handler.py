@@ -30,7 +30,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Callable, Dict, Mapping, Optional
 
-from sadtalker.core.contract import Animation, AnimationRequest, Segment
+from sadtalker.core.contract import Animation, AnimationHooks, AnimationRequest, Segment
 from sadtalker.core.errors import InternalError, WorkerError
 from sadtalker.core.jobtools import StageTimer
 from sadtalker.worker.download import limits_from_settings
@@ -116,10 +116,10 @@ def _process(
                                source_audio=audio.source, ref_frames=ref_frames)
     pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
     segments = _Segments(storage, job_id, settings.inline_result_max_bytes, emit) if emit is not None else None
-    streaming = {} if segments is None else {"on_segment": segments.deliver,
-                                             "segment_seconds": settings.stream_segment_seconds}
-    animation = pipeline.animate(_loaded_bundle(), request, workdir, _pipeline_progress(report), stop=stop,
-                                 **streaming)
+    hooks = AnimationHooks(progress=_pipeline_progress(report), stop=stop,
+                           on_segment=None if segments is None else segments.deliver,
+                           segment_seconds=settings.stream_segment_seconds)
+    animation = pipeline.animate(_loaded_bundle(), settings, request, workdir, hooks)
     report("upload")
     with timer.stage("upload"):
         already_inline = 0 if segments is None else segments.inline_bytes

@@ -91,13 +91,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--upsampled-convs-on-cuda",
         action="store_true",
         help="on CUDA too, run the convs on nearest-upsampled maps on the small map "
-        "(sadtalker.kernels.renderer.UPSAMPLED_CONVS_ON_CUDA; measured on CPU only so far)",
+        "(UPSAMPLED_CONVS_ON_CUDA=true; measured on CPU only so far)",
     )
     parser.add_argument(
         "--enhancer-nchw",
         action="store_true",
         help="on CUDA, run GFPGAN in NCHW layout instead of channels-last "
-        "(sadtalker.kernels.enhancer.CHANNELS_LAST_ON_CUDA; not yet timed on a GPU either way)",
+        "(ENHANCER_CHANNELS_LAST=false; not yet timed on a GPU either way)",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="FAST_PATHS=false: the network classes as written, none of sadtalker/kernels' inference paths",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
@@ -230,11 +235,18 @@ class ProgressLog:
 
 
 def run_one(
-    bundle, image: np.ndarray, wav: np.ndarray, size: int, enhancer: str, preprocess: str, segment_seconds: float = 0.0
+    bundle,
+    settings,
+    image: np.ndarray,
+    wav: np.ndarray,
+    size: int,
+    enhancer: str,
+    preprocess: str,
+    segment_seconds: float = 0.0,
 ) -> dict:
     import torch
 
-    from sadtalker.core.contract import AnimationRequest, RenderOptions
+    from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
     from sadtalker.pipeline import animate
 
     request = AnimationRequest(
@@ -246,14 +258,12 @@ def run_one(
     segments: list[float] = []  # seconds from the start to each streamed segment
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        result = animate(
-            bundle,
-            request,
-            workdir,
+        hooks = AnimationHooks(
             ProgressLog(),
             segment_seconds=segment_seconds,
             on_segment=lambda segment: segments.append(time.perf_counter() - start),
         )
+        result = animate(bundle, settings, request, workdir, hooks)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     total = time.perf_counter() - start
@@ -330,19 +340,13 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
         env["ENHANCER_DTYPE"] = args.enhancer_dtype
     if args.torch_compile:
         env["TORCH_COMPILE"] = "true"
-    return env
-
-
-def apply_switches(args: argparse.Namespace) -> None:
-    """The inference-path switches that are module globals of :mod:`sadtalker.kernels`, set before loading."""
     if args.upsampled_convs_on_cuda:
-        from sadtalker.kernels import renderer as fast
-
-        fast.UPSAMPLED_CONVS_ON_CUDA = True
+        env["UPSAMPLED_CONVS_ON_CUDA"] = "true"
     if args.enhancer_nchw:
-        from sadtalker.kernels import enhancer
-
-        enhancer.CHANNELS_LAST_ON_CUDA = False
+        env["ENHANCER_CHANNELS_LAST"] = "false"
+    if args.plain:
+        env["FAST_PATHS"] = "false"
+    return env
 
 
 def load_bundle(args: argparse.Namespace, env: dict[str, str]):
@@ -368,11 +372,11 @@ def load_bundle(args: argparse.Namespace, env: dict[str, str]):
     return bundle, load_s
 
 
-def report_head(args: argparse.Namespace, bundle, load_s: float) -> dict:
+def report_head(args: argparse.Namespace, bundle, settings, load_s: float) -> dict:
     """The report's fields that describe the run: device, threads, settings, what the enhancer runs."""
     import torch
 
-    settings, enhancer = bundle.settings, bundle.enhancer
+    enhancer = bundle.enhancer
     device = str(bundle.device) + (f" ({torch.cuda.get_device_name()})" if bundle.device.type == "cuda" else "")
     return {
         "device": device,
@@ -384,22 +388,23 @@ def report_head(args: argparse.Namespace, bundle, load_s: float) -> dict:
         "enhancer_dtype": enhancer.precision if enhancer else None,
         "enhancer_batch": enhancer.batch_size if enhancer else None,
         "torch_compile": settings.torch_compile,
-        "upsampled_convs_on_cuda": args.upsampled_convs_on_cuda,
+        "fast_paths": settings.fast_paths,
+        "upsampled_convs_on_cuda": settings.upsampled_convs_on_cuda,
         "enhancer_channels_last": enhancer.memory_format == torch.channels_last if enhancer else None,
         "small_networks": args.small,
         "rows": [],
     }
 
 
-def run_cases(args: argparse.Namespace, bundle, image: np.ndarray, wav: np.ndarray) -> list[dict]:
+def run_cases(args: argparse.Namespace, bundle, settings, image: np.ndarray, wav: np.ndarray) -> list[dict]:
     """One row per size x enhancer x preprocess; the generator's TFLOP/s where the render stage is alone."""
     rows = []
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
         if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
-            run_one(bundle, image, wav[: 16000 // 2], size, "none", "crop")
+            run_one(bundle, settings, image, wav[: 16000 // 2], size, "none", "crop")
         for enhancer, preprocess in itertools.product(args.enhancers, args.preprocess):
-            row = run_one(bundle, image, wav, size, enhancer, preprocess, args.segment_seconds)
+            row = run_one(bundle, settings, image, wav, size, enhancer, preprocess, args.segment_seconds)
             # On CUDA the renderer runs ahead asynchronously: its time shows up in the next stage that waits for
             # the GPU (enhance, paste), so the render stage's own rate is only meaningful when nothing follows it.
             if flops and enhancer == "none" and preprocess != "full":
@@ -419,11 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     ensure_weights(args.checkpoints)
-    apply_switches(args)
-    bundle, load_s = load_bundle(args, settings_env(args))
-    report = report_head(args, bundle, load_s)
+    from sadtalker.worker.settings import Settings
+
+    env = settings_env(args)
+    settings = Settings.from_env(env)
+    bundle, load_s = load_bundle(args, env)
+    report = report_head(args, bundle, settings, load_s)
     image = np.array(Image.open(IMAGE).convert("RGB"))
-    report["rows"] = run_cases(args, bundle, image, speech(args.seconds))
+    report["rows"] = run_cases(args, bundle, settings, image, speech(args.seconds))
     if args.record_landmarks:
         bundle.face_finder.save(args.record_landmarks)
     print(

@@ -22,6 +22,7 @@ import numpy as np
 import soundfile
 import torch
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS, POSE_COLUMNS
 from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as face_stage
 from sadtalker.motion import mel
@@ -104,11 +105,12 @@ def measure_audio(g, exp_net, pose_vae, row, repeat) -> np.ndarray:
     z = motion_stage.draw_pose_z(3, torch.Generator().manual_seed(0))
     row("PoseVAE z, Generator seed 0", np.abs(z.numpy() - g["posevae"]["z"]).max(), 0, None)
     coeff = g["align3dmm"]["coeff_3dmm"]
-    exp, secs = timed(lambda: motion_stage.predict_exp(exp_net, win, coeff[:64], blink), args.repeat)
+    exp, secs = timed(lambda: motion_stage.predict_exp(exp_net, win, coeff[EXPRESSION_COLUMNS], blink), args.repeat)
     row("ExpNet exp (75x64)", np.abs(exp - g["expnet"]["exp"]).max(), 1e-4, secs)
     zt = torch.from_numpy(g["posevae"]["z"])
-    motion, secs = timed(lambda: motion_stage.predict_pose_motion(pose_vae, win, coeff[64:70], 0, zt), args.repeat)
-    pose_raw = coeff[64:70][None] + motion
+    pose = coeff[POSE_COLUMNS]
+    motion, secs = timed(lambda: motion_stage.predict_pose_motion(pose_vae, win, pose, 0, zt), args.repeat)
+    pose_raw = pose[None] + motion
     row("PoseVAE pose_raw (75x6)", np.abs(pose_raw - g["posevae"]["pose_raw"]).max(), 1e-5, secs)
     smooth, secs = timed(lambda: motion_stage.smooth_pose(pose_raw), args.repeat)
     row("pose_smooth (savgol 13, 2)", np.abs(smooth - g["posevae"]["pose_smooth"]).max(), 1e-5, secs)

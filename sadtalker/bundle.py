@@ -1,7 +1,10 @@
 """Every model a job needs, loaded and prepared once per worker (:func:`load_models`).
 
-Loading goes through :mod:`sadtalker.weights.loader`; each network's inference paths for its device are attached
-here, once, by :mod:`sadtalker.kernels` (never per job).
+Loading goes through :mod:`sadtalker.weights.loader`. Then one named step per network attaches its inference
+paths for its device (never per job): :func:`sadtalker.kernels.renderer.prepare_renderer` (in
+:func:`load_size_models`) and :func:`sadtalker.kernels.enhancer.prepare_enhancer` (in :func:`load_enhancer`). Each
+method they replace is listed in those modules' docstrings and in the docstring of the class that defines it.
+``load_models(..., fast_paths=False)`` (``FAST_PATHS=false``) attaches none: the network classes run as written.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from sadtalker.core.jobtools import LRUCache
 from sadtalker.enhance.stage import DEFAULT_BATCH, FaceEnhancer
 from sadtalker.face.finders import FaceFinder
 from sadtalker.kernels.allocator import reuse_freed_memory
-from sadtalker.kernels.enhancer import memory_format_for, prepare_enhancer
-from sadtalker.kernels.renderer import compile_generator, prepare_renderer
+from sadtalker.kernels.enhancer import (
+    DEFAULT_ENHANCER_PATHS, EnhancerPaths, enhancer_forward, memory_format_for, prepare_enhancer,
+)
+from sadtalker.kernels.renderer import DEFAULT_RENDERER_PATHS, RendererPaths, prepare_renderer
 from sadtalker.render.models import RendererModels
 from sadtalker.weights import loader
 from sadtalker.worker.settings import Settings
@@ -45,7 +50,6 @@ class SizeModels:
 class ModelBundle:
     """Every model a job needs, built once per worker by :func:`load_models`."""
 
-    settings: Settings
     device: torch.device
     sizes: Dict[int, SizeModels]
     mappings: Dict[str, torch.nn.Module]  # "crop" (70 inputs, crop/resize) and "full" (73 inputs)
@@ -84,15 +88,26 @@ def enhancer_precision(settings: Settings, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
-def load_size_models(checkpoints_dir: str, size: int, device: torch.device, torch_compile: bool = False) -> SizeModels:
+def renderer_paths(settings: Settings, fast_paths: bool) -> RendererPaths:
+    """The renderer's inference paths from the settings (``FAST_PATHS``, ``UPSAMPLED_CONVS_ON_CUDA``,
+    ``TORCH_COMPILE``)."""
+    return RendererPaths(fast=fast_paths, upsampled_convs_on_cuda=settings.upsampled_convs_on_cuda,
+                         compile_backend="inductor" if settings.torch_compile else None)
+
+
+def enhancer_paths(settings: Settings, fast_paths: bool) -> EnhancerPaths:
+    """GFPGAN's inference paths from the settings (``FAST_PATHS``, ``ENHANCER_CHANNELS_LAST``)."""
+    return EnhancerPaths(fast=fast_paths, channels_last_on_cuda=settings.enhancer_channels_last)
+
+
+def load_size_models(checkpoints_dir: str, size: int, device: torch.device,
+                     paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> SizeModels:
     """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``.
 
-    The renderer's inference paths are attached here (and compiled with ``torch_compile``), so no job pays for them.
+    The renderer's inference paths (``paths``) are attached here, so no job pays for them.
     """
     renderer = loader.load_renderer(checkpoints_dir, size, device)
-    prepare_renderer(renderer.generator)
-    if torch_compile:
-        compile_generator(renderer.generator)
+    prepare_renderer(renderer.generator, paths)
     states = loader.read_coefficient_state_dicts(checkpoints_dir, size)
     name = loader.sadtalker_file_name(size)
     audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
@@ -102,13 +117,13 @@ def load_size_models(checkpoints_dir: str, size: int, device: torch.device, torc
 
 def load_enhancer(checkpoints_dir: str, device="cpu", dtype: torch.dtype = torch.float32, dims=None,
                   batch_size: int = DEFAULT_BATCH, file_name: str = loader.GFPGAN_FILE,
-                  precision: str = "fp32") -> FaceEnhancer:
-    """GFPGAN loaded (:func:`sadtalker.weights.loader.load_gfpgan`), its inference paths attached, as a
+                  precision: str = "fp32", paths: EnhancerPaths = DEFAULT_ENHANCER_PATHS) -> FaceEnhancer:
+    """GFPGAN loaded (:func:`sadtalker.weights.loader.load_gfpgan`), its inference paths (``paths``) attached, as a
     :class:`~sadtalker.enhance.stage.FaceEnhancer` running in ``precision`` (see :mod:`sadtalker.core.precision`)."""
-    net = prepare_enhancer(loader.load_gfpgan(checkpoints_dir, device, dtype, dims, file_name))
+    net = prepare_enhancer(loader.load_gfpgan(checkpoints_dir, device, dtype, dims, file_name), paths)
     kwargs = {} if dims is None else {"dims": dims}
-    return FaceEnhancer(net, batch_size=batch_size, precision=precision,
-                        memory_format=memory_format_for(torch.device(device)), **kwargs)
+    return FaceEnhancer(net, batch_size=batch_size, precision=precision, forward=enhancer_forward(paths),
+                        memory_format=memory_format_for(torch.device(device), paths), **kwargs)
 
 
 def load_restoreformer_enhancer(checkpoints_dir: str, device="cpu", precision: str = "fp32") -> Optional[FaceEnhancer]:
@@ -122,30 +137,37 @@ def load_restoreformer_enhancer(checkpoints_dir: str, device="cpu", precision: s
     return FaceEnhancer(net, precision=precision, forward=restoreformer_forward)
 
 
-def load_models(settings: Settings) -> ModelBundle:
-    """Build the worker's :class:`ModelBundle` from ``settings.checkpoints_dir`` (start-up, once)."""
+def load_models(settings: Settings, fast_paths: Optional[bool] = None) -> ModelBundle:
+    """Build the worker's :class:`ModelBundle` from ``settings.checkpoints_dir`` (start-up, once).
+
+    ``fast_paths``: attach the inference paths of :mod:`sadtalker.kernels`; None takes ``settings.fast_paths``
+    (``FAST_PATHS``), False runs the network classes as written.
+    """
     start = time.monotonic()
     if settings.reuse_freed_memory:  # before the first large tensor
         reuse_freed_memory()
     device = pick_device(settings.device)
+    fast = settings.fast_paths if fast_paths is None else fast_paths
+    size_paths = renderer_paths(settings, fast)
 
     def load_size(size: int) -> SizeModels:
-        return load_size_models(settings.checkpoints_dir, size, device, settings.torch_compile)
+        return load_size_models(settings.checkpoints_dir, size, device, size_paths)
 
     sizes = {256: load_size(256)}
     if settings.load_512 == "startup":
         sizes[512] = load_size(512)
     bundle = ModelBundle(
-        settings=settings,
         device=device,
         sizes=sizes,
         mappings={p: loader.load_mapping(settings.checkpoints_dir, p, device) for p in ("crop", "full")},
         face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
-        enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device)),
+        enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device),
+                               paths=enhancer_paths(settings, fast)),
         cache=LRUCache(settings.preprocess_cache_size),
         load_size=load_size,
         restoreformer=load_restoreformer_enhancer(settings.checkpoints_dir, device,
                                                   precision=enhancer_precision(settings, device)),
     )
-    log.info("models loaded in %.2f s on %s (sizes %s)", time.monotonic() - start, device, sorted(sizes))
+    log.info("models loaded in %.2f s on %s (sizes %s, fast paths %s)", time.monotonic() - start, device,
+             sorted(sizes), "on" if fast else "off")
     return bundle

@@ -16,25 +16,30 @@
 5. **encode** (:mod:`sadtalker.output.video`): frames stream into one ffmpeg process, the audio muxed once over the
    whole video.
 
+:func:`animate` runs them as named steps: :func:`enhancer_for` (the request's checks, before any model work),
+:func:`prepare_sources` (1), :func:`coefficients` (2 and the render's inputs), :func:`open_writers` and
+:func:`render_loop` (3 to 5). The caller's settings come in as an argument and its callbacks as one
+:class:`~sadtalker.core.contract.AnimationHooks`.
+
 Randomness: blinks come from ``random.Random`` and PoseVAE z from a ``torch.Generator``, both seeded per chunk from
 the request's seed; the enhancer uses stored noise. Same request + same seed = same frames.
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
 from sadtalker.bundle import ModelBundle, SizeModels
-from sadtalker.core.constants import FPS, is_full, num_frames
-from sadtalker.core.contract import Animation, AnimationRequest, RenderOptions, Segment
-from sadtalker.core.errors import InvalidInput, JobCancelled
+from sadtalker.core.constants import EXPRESSION_COLUMNS, FPS, MOTION_COEFFS, POSE_COLUMNS, is_full, num_frames
+from sadtalker.core.contract import NO_HOOKS, Animation, AnimationHooks, AnimationRequest, RenderOptions
+from sadtalker.core.errors import InvalidInput
 from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
-from sadtalker.face.stage import Preprocessed, preprocess_image, preprocess_video
+from sadtalker.enhance.stage import FaceEnhancer
+from sadtalker.face.stage import Preprocessed, VideoCoefficients, preprocess_image, preprocess_video
 from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
 from sadtalker.motion.stage import apply_ref_pose, chunked_coefficients, loop_frames, scale_pose
@@ -44,9 +49,7 @@ from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.camera import camera_sequence
 from sadtalker.render.stage import render, source_semantics, target_semantics
-
-# progress(stage, chunk, chunks, percent): percent is the pipeline's own, 0-100.
-Progress = Callable[..., None]
+from sadtalker.worker.settings import Settings
 
 # Share of the pipeline's progress (0-100) that each stage ends at; rendering fills the span between.
 _PERCENT_PREPROCESS = 5.0
@@ -56,97 +59,136 @@ _PERCENT_RENDERED = 98.0
 _ENCODER_QUEUE = 2
 
 
-def animate(
-    bundle: ModelBundle, request: AnimationRequest, workdir: str, progress: Progress,
-    stop: Optional[threading.Event] = None, on_segment: Optional[Callable[[Segment], None]] = None,
-    segment_seconds: float = 0.0,
-) -> Animation:
-    """Run one animation; the MP4 is written into ``workdir`` as ``<request.name>.mp4``.
-
-    ``stop``, once set, ends the work with JobCancelled at the next check: between stages, chunks and batches.
-    ``segment_seconds`` > 0 with ``on_segment``: the same frames also go into standalone segments of that length,
-    each handed to ``on_segment`` as soon as it is encoded (:mod:`sadtalker.output.segments`).
-    """
+def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, workdir: str,
+            hooks: AnimationHooks = NO_HOOKS) -> Animation:
+    """Run one animation with ``bundle``'s models under the worker's ``settings``; the MP4 is written into
+    ``workdir`` as ``<request.name>.mp4``. ``hooks``: progress, the stop flag and streamed segments."""
     options = request.options
-    check = _stop_check(stop)
-    timer = StageTimer()
-    seed = resolve_seed(request.seed)
     frames_total = num_frames(len(request.wav16k))
     if frames_total < 1:
         raise InvalidInput("the audio is shorter than one video frame (40 ms)")
     models = bundle.for_size(options.size)
-    if options.enhancer == "restoreformer" and bundle.restoreformer is None:
-        _FramePost(bundle, options, None, request.image_rgb)  # refuses before any model work
-
-    progress("preprocess", 0, 0, 0.0)
-    with timer.stage("preprocess"):
-        pre = _preprocess(bundle, models, options, request.image_rgb)
-    check()
-    reference = None
-    if options.ref_info is not None and request.ref_frames is not None:
-        with timer.stage("ref_video"):
-            reference = preprocess_video(request.ref_frames, bundle.face_finder, models.recon_net, options.preprocess)
-        check()
-    chunks = plan_chunks(request.wav16k, bundle.settings.chunk_seconds)
-    progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
-    with timer.stage("audio2coeff"):
-        if options.idle_seconds is not None:  # the reference's idle mode: all-zero mel windows, not silence's mel
-            windows = np.zeros((frames_total, 80, 16), dtype=np.float32)
-        else:
-            windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
-        def chunk_done(done: int) -> None:
-            check()
-            progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks)))
-
-        ref_blink = reference is not None and options.ref_info in ("blink", "pose+blink")
-        coeffs = chunked_coefficients(
-            models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done,
-            use_blink=options.use_blink and not ref_blink,
-            ref_exp=loop_frames(reference.coeff_3dmm[:, :64], frames_total) if ref_blink else None,
-        )
-        coeffs = scale_pose(coeffs, pre.coeff_3dmm[64:70], options.pose_scale)
-        if reference is not None and options.ref_info in ("pose", "pose+blink"):
-            coeffs = apply_ref_pose(coeffs, reference.coeff_3dmm[:, 64:70])
-        if reference is not None and options.ref_info == "all":  # the web demo: the video's coefficients as they are
-            coeffs = loop_frames(reference.coeff_3dmm[:, :70], frames_total).astype(np.float32)
-        targets = target_semantics(
-            coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
-        )
-        sources = source_semantics(pre.coeff_3dmm, options.preprocess)
-
-    post = _FramePost(bundle, options, pre, request.image_rgb)
+    enhancer_for(bundle, options.enhancer)  # refuses before any model work
+    timer, seed = StageTimer(), resolve_seed(request.seed)
+    pre, reference = prepare_sources(bundle, settings, models, request, timer, hooks)
+    chunks = plan_chunks(request.wav16k, settings.chunk_seconds)
+    sources, targets = coefficients(models, request, pre, reference, chunks, seed, timer, hooks)
+    post = _FramePost(bundle, settings, options, pre, request.image_rgb)
     batches = render(
         models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
-        bundle.settings.render_batch_for(bundle.device.type), precision=bundle.settings.render_dtype,
+        settings.render_batch_for(bundle.device.type), precision=settings.render_dtype,
         camera=camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, frames_total),
     )
-    width, height = post.size
-    path = os.path.join(workdir, f"{request.name}.mp4")
-    audio = request.wav16k if request.source_audio is None else request.source_audio
-    writer = VideoWriter(path, width, height, audio, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
-    segments = None
-    if on_segment is not None and segment_seconds > 0:
-        segment_frames = max(1, round(segment_seconds * FPS))
-        segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, on_segment)
+    writer, segments = open_writers(request, workdir, post.size, frames_total, hooks)
     try:
         with writer:
-            _stream(_timed(batches, timer, "render"), post, [writer] + ([segments] if segments else []), chunks,
-                    timer, progress, check)
-            progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
+            render_loop(_timed(batches, timer, "render"), post, [writer] + ([segments] if segments else []), chunks,
+                        timer, hooks)
+            hooks.progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
             with timer.stage("encode"):
                 video = writer.close()
     finally:
         if segments is not None:
             segments.abort()  # an open segment after a failure or a cancel
-    warnings = post.warnings
-    if reference is not None and reference.filled:
-        warnings += (f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video "
-                     "frames; they took the motion of the nearest frame with a face",)
     return Animation(
         path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
         chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
-        warnings=warnings,
+        warnings=post.warnings + _reference_warnings(reference, request),
     )
+
+
+def enhancer_for(bundle: ModelBundle, enhancer: str) -> Optional[FaceEnhancer]:
+    """The bundle's restorer for the request's ``enhancer`` ("none": None); InvalidInput when this worker lacks it."""
+    if enhancer == "gfpgan" and bundle.enhancer is None:
+        raise InvalidInput('the enhancer is not available on this worker; use "enhancer": "none"')
+    if enhancer == "restoreformer" and bundle.restoreformer is None:
+        raise InvalidInput('the restoreformer enhancer is not available on this worker (its optional weights '
+                           'file RestoreFormer.pth is not installed); use "enhancer": "gfpgan" or "none"')
+    return {"gfpgan": bundle.enhancer, "restoreformer": bundle.restoreformer}.get(enhancer)
+
+
+def prepare_sources(bundle: ModelBundle, settings: Settings, models: SizeModels, request: AnimationRequest,
+                    timer: StageTimer, hooks: AnimationHooks) -> Tuple[Preprocessed, Optional[VideoCoefficients]]:
+    """Stage 1: the photo's crop and 3DMM coefficients (cached), and a reference video's per-frame coefficients."""
+    options = request.options
+    hooks.progress("preprocess", 0, 0, 0.0)
+    with timer.stage("preprocess"):
+        pre = _preprocess(bundle, settings, models, options, request.image_rgb)
+    hooks.check()
+    reference = None
+    if options.ref_info is not None and request.ref_frames is not None:
+        with timer.stage("ref_video"):
+            reference = preprocess_video(request.ref_frames, bundle.face_finder, models.recon_net, options.preprocess)
+        hooks.check()
+    return pre, reference
+
+
+def coefficients(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
+                 reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int, timer: StageTimer,
+                 hooks: AnimationHooks) -> Tuple[np.ndarray, np.ndarray]:
+    """Stage 2: the renderer's inputs, source semantics (C, 27) and every frame's target windows (T, C, 27)."""
+    options = request.options
+    hooks.progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
+    with timer.stage("audio2coeff"):
+        coeffs = _motion_coefficients(models, request, pre, reference, chunks, seed, hooks)
+        targets = target_semantics(
+            coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
+        )
+        sources = source_semantics(pre.coeff_3dmm, options.preprocess)
+    return sources, targets
+
+
+def _motion_coefficients(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
+                         reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int,
+                         hooks: AnimationHooks) -> np.ndarray:
+    """(T, 70) expression and pose per frame: ExpNet and PoseVAE chunk by chunk, then the pose and reference-video
+    controls."""
+    options = request.options
+    frames_total = num_frames(len(request.wav16k))
+    if options.idle_seconds is not None:  # the reference's idle mode: all-zero mel windows, not silence's mel
+        windows = np.zeros((frames_total, 80, 16), dtype=np.float32)
+    else:
+        windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
+
+    def chunk_done(done: int) -> None:
+        hooks.check()
+        hooks.progress("audio2coeff", done, len(chunks), _coeff_percent(done, len(chunks)))
+
+    ref_exp = None  # the reference video's expressions drive ExpNet (its blinks) instead of random blinks
+    if reference is not None and options.ref_info in ("blink", "pose+blink"):
+        ref_exp = loop_frames(reference.coeff_3dmm[:, EXPRESSION_COLUMNS], frames_total)
+    coeffs = chunked_coefficients(
+        models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done,
+        use_blink=options.use_blink and ref_exp is None, ref_exp=ref_exp,
+    )
+    coeffs = scale_pose(coeffs, pre.coeff_3dmm[POSE_COLUMNS], options.pose_scale)
+    if reference is not None and options.ref_info in ("pose", "pose+blink"):
+        coeffs = apply_ref_pose(coeffs, reference.coeff_3dmm[:, POSE_COLUMNS])
+    if reference is not None and options.ref_info == "all":  # the web demo: the video's coefficients as they are
+        coeffs = loop_frames(reference.coeff_3dmm[:, :MOTION_COEFFS], frames_total).astype(np.float32)
+    return coeffs
+
+
+def open_writers(request: AnimationRequest, workdir: str, size: Tuple[int, int], frames_total: int,
+                 hooks: AnimationHooks) -> Tuple[VideoWriter, Optional[Segmenter]]:
+    """Stage 5's writers: the MP4's, and when the hooks stream, the segmenter that encodes the same frames into
+    standalone segments (:mod:`sadtalker.output.segments`)."""
+    width, height = size
+    path = os.path.join(workdir, f"{request.name}.mp4")
+    audio = request.wav16k if request.source_audio is None else request.source_audio
+    writer = VideoWriter(path, width, height, audio, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
+    if hooks.on_segment is None or hooks.segment_seconds <= 0:
+        return writer, None
+    segment_frames = max(1, round(hooks.segment_seconds * FPS))
+    segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, hooks.on_segment)
+    return writer, segments
+
+
+def _reference_warnings(reference: Optional[VideoCoefficients], request: AnimationRequest) -> Tuple[str, ...]:
+    if reference is None or not reference.filled or request.ref_frames is None:
+        return ()
+    return (f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video frames; "
+            "they took the motion of the nearest frame with a face",)
 
 
 def _coeff_percent(done: int, total: int) -> float:
@@ -156,14 +198,10 @@ def _coeff_percent(done: int, total: int) -> float:
 class _FramePost:
     """Per-batch work after the renderer: enhancer, resize to the output size, full-mode paste-back."""
 
-    def __init__(self, bundle: ModelBundle, options: RenderOptions, pre: Preprocessed, image_rgb: np.ndarray) -> None:
-        self.enhancer = {"gfpgan": bundle.enhancer, "restoreformer": bundle.restoreformer}.get(options.enhancer)
-        if options.enhancer == "gfpgan" and bundle.enhancer is None:
-            raise InvalidInput('the enhancer is not available on this worker; use "enhancer": "none"')
-        if options.enhancer == "restoreformer" and bundle.restoreformer is None:
-            raise InvalidInput('the restoreformer enhancer is not available on this worker (its optional weights '
-                               'file RestoreFormer.pth is not installed); use "enhancer": "gfpgan" or "none"')
-        max_side = bundle.settings.max_output_side
+    def __init__(self, bundle: ModelBundle, settings: Settings, options: RenderOptions, pre: Preprocessed,
+                 image_rgb: np.ndarray) -> None:
+        self.enhancer = enhancer_for(bundle, options.enhancer)
+        max_side = settings.max_output_side
         self.paster = None
         if is_full(options.preprocess):
             height, width = image_rgb.shape[:2]
@@ -225,31 +263,22 @@ def _source_for(models: SizeModels, pre: Preprocessed) -> np.ndarray:
     return cv2.resize(pre.source_image, (side, side), interpolation=cv2.INTER_AREA)
 
 
-def _preprocess(bundle: ModelBundle, models: SizeModels, options: RenderOptions, image_rgb: np.ndarray) -> Preprocessed:
-    key = image_key(image_rgb, options.preprocess, options.size, bundle.settings.face_detector)
+def _preprocess(bundle: ModelBundle, settings: Settings, models: SizeModels, options: RenderOptions,
+                image_rgb: np.ndarray) -> Preprocessed:
+    key = image_key(image_rgb, options.preprocess, options.size, settings.face_detector)
     return bundle.cache.get_or_create(
         key, lambda: preprocess_image(image_rgb, bundle.face_finder, models.recon_net, options.preprocess, options.size)
     )
 
 
-def _stop_check(stop: Optional[threading.Event]) -> Callable[[], None]:
-    def check() -> None:
-        if stop is not None and stop.is_set():
-            raise JobCancelled("the job was cancelled")
-
-    return check
-
-
-def _stream(
-    batches: Iterator[np.ndarray], post: _FramePost, writers: List, chunks: List[Chunk], timer: StageTimer,
-    progress: Progress, check: Callable[[], None],
-) -> None:
-    """Post-process every rendered batch and hand the same frames to each writer (the video, the segments),
-    reporting progress as frames cross chunk boundaries; ``check`` runs before each batch."""
+def render_loop(batches: Iterator[np.ndarray], post: _FramePost, writers: List[Union[VideoWriter, Segmenter]],
+                chunks: List[Chunk], timer: StageTimer, hooks: AnimationHooks) -> None:
+    """Stages 3 to 5: post-process every rendered batch and hand the same frames to each writer (the video, the
+    segments), reporting progress as frames cross chunk boundaries; the stop flag is checked before each batch."""
     done, chunk_index = 0, 0
     total = chunks[-1].end_frame
     for frames in batches:
-        check()
+        hooks.check()
         frames = post(frames, timer)
         with timer.stage("encode"):
             for writer in writers:
@@ -258,4 +287,4 @@ def _stream(
         while chunk_index < len(chunks) - 1 and done >= chunks[chunk_index].end_frame:
             chunk_index += 1
         percent = _PERCENT_COEFFS + (_PERCENT_RENDERED - _PERCENT_COEFFS) * done / total
-        progress("render", chunk_index + 1, len(chunks), percent)
+        hooks.progress("render", chunk_index + 1, len(chunks), percent)

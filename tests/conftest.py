@@ -18,8 +18,9 @@ from types import ModuleType
 
 import pytest
 from sadtalker.bundle import ModelBundle
+from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT, checkpoints
-from tests.support.smallbundle import small_bundle
+from tests.support.smallbundle import small_bundle, small_settings
 
 WRITER_PATH = Path(checkpoints.__file__)
 GOLDEN_A = REPO_ROOT / "tests" / "golden" / "scenario_a"
@@ -96,3 +97,9 @@ def bundle(test_checkpoints_dir) -> ModelBundle:
     """The small bundle (tests/support/smallbundle.py): real coefficient networks and dlib, small renderer and GFPGAN.
     One per session; a test that changes it does so through ``monkeypatch``."""
     return small_bundle(str(test_checkpoints_dir))
+
+
+@pytest.fixture(scope="session")
+def settings(test_checkpoints_dir) -> Settings:
+    """The settings the small bundle's jobs run under (dlib faces; ``animate`` takes them as an argument)."""
+    return small_settings(str(test_checkpoints_dir))

@@ -26,6 +26,7 @@ from tests.support.workerproc import write_test_video
 import handler
 from sadtalker.core.contract import Animation, RenderOptions
 from sadtalker.core.errors import NoFaceDetected
+from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT
 
 FACE_JPEG = (REPO_ROOT / "assets" / "astronaut.jpg").read_bytes()
@@ -221,15 +222,15 @@ class PipelineDouble:
         self.calls = []
         self.raises = None
 
-    def animate(self, bundle, request, workdir, progress, stop=None, **streaming):
-        self.calls.append(dict(bundle=bundle, request=request, options=request.options, image=request.image_rgb,
-                               wav=request.wav16k, seed=request.seed, job_id=request.name, workdir=workdir,
-                               workdir_existed=os.path.isdir(workdir), stop=stop, streaming=streaming))
-        progress("render", 1, 2, 25.0)
-        progress("render", 2, 2, 50.0)
+    def animate(self, bundle, settings, request, workdir, hooks):
+        self.calls.append(dict(bundle=bundle, settings=settings, request=request, options=request.options,
+                               image=request.image_rgb, wav=request.wav16k, seed=request.seed, job_id=request.name,
+                               workdir=workdir, workdir_existed=os.path.isdir(workdir), hooks=hooks))
+        hooks.progress("render", 1, 2, 25.0)
+        hooks.progress("render", 2, 2, 50.0)
         if self.raises is not None:
             raise self.raises
-        progress("encode", 2, 2, 100.0)
+        hooks.progress("encode", 2, 2, 100.0)
         path = Path(workdir) / "result.mp4"
         write_test_video(path)
         return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
@@ -317,6 +318,8 @@ class TestSuccess:
         assert call["image"].shape == (512, 512, 3) and call["image"].dtype == np.uint8
         assert call["wav"].dtype == np.float32 and call["wav"].shape == (16000,)
         assert isinstance(call["options"], RenderOptions) and call["options"].size == 512
+        assert call["settings"] == Settings.from_env()  # the worker's settings, passed in
+        assert call["hooks"].stop is None and not call["hooks"].streaming  # a plain call: no cancel, no segments
         # what rendering needs and nothing else: no sources, no storage credentials
         assert {f.name for f in dataclasses.fields(call["request"])} == {
             "image_rgb", "wav16k", "options", "seed", "name", "source_audio", "ref_frames"}

@@ -19,11 +19,11 @@ import pytest
 import requests
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
 from tests.support.pastecases import opencv_paste, share_identical
-from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like, small_bundle
+from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like
 from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
-from sadtalker.core.contract import AnimationRequest, RenderOptions
+from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.face.stage import preprocess_image
 from sadtalker.motion.chunking import plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
@@ -67,11 +67,12 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def long_run(test_checkpoints_dir, image, tmp_path_factory):
-    chunked = small_bundle(str(test_checkpoints_dir), {"CHUNK_SECONDS": str(CHUNK_S)})
+def long_run(bundle, settings, image, tmp_path_factory):
+    chunked = dataclasses.replace(settings, chunk_seconds=CHUNK_S)
     wav = speech_like(LONG_S, quiet_at=GAPS_S + DECOYS_S)
     progress = Recorder()
-    result = animate(chunked, request(image, wav, "long", seed=11), str(tmp_path_factory.mktemp("long")), progress)
+    job = request(image, wav, "long", seed=11)
+    result = animate(bundle, chunked, job, str(tmp_path_factory.mktemp("long")), AnimationHooks(progress))
     return wav, result, progress
 
 
@@ -131,18 +132,19 @@ def _preprocess(bundle, image):
 
 
 class TestModesAndSeeds:
-    def test_full_mode_with_enhancer_outputs_twice_the_photo_size(self, bundle, image, tmp_path):
+    def test_full_mode_with_enhancer_outputs_twice_the_photo_size(self, bundle, settings, image, tmp_path):
         wav = speech_like(0.4)
         full = request(image, wav, "full", seed=1, preprocess="full", enhancer="gfpgan")
-        result = animate(bundle, full, str(tmp_path), Recorder())
+        result = animate(bundle, settings, full, str(tmp_path))
         assert (result.width, result.height) == (2 * image.shape[1], 2 * image.shape[0])
         assert result.warnings == ()
         assert {"enhance", "paste", "render"} <= set(result.timings)
         assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
 
     @pytest.mark.parametrize("method", ["seamless", "feather"])
-    def test_full_mode_pastes_each_frame_as_cv2_seamless_clone_or_feathered(self, bundle, image, tmp_path, method,
-                                                                            monkeypatch):
+    def test_full_mode_pastes_each_frame_as_cv2_seamless_clone_or_feathered(
+        self, bundle, settings, image, tmp_path, method, monkeypatch
+    ):
         """No enhancer, upscale 1: every frame handed to the encoder is the reference's paste_pic of the rendered
         frame (cv2.resize + cv2.seamlessClone at the crop box) within 1 level; "feather" blends instead."""
         calls = []
@@ -155,7 +157,7 @@ class TestModesAndSeeds:
 
         monkeypatch.setattr(Paster, "paste", recording)
         job = request(image, speech_like(0.2), f"paste-{method}", seed=1, preprocess="full", upscale=1, paste=method)
-        animate(bundle, job, str(tmp_path), Recorder())
+        animate(bundle, settings, job, str(tmp_path))
         box = preprocess_image(image, bundle.face_finder, bundle.sizes[256].recon_net, "full", 256).crop_info.box
         height, width = image.shape[:2]
         assert calls and all(paster.method == method and paster.box == box for paster, _, _ in calls)
@@ -167,32 +169,32 @@ class TestModesAndSeeds:
                 else:
                     assert worst > 1  # the feathered blend is not OpenCV's
 
-    def test_crop_mode_with_enhancer_and_upscale_1_keeps_the_render_size(self, bundle, image, tmp_path):
+    def test_crop_mode_with_enhancer_and_upscale_1_keeps_the_render_size(self, bundle, settings, image, tmp_path):
         crop = request(image, speech_like(0.6), "crop", seed=1, enhancer="gfpgan", upscale=1)
-        result = animate(bundle, crop, str(tmp_path), Recorder())
+        result = animate(bundle, settings, crop, str(tmp_path))
         crop_w, crop_h = _preprocess(bundle, image).crop_info.size
         assert (result.width, result.height) == (256, int(256 * crop_h / crop_w) // 2 * 2)
 
-    def test_crop_mode_with_enhancer_doubles_the_render_size_by_default(self, bundle, image, tmp_path):
-        result = animate(bundle, request(image, speech_like(0.3), "crop2", seed=1, enhancer="gfpgan"), str(tmp_path),
-                         Recorder())
+    def test_crop_mode_with_enhancer_doubles_the_render_size_by_default(self, bundle, settings, image, tmp_path):
+        job = request(image, speech_like(0.3), "crop2", seed=1, enhancer="gfpgan")
+        result = animate(bundle, settings, job, str(tmp_path))
         crop_w, crop_h = _preprocess(bundle, image).crop_info.size
         assert (result.width, result.height) == (512, int(512 * crop_h / crop_w) // 2 * 2)
 
-    def test_an_output_over_max_output_side_is_scaled_down_with_a_warning(self, bundle, image, tmp_path):
-        capped = dataclasses.replace(bundle, settings=dataclasses.replace(bundle.settings, max_output_side=768))
+    def test_an_output_over_max_output_side_is_scaled_down_with_a_warning(self, bundle, settings, image, tmp_path):
+        capped = dataclasses.replace(settings, max_output_side=768)
         full = request(image, speech_like(0.3), "capped", seed=1, preprocess="full", upscale=2)
-        result = animate(capped, full, str(tmp_path), Recorder())
+        result = animate(bundle, capped, full, str(tmp_path))
         assert (result.width, result.height) == (768, 768)
         assert len(result.warnings) == 1 and "MAX_OUTPUT_SIDE=768" in result.warnings[0]
         assert_browser_mp4(result.path, 0.3)
 
     @pytest.mark.slow  # three whole jobs
-    def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, image, tmp_path):
+    def test_same_seed_gives_identical_frames_and_another_seed_differs(self, bundle, settings, image, tmp_path):
         wav = speech_like(1.0, seed=3)
 
         def frames(seed, name):
-            result = animate(bundle, request(image, wav, name, seed=seed, preprocess="full"), str(tmp_path), Recorder())
+            result = animate(bundle, settings, request(image, wav, name, seed=seed, preprocess="full"), str(tmp_path))
             return result, decode_rgb(result.path, result.width, result.height)
 
         first, a = frames(7, "a")
@@ -202,14 +204,15 @@ class TestModesAndSeeds:
         assert np.array_equal(a, b)
         assert not np.array_equal(a, c)
 
-    def test_without_a_seed_one_is_drawn_and_returned(self, bundle, image, tmp_path):
-        result = animate(bundle, request(image, speech_like(0.3), "noseed"), str(tmp_path), Recorder())
+    def test_without_a_seed_one_is_drawn_and_returned(self, bundle, settings, image, tmp_path):
+        result = animate(bundle, settings, request(image, speech_like(0.3), "noseed"), str(tmp_path))
         assert isinstance(result.seed, int) and 0 <= result.seed < 2**32
 
-    def test_a_second_job_on_the_same_image_reuses_the_preprocessing(self, bundle, image, tmp_path):
+    def test_a_second_job_on_the_same_image_reuses_the_preprocessing(self, bundle, settings, image, tmp_path):
         before = bundle.cache.hits
         for name in ("one", "two"):
-            animate(bundle, request(image, speech_like(0.3), name, seed=1, preprocess="resize"), str(tmp_path), Recorder())
+            job = request(image, speech_like(0.3), name, seed=1, preprocess="resize")
+            animate(bundle, settings, job, str(tmp_path))
         assert bundle.cache.hits >= before + 1
 
 

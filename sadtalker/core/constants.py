@@ -12,8 +12,17 @@ PASTE_METHODS = ("seamless", "feather")  # full modes: Poisson paste as the refe
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # arithmetic of RENDER_DTYPE and ENHANCER_DTYPE
 FACE_DETECTORS = ("retinaface", "dlib")  # FACE_DETECTOR
 
+# The 3DMM coefficient row the stages pass along (face/stage.py builds it from ReconNet's 257 outputs):
+# expression 64 | pose 6 (angles pitch, yaw, roll in radians, then translation x, y, z) | crop 3 (scale, tx, ty).
+EXPRESSION_COLUMNS = slice(0, 64)
+POSE_COLUMNS = slice(64, 70)
+CROP_COLUMNS = slice(70, 73)
+MOTION_COEFFS = POSE_COLUMNS.stop  # 70: expression + pose, what the motion stage makes and MappingNet 00229 reads
+SOURCE_COEFFS = CROP_COLUMNS.stop  # 73: plus the crop, what preprocessing gives and MappingNet 00109 (full) reads
+NUM_POSE_STYLES = 46  # PoseVAE's pose-style classes (the request's pose_style)
+
 EXPRESSION_SCALE_RANGE = (0.0, 3.0)
-POSE_STYLE_RANGE = (0, 45)
+POSE_STYLE_RANGE = (0, NUM_POSE_STYLES - 1)
 UPSCALES = (1, 2)  # output size factor; the default is 2 with an enhancer, 1 without
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's generators accept as a seed
 CAMERA_ANGLE_RANGE = (-90.0, 90.0)  # input_yaw / input_pitch / input_roll keyframes, degrees

@@ -1,14 +1,18 @@
 """The typed stage contract: what :func:`sadtalker.pipeline.animate` takes and what it returns.
 
 A request carries only what rendering needs: the decoded photo and audio, the render options and the seed. Where
-the inputs came from and where the video goes (URLs, R2 credentials) stay with the worker.
+the inputs came from and where the video goes (URLs, R2 credentials) stay with the worker. The caller follows and
+steers the work through :class:`AnimationHooks`.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
+
+from sadtalker.core.errors import JobCancelled
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,34 @@ class Animation:
     seed: int  # the seed used
     timings: Dict[str, float]  # seconds per pipeline stage
     warnings: Tuple[str, ...] = ()  # what the caller should know about the result
+
+
+def _no_progress(stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
+    """The default ``progress``: nobody is listening."""
+
+
+@dataclass(frozen=True)
+class AnimationHooks:
+    """How the caller follows and steers one animation; every hook is optional."""
+
+    # progress(stage, chunk, chunks, percent): after each stage, chunk and batch; percent is the pipeline's, 0-100.
+    progress: Callable[[str, int, int, float], None] = _no_progress
+    # Once set, the work ends with JobCancelled at the next check: between stages, chunks and batches.
+    stop: Optional[threading.Event] = None
+    # With segment_seconds > 0: the same frames also go into standalone segments of that length, each handed to
+    # on_segment as soon as it is encoded (sadtalker.output.segments).
+    on_segment: Optional[Callable[[Segment], None]] = None
+    segment_seconds: float = 0.0
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the frames also go into streamed segments (``on_segment`` and ``segment_seconds`` > 0)."""
+        return self.on_segment is not None and self.segment_seconds > 0
+
+    def check(self) -> None:
+        """Raise JobCancelled once ``stop`` is set."""
+        if self.stop is not None and self.stop.is_set():
+            raise JobCancelled("the job was cancelled")
+
+
+NO_HOOKS = AnimationHooks()  # nobody listens, nothing stops the work, no segments

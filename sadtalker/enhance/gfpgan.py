@@ -5,15 +5,16 @@ decoder through spatial feature transforms), built with the official v1.4 argume
 weights are loaded by :mod:`sadtalker.weights.loader`.
 
 Batching: StyleGAN2's modulated convolution scales the shared kernel per face and runs one grouped convolution
-(groups = batch), a layout convolution libraries are rarely tuned for. :func:`batch_modulated_convs` gives every
-such layer a forward that computes the same thing as one ordinary convolution over the batch: the input is
-scaled by the style, convolved with the shared kernel, and the output scaled by the demodulation factor
-(``conv(x, W * s * d) == d * conv(x * s, W)``, exact up to float rounding). The weights are untouched.
+(groups = batch), a layout convolution libraries are rarely tuned for. :func:`batched_modulated_forward` computes the
+same thing as one ordinary convolution over the batch: the input is scaled by the style, convolved with the shared
+kernel, and the output scaled by the demodulation factor (``conv(x, W * s * d) == d * conv(x * s, W)``, exact up to
+float rounding). The weights are untouched.
 
-Inference path (:func:`prepare_gfpgan` once, then :func:`gfpgan_forward`): the same function as gfpgan's forward up
-to float rounding, with less memory traffic around the convolutions: the StyleGAN2 layers' scaling, noise, bias and
-SFT steps run in place, in the convolution's dtype, and the SFT conditions are not copied. A modulated conv with a
-``winograd`` attribute (attached on the CPU by :mod:`sadtalker.kernels.enhancer`) convolves through it.
+Two forwards, chosen by ``sadtalker.kernels.enhancer.enhancer_forward``: :func:`gfpgan_plain_forward` (gfpgan's own,
+``FAST_PATHS=false``) and :func:`gfpgan_forward`, the same function up to float rounding with less memory traffic
+around the convolutions: the StyleGAN2 layers' scaling, noise, bias and SFT steps run in place, in the
+convolution's dtype, and the SFT conditions are not copied. It reads what
+:func:`sadtalker.kernels.enhancer.prepare_enhancer` attached (each listed in :func:`build_gfpgan`) when it is there.
 
 Determinism: the reference calls GFPGAN with ``randomize_noise=True`` (fresh StyleGAN2 noise per layer, per frame).
 We call it with ``randomize_noise=False``, so each layer adds the fixed noise map stored in the weight file: the
@@ -48,7 +49,13 @@ OFFICIAL = EnhancerDims()
 
 
 def build_gfpgan(dims: EnhancerDims = OFFICIAL, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """A ``GFPGANv1Clean`` for ``dims``, randomly initialised on ``device`` ("meta": no init, no memory)."""
+    """A ``GFPGANv1Clean`` for ``dims``, randomly initialised on ``device`` ("meta": no init, no memory).
+
+    Fast paths (attached to the built network by :func:`sadtalker.kernels.enhancer.prepare_enhancer`):
+    every ``ModulatedConv2d.forward`` is replaced by :func:`batched_modulated_forward` and gets a ``kernel_energy``
+    buffer (and on the CPU a ``winograd`` conv for its kernel); every ``StyleConv`` a ``noise_strength`` number; on
+    the CPU the wide plain 3x3 ``nn.Conv2d.forward`` by a Winograd conv (``conv.winograd``).
+    """
     from sadtalker.core.compat import patch_torchvision
 
     patch_torchvision()  # gfpgan imports basicsr, which needs the torchvision alias
@@ -72,48 +79,34 @@ def _modulated_conv(conv, x: Tensor, style: Tensor) -> Tuple[Tensor, Optional[Te
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     elif conv.sample_mode == "downsample":
         x = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
-    winograd = getattr(conv, "winograd", None)
+    winograd = getattr(conv, "winograd", None)  # attached on the CPU by prepare_enhancer
     out = winograd(x) if winograd is not None else F.conv2d(x, conv.weight[0].to(x.dtype), padding=conv.padding)
     if not conv.demodulate:
         return out, None
     # d[b, o] = 1 / sqrt(sum_c (s[b, c]^2 sum_ij W[o, c, i, j]^2) + eps)
-    energy = getattr(conv, "kernel_energy", None)
+    energy = getattr(conv, "kernel_energy", None)  # attached by prepare_enhancer
     if energy is None:
-        energy = _kernel_energy(conv.weight)
+        energy = kernel_energy(conv.weight)
     with torch.autocast(device_type=x.device.type, enabled=False):
         demod = torch.rsqrt(scale.to(energy.dtype).square() @ energy.t() + conv.eps)  # (B, C_out)
     return out, demod
 
 
-def _kernel_energy(weight: Tensor) -> Tensor:
+def kernel_energy(weight: Tensor) -> Tensor:
     """(C_out, C_in) sums of squared taps of a modulated conv's (1, C_out, C_in, k, k) kernel, at least float32."""
     kernel = weight.detach()[0]
     return kernel.to(torch.promote_types(kernel.dtype, torch.float32)).square().sum(dim=(2, 3))
 
 
-def _batched_modulated_forward(self, x: Tensor, style: Tensor) -> Tensor:
-    """StyleGAN2 modulated conv as one ordinary convolution over the batch (see the module docstring).
+def batched_modulated_forward(self, x: Tensor, style: Tensor) -> Tensor:
+    """StyleGAN2 modulated conv as one ordinary convolution over the batch (see the module docstring); replaces
+    ``ModulatedConv2d.forward`` (attached by :func:`sadtalker.kernels.enhancer.prepare_enhancer`).
 
     x: (B, C_in, H, W); style: (B, num_style_feat) -> (B, C_out, H', W'). ``self`` is a gfpgan
     ``ModulatedConv2d`` (weight (1, C_out, C_in, k, k), modulation Linear, demodulate, sample_mode, eps).
     """
     out, demod = _modulated_conv(self, x, style)
     return out if demod is None else out * demod[:, :, None, None].to(out.dtype)
-
-
-def batch_modulated_convs(net: nn.Module) -> int:
-    """Give every gfpgan ``ModulatedConv2d`` in ``net`` the batched forward; returns how many (idempotent)."""
-    from sadtalker.core.compat import patch_torchvision
-
-    patch_torchvision()  # gfpgan imports basicsr, which needs the torchvision alias
-    from gfpgan.archs.stylegan2_clean_arch import ModulatedConv2d
-
-    count = 0
-    for module in net.modules():
-        if isinstance(module, ModulatedConv2d):
-            module.forward = _batched_modulated_forward.__get__(module)
-            count += 1
-    return count
 
 
 def _style_conv(layer, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
@@ -125,7 +118,7 @@ def _style_conv(layer, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
     """
     out, demod = _modulated_conv(layer.modulated_conv, x, style)
     gain = torch.full((1, 1, 1, 1), math.sqrt(2.0), device=out.device) if demod is None else demod * math.sqrt(2.0)
-    strength = getattr(layer, "noise_strength", None)  # set by prepare_enhancer
+    strength = getattr(layer, "noise_strength", None)  # attached by prepare_enhancer
     with torch.autocast(device_type=out.device.type, enabled=False):  # autocast would widen `out` to float32
         torch.addcmul(layer.bias, out, gain.view(gain.shape[0], -1, 1, 1), out=out)  # out * gain + bias
         out.add_(noise, alpha=float(layer.weight) if strength is None else strength)
@@ -187,19 +180,6 @@ def gfpgan_forward(net: nn.Module, x: Tensor) -> Tensor:
     return image
 
 
-def prepare_gfpgan(net: nn.Module) -> nn.Module:
-    """Attach what :func:`gfpgan_forward` reads from the weights, once after loading; returns ``net``.
-
-    Every modulated conv gets the batched forward and its kernel's energy (for the demodulation); every StyleGAN2
-    layer its noise strength as a number (no device sync per layer). Call again after changing the weights.
-    """
-    batch_modulated_convs(net)  # imports gfpgan with the torchvision alias in place
-    from gfpgan.archs.stylegan2_clean_arch import ModulatedConv2d, StyleConv
-
-    with torch.no_grad():
-        for layer in net.modules():
-            if isinstance(layer, StyleConv):
-                layer.noise_strength = float(layer.weight)
-            elif isinstance(layer, ModulatedConv2d):
-                layer.register_buffer("kernel_energy", _kernel_energy(layer.weight), persistent=False)
-    return net
+def gfpgan_plain_forward(net: nn.Module, x: Tensor) -> Tensor:
+    """gfpgan's own ``GFPGANv1Clean.forward`` with the stored noise: (B, 3, S, S) in [-1, 1] -> restored faces."""
+    return net(x, return_rgb=False, randomize_noise=False)[0]

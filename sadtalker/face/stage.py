@@ -9,7 +9,8 @@ The reference's ``CropAndExtract.generate`` without its files:
    (the reference's fallback) in crop/full mode, while ``resize`` mode, which found no face anywhere,
    raises NoFaceDetected;
 4. 5-point alignment to a 224x224 image and ReconNet -> coeff_3dmm (73,) =
-   exp 64 | angle 3 | trans 3 | crop scale s, tx, ty.
+   exp 64 | angle 3 | trans 3 | crop scale s, tx, ty (``EXPRESSION_COLUMNS``, ``POSE_COLUMNS`` and ``CROP_COLUMNS``
+   of :mod:`sadtalker.core.constants`).
 
 Landmarks for either pass can be passed in (tests, callers with their own detector).
 """

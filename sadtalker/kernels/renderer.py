@@ -1,25 +1,40 @@
-"""The face renderer's inference paths, built from the loaded weights and attached once after loading.
+"""The face renderer's inference paths, built from the loaded weights and attached by :func:`prepare_renderer`.
 
-The official state-dict keys stay as they are (strict loading is untouched): :func:`prepare_renderer` attaches
-modules holding non-persistent buffers derived from the weights and points the instance's ``forward`` (or the
-dense-motion network's ``heads``) at them. The network classes themselves compute as written. Every path computes
+:func:`prepare_renderer` is the one step that attaches them (``sadtalker.bundle.load_size_models`` calls it once
+after loading; ``RendererPaths(fast=False)``, the worker's ``FAST_PATHS=false``, attaches none). Each class whose
+method it replaces says so in its docstring ("Fast path: ..."):
+
+- ``SPADEResBlock.forward`` (render/blocks.py): :class:`FusedSPADEBlock`, hung on the block as ``fused``;
+- ``SPADEDecoder.fc`` (render/generator.py): a fused conv3x3 (Winograd on the CPU), as ``fc.fused``;
+- on the CPU, ``UpBlock3d.forward`` (render/blocks.py): an :class:`~.winograd.UpsampledConv` on the small map, as
+  ``fused``;
+- on the CPU, ``DenseMotionNetwork.heads`` (render/dense_motion.py): :class:`MotionHeads` (one tiled FFT), as
+  ``fused_heads``;
+- on the CPU, every wide plain 3x3 / 3x3x3 ``nn.Conv2d`` / ``nn.Conv3d`` outside the decoder: a
+  :class:`~.winograd.WinogradConv3x3`, as ``conv.winograd``;
+- with ``TORCH_COMPILE``, ``OcclusionAwareSPADEGenerator.motion`` and ``decode`` (render/generator.py): their
+  ``torch.compile``.
+
+The official state-dict keys stay as they are (strict loading is untouched): the paths are modules holding
+non-persistent buffers derived from the weights, hung on the instance (``fused``, ``fused_heads``, ``winograd``),
+whose ``forward`` becomes the instance's. The network classes themselves compute as written. Every path computes
 the same function up to float rounding; tests/kernels/test_renderer.py checks each against the layer it replaces
-in float64, and the golden fidelity tests run through the prepared renderer.
+in float64, and the golden fidelity tests run the renderer with and without them.
 
-Everywhere (:func:`prepare_decoder`): each SPADE residual block runs as a :class:`FusedSPADEBlock`:
+The fused SPADE block:
 
 - the ``mlp_shared`` convs of the block's SPADEs (they all read the same label map) as one conv;
 - the ``mlp_gamma`` and ``mlp_beta`` convs of each SPADE (same input) as one conv, gamma's bias carrying the "1 +";
 - the spectral-norm convs with their normalised kernel computed once; one instance norm for norm_s and norm_0.
 
-On the CPU only: Winograd for the plain 3x3 / 3x3x3 convs that gain (:mod:`sadtalker.kernels.winograd`), convs on
-nearest-upsampled maps run on the small map (decoder ``up_0``/``up_1`` label convs, dense-motion up blocks), and the
-dense-motion mask and occlusion convs from one tiled FFT (:class:`MotionHeads`). On CUDA the decoder runs in
-channels-last layout.
+The CPU-only paths pay off there (docs/performance.md, "CPU paths"); on CUDA cuDNN picks its own algorithms, the
+decoder's weights become channels-last (tensor cores work in NHWC), and the upsampled convs are used only with
+``RendererPaths.upsampled_convs_on_cuda``.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -28,7 +43,7 @@ from torch import Tensor, nn
 
 from sadtalker.kernels.fft import TiledFFTConv
 from sadtalker.kernels.winograd import (
-    DEFAULT_TILE, UpsampledConv, default_winograd_tile, make_conv3x3, prepare_convs, unprepare_convs,
+    AUTO, DEFAULT_TILE, OFF, Tile, UpsampledConv, make_conv3x3, prepare_convs, resolve_tile, unprepare_convs,
 )
 from sadtalker.render.blocks import SPADEResBlock, UpBlock3d
 
@@ -36,9 +51,10 @@ class FusedSPADEBlock(nn.Module):
     """Same function as a :class:`SPADEResBlock` (x (B, fin, H, W), seg (B, L, h, w) -> (B, fout, H, W)).
 
     One conv computes every SPADE's hidden activation; one conv per SPADE computes gamma and beta.
+    ``winograd_tile``: 2, 4 or ``"off"`` (direct convs, the CUDA choice).
     """
 
-    def __init__(self, block: nn.Module, winograd_tile: Optional[int], label_scale: int = 1) -> None:
+    def __init__(self, block: nn.Module, winograd_tile: Tile, label_scale: int = 1) -> None:
         super().__init__()
         names = ["norm_s", "norm_0", "norm_1"] if block.learned_shortcut else ["norm_0", "norm_1"]
         spades = [getattr(block, name) for name in names]
@@ -52,7 +68,7 @@ class FusedSPADEBlock(nn.Module):
         self.label_scale = label_scale
         self.shared_upsampled = (UpsampledConv(shared_weight, shared_bias, (label_scale, label_scale))
                                  if label_scale > 1 else None)
-        self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile if label_scale == 1 else None)
+        self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile if label_scale == 1 else OFF)
         # gamma's bias carries the "1 +" of x * (1 + gamma) + beta, saving a pass over a full-size map
         self.modulation = nn.ModuleList(
             make_conv3x3(torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
@@ -114,13 +130,13 @@ def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, nn.Module]]:
 LABEL_SCALES = {"up_0": 2, "up_1": 4}
 
 
-def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_TILE,
+def prepare_decoder(decoder: nn.Module, winograd_tile: Tile = DEFAULT_TILE,
                     small_label_convs: bool = True) -> nn.Module:
     """Run each SPADE block as a :class:`FusedSPADEBlock` and ``fc`` as a fused conv, built from the current weights.
 
-    Call after loading, and again after any change of weights, device or dtype. ``winograd_tile``
-    None gives fused direct convs (the CUDA choice). ``small_label_convs``: up_0 and up_1 run their
-    shared SPADE conv on the small label map (:class:`UpsampledConv`). Returns ``decoder``.
+    Part of :func:`prepare_renderer`. ``winograd_tile`` ``"off"`` gives fused direct convs (the CUDA choice).
+    ``small_label_convs``: up_0 and up_1 run their shared SPADE conv on the small label map
+    (:class:`UpsampledConv`). Returns ``decoder``.
     """
     with torch.no_grad():
         for name, block in named_spade_blocks(decoder):
@@ -130,7 +146,14 @@ def prepare_decoder(decoder: nn.Module, winograd_tile: Optional[int] = DEFAULT_T
             attach(block, "fused", FusedSPADEBlock(block, winograd_tile, scale).to(param.device, param.dtype))
         fc = decoder.fc
         attach(fc, "fused", make_conv3x3(fc.weight, fc.bias, winograd_tile).to(fc.weight.device))
-    decoder.prepared_for = (decoder.fc.weight.device, decoder.fc.weight.dtype)
+    return decoder
+
+
+def unprepare_decoder(decoder: nn.Module) -> nn.Module:
+    """Drop what :func:`prepare_decoder` attached: the SPADE blocks and ``fc`` run as written again."""
+    for _, block in named_spade_blocks(decoder):
+        detach(block, "fused")
+    detach(decoder.fc, "fused")
     return decoder
 
 
@@ -155,8 +178,8 @@ class MotionHeads(nn.Module):
 
 
 def prepare_motion_heads(dense_motion: nn.Module) -> nn.Module:
-    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads`; ``detach(dm, "fused_heads", "heads")`` undoes
-    it."""
+    """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads` (part of :func:`prepare_renderer`);
+    ``detach(dm, "fused_heads", "heads")`` undoes it."""
     with torch.no_grad():
         detach(dense_motion, "fused_heads", "heads")
         depth = dense_motion.occlusion.in_channels // dense_motion.mask.in_channels
@@ -175,7 +198,8 @@ def _upsampled_forward(block: nn.Module, x: Tensor) -> Tensor:
 
 
 def prepare_upsampling(module: nn.Module) -> nn.Module:
-    """Run every UpBlock3d in ``module`` with an :class:`UpsampledConv` (nearest x2 in H, W + conv3x3x3 in one)."""
+    """Run every UpBlock3d in ``module`` with an :class:`UpsampledConv` (nearest x2 in H, W + conv3x3x3 in one);
+    part of :func:`prepare_renderer`."""
     with torch.no_grad():
         for block in up_blocks(module):
             conv = UpsampledConv(block.conv.weight, block.conv.bias, (1, 2, 2))
@@ -190,53 +214,82 @@ def unprepare_upsampling(module: nn.Module) -> nn.Module:
     return module
 
 
-# Convs on nearest-upsampled maps run on the small map (UpsampledConv: 12 % fewer multiply-adds per frame) on the
-# CPU; on CUDA only with this switch (bench/benchmark.py --upsampled-convs-on-cuda).
-UPSAMPLED_CONVS_ON_CUDA = False
+@dataclass(frozen=True)
+class RendererPaths:
+    """Which inference paths :func:`prepare_renderer` attaches; ``sadtalker.bundle`` builds it from the settings."""
+
+    # False (FAST_PATHS=false): none of this module's paths; the network classes run as written.
+    fast: bool = True
+    # Winograd output tile for the plain 3x3 convs: "auto" (4 on the CPU, "off" elsewhere), "off", 2 or 4.
+    winograd_tile: Tile = AUTO
+    # Convs on nearest-upsampled maps on the small map on CUDA too (UPSAMPLED_CONVS_ON_CUDA); always on the CPU,
+    # where they save 12 % of the multiply-adds per frame. bench/benchmark.py --upsampled-convs-on-cuda.
+    upsampled_convs_on_cuda: bool = False
+    # torch.compile backend for the per-frame steps (TORCH_COMPILE=true: "inductor"); None = not compiled.
+    compile_backend: Optional[str] = None
 
 
-def prepare_renderer(generator: nn.Module, winograd_tile: Optional[int] = -1) -> nn.Module:
-    """Attach the inference paths for the generator's device unless already prepared for its device and dtype.
+DEFAULT_RENDERER_PATHS = RendererPaths()  # every fast path for the device, not compiled
 
-    Everywhere: the decoder's fused SPADE blocks (:func:`prepare_decoder`). On CPU also: convs on upsampled maps
-    computed on the small map (decoder up blocks, dense-motion up blocks), the mask and occlusion heads by tiled
-    FFT, and Winograd for the plain 3x3 / 3x3x3 convs that gain. ``winograd_tile`` -1 picks
-    :func:`default_winograd_tile` for the device. Returns ``generator``.
+
+def prepare_renderer(generator: nn.Module, paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> nn.Module:
+    """Attach ``paths`` for the generator's device and dtype, once; returns ``generator``.
+
+    The one step that replaces methods of the renderer's networks (the list in this module's docstring). What an
+    earlier call attached (another device, dtype or choice) is dropped first, so ``RendererPaths(fast=False)``
+    leaves the classes as written. Call again after changing the weights, the device or the dtype.
     """
     weight = generator.decoder.fc.weight
-    if getattr(generator.decoder, "prepared_for", None) == (weight.device, weight.dtype):
+    wanted = (weight.device, weight.dtype, paths)
+    if generator.__dict__.get("prepared_with") == wanted:
         return generator
-    tile = default_winograd_tile(weight.device) if winograd_tile == -1 else winograd_tile
-    cpu = weight.device.type == "cpu"
-    upsampled = cpu or (weight.device.type == "cuda" and UPSAMPLED_CONVS_ON_CUDA)
+    unprepare_renderer(generator)
+    if paths.fast:
+        _attach_fast_paths(generator, resolve_tile(paths.winograd_tile, weight.device), paths.upsampled_convs_on_cuda)
+    if paths.compile_backend is not None:
+        compile_generator(generator, paths.compile_backend)
+    generator.prepared_with = wanted
+    return generator
+
+
+def _attach_fast_paths(generator: nn.Module, tile: Tile, upsampled_convs_on_cuda: bool) -> None:
+    """Everywhere the fused decoder; on CPU also the upsampled convs, the FFT heads and Winograd elsewhere."""
+    device = generator.decoder.fc.weight.device
+    cpu = device.type == "cpu"
+    upsampled = cpu or (device.type == "cuda" and upsampled_convs_on_cuda)
     prepare_decoder(generator.decoder, tile, small_label_convs=upsampled)
     dense_motion = generator.dense_motion_network
     if upsampled:
         prepare_upsampling(dense_motion)
-    else:
-        unprepare_upsampling(dense_motion)
-    others = [child for name, child in generator.named_children() if name != "decoder"]  # decoder: fused blocks
-    for child in others:  # what an earlier preparation (another device or dtype) attached goes first
-        unprepare_convs(child)
-    detach(dense_motion, "fused_heads", "heads")
     if cpu:
         prepare_motion_heads(dense_motion)
-        if tile:
-            for child in others:
-                prepare_convs(child, tile)
-    if weight.device.type == "cuda":  # tensor-core convs prefer NHWC
+    if tile != OFF:
+        for name, child in generator.named_children():
+            if name != "decoder":  # the decoder's convs are in its fused blocks
+                prepare_convs(child, int(tile))
+    if device.type == "cuda":  # tensor-core convs prefer NHWC
         generator.decoder.to(memory_format=torch.channels_last)
+
+
+def unprepare_renderer(generator: nn.Module) -> nn.Module:
+    """Drop everything :func:`prepare_renderer` attached: the network classes run as written, in NCHW."""
+    unprepare_decoder(generator.decoder)
+    dense_motion = generator.dense_motion_network
+    unprepare_upsampling(dense_motion)
+    detach(dense_motion, "fused_heads", "heads")
+    unprepare_convs(generator)
+    for method in ("motion", "decode", "compiled_with", "prepared_with"):
+        generator.__dict__.pop(method, None)
+    generator.decoder.to(memory_format=torch.contiguous_format)
     return generator
 
 
 def compile_generator(generator: nn.Module, backend: str = "inductor") -> nn.Module:
-    """``torch.compile`` the generator's per-frame steps (motion, decode) in place, once.
+    """``torch.compile`` the generator's per-frame steps (motion, decode) in place (part of :func:`prepare_renderer`).
 
-    The module and its state dict are unchanged (the compiled callables are instance attributes).
-    Call after :func:`prepare_renderer`, so the compiled graphs trace the fused decoder.
+    The module and its state dict are unchanged (the compiled callables are instance attributes). Runs after the
+    other paths are attached, so the compiled graphs trace the fused decoder.
     """
-    if getattr(generator, "compiled_with", None) == backend:
-        return generator
     generator.motion = torch.compile(type(generator).motion.__get__(generator), backend=backend, dynamic=False)
     generator.decode = torch.compile(type(generator).decode.__get__(generator), backend=backend, dynamic=False)
     generator.compiled_with = backend

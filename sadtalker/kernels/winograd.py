@@ -12,7 +12,7 @@ They pay off on the CPU (see docs/performance.md); on CUDA cuDNN picks its own a
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,10 @@ _WINOGRAD: Dict[int, Tuple[list, list, list]] = {
     ),
 }
 DEFAULT_TILE = 4
+# A Winograd tile choice, by name: "auto" (DEFAULT_TILE on the CPU, "off" elsewhere), "off" (direct convs) or an
+# output tile m (2 or 4). resolve_tile turns "auto" into one of the others for a device.
+AUTO, OFF = "auto", "off"
+Tile = Union[int, str]
 BAND_TILES = 512  # tiles transformed at once (see WinogradConv3x3._bands)
 # Where Winograd F(4, 3) beats the CPU's direct conv (docs/performance.md, "CPU paths"): 64+ input and 128+ output
 # channels for a 2-D conv, 32+ of each over H and W of a 3-D conv. With fewer output channels its tile transforms
@@ -156,10 +160,11 @@ def winograd_gains(weight: Tensor) -> bool:
     return cin >= WINOGRAD_MIN_CIN and cout >= WINOGRAD_MIN_COUT
 
 
-def make_conv3x3(weight: Tensor, bias: Optional[Tensor], winograd_tile: Optional[int]) -> nn.Module:
-    """Winograd conv when ``winograd_tile`` is set (CPU) and the conv is wide enough to gain, else direct."""
-    if winograd_tile and winograd_gains(weight):
-        return WinogradConv3x3(weight, bias, winograd_tile)
+def make_conv3x3(weight: Tensor, bias: Optional[Tensor], winograd_tile: Tile) -> nn.Module:
+    """Winograd conv with output tile ``winograd_tile`` (2 or 4) when the conv is wide enough to gain, else direct
+    (always for ``"off"``)."""
+    if winograd_tile != OFF and winograd_gains(weight):
+        return WinogradConv3x3(weight, bias, int(winograd_tile))
     return DirectConv3x3(weight, bias)
 
 
@@ -274,6 +279,11 @@ def unprepare_convs(module: nn.Module) -> nn.Module:
     return module
 
 
-def default_winograd_tile(device: torch.device) -> Optional[int]:
-    """Winograd on CPU (fewer multiply-adds), direct convs elsewhere."""
-    return DEFAULT_TILE if torch.device(device).type == "cpu" else None
+def resolve_tile(tile: Tile, device: torch.device) -> Tile:
+    """A :data:`Tile` for ``device``: ``"auto"`` is Winograd on the CPU (fewer multiply-adds) and ``"off"`` elsewhere
+    (cuDNN picks its own algorithm); ``"off"``, 2 and 4 stay as they are."""
+    if tile == AUTO:
+        return DEFAULT_TILE if torch.device(device).type == "cpu" else OFF
+    if tile != OFF and tile not in _WINOGRAD:
+        raise ValueError(f'Winograd tile must be "auto", "off" or one of {sorted(_WINOGRAD)}, got {tile!r}')
+    return tile

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sadtalker.core.constants import NUM_POSE_STYLES
 from sadtalker.motion.expnet import wav2lip_audio_encoder
 
 
@@ -24,7 +25,7 @@ from sadtalker.motion.expnet import wav2lip_audio_encoder
 class PoseVAEDims:
     seq_len: int = 32  # frames per decoder call
     latent: int = 64  # z
-    num_classes: int = 46  # pose styles 0..45
+    num_classes: int = NUM_POSE_STYLES  # pose styles 0..45
     audio_emb: int = 512  # Wav2Lip encoder output per frame
     audio_per_frame: int = 6  # linear_audio output per frame
     pose: int = 6  # angle 3 + translation 3

@@ -4,7 +4,7 @@ Why the pose jumps: every chunk's pose curve comes from its own PoseVAE run, whi
 source image's pose (motion 0 at the chunk's first frame), while the previous chunk ended wherever its
 motion had wandered. Without care the head snaps back to the source pose at every seam.
 
-The choice: **pose carry-over**, not a cross-fade. Chunk k+1's pose (coefficients 64:70: 3 angles,
+The choice: **pose carry-over**, not a cross-fade. Chunk k+1's pose (``POSE_COLUMNS``, 64:70: 3 angles,
 3 translations) is offset so that its first frame continues chunk k's last frame at chunk k's last
 velocity (``prev[-1] + (prev[-1] - prev[-2])``); the offset then decays to zero with a half-cosine, so
 the chunk returns to its own curve. The decay is long enough that the added motion per frame stays at
@@ -25,7 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-POSE = slice(64, 70)  # angles (pitch, yaw, roll in radians) then translation, in a (T, 70) coefficient row
+from sadtalker.core.constants import MOTION_COEFFS, POSE_COLUMNS, SOURCE_COEFFS
+
+POSE = POSE_COLUMNS  # angles (pitch, yaw, roll in radians) then translation, in a (T, 70) coefficient row
 MIN_DECAY_FRAMES = 12  # 0.48 s: the shortest return to the chunk's own pose curve
 RATE_FRACTION = 0.5  # the decay adds at most this fraction of the typical frame-to-frame step
 STEP_PERCENTILE = 95.0  # "typical step": this percentile of |pose[t+1] - pose[t]|, per coordinate
@@ -35,7 +37,7 @@ _EPS = 1e-12
 def _pose(coeffs: np.ndarray) -> np.ndarray:
     """(T, 6) pose from (T, 70|73) coefficients, or a (T, 6) pose as given."""
     coeffs = np.asarray(coeffs)
-    if coeffs.ndim != 2 or coeffs.shape[1] not in (6, 70, 73):
+    if coeffs.ndim != 2 or coeffs.shape[1] not in (6, MOTION_COEFFS, SOURCE_COEFFS):
         raise ValueError(f"expected (T, 70), (T, 73) or (T, 6) pose/coefficients, got shape {coeffs.shape}")
     return coeffs if coeffs.shape[1] == 6 else coeffs[:, POSE]
 

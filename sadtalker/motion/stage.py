@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS, NUM_POSE_STYLES, POSE_COLUMNS
 from sadtalker.core.jobtools import chunk_seed
 from sadtalker.motion.chunking import Chunk
 from sadtalker.motion.expnet import ExpNet
@@ -36,7 +37,6 @@ FIRST_BLINK_MIN = 10  # earliest gap (frames) before a blink
 BLINK_GAP_MAX = 70  # gaps are drawn below min(T // 2, 70)
 SAVGOL_WINDOW = 13
 SAVGOL_ORDER = 2
-NUM_POSE_STYLES = 46
 EXP_BATCH = 128  # frames per ExpNet call (memory only; frames are independent)
 AUDIO_BATCH = 256  # mel windows per audio-encoder call in the PoseVAE
 
@@ -195,11 +195,11 @@ def audio_to_coeffs(
     (T, 70) float32: exp 64 | smoothed pose 6.
     """
     frames = indiv_mels.shape[0]
-    exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[:64] if ref_exp is None else ref_exp, blink)
+    exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[EXPRESSION_COLUMNS] if ref_exp is None else ref_exp, blink)
     if pose_z is None:
         pose_z = draw_pose_z(pose_chunk_count(frames, audio2pose.dims.seq_len), generator, audio2pose.dims.latent)
-    motion = predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[64:70], pose_style, pose_z)
-    pose = np.asarray(coeff_3dmm[64:70], dtype=np.float32)[None] + motion
+    motion = predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[POSE_COLUMNS], pose_style, pose_z)
+    pose = np.asarray(coeff_3dmm[POSE_COLUMNS], dtype=np.float32)[None] + motion
     return np.concatenate([exp, smooth_pose(pose)], axis=1).astype(np.float32)
 
 
@@ -236,7 +236,7 @@ def chunked_coefficients(
 
 
 def scale_pose(coeffs: np.ndarray, source_pose: np.ndarray, scale: float) -> np.ndarray:
-    """Head motion scaled around the source pose: pose = source + scale * (pose - source), columns 64:70.
+    """Head motion scaled around the source pose: pose = source + scale * (pose - source), in ``POSE_COLUMNS``.
 
     ``scale`` 1 returns ``coeffs`` unchanged (bit for bit), 0 holds the source pose on every frame. Our addition
     (``pose_scale``); the reference has no such control.
@@ -245,7 +245,7 @@ def scale_pose(coeffs: np.ndarray, source_pose: np.ndarray, scale: float) -> np.
         return coeffs
     out = np.array(coeffs, dtype=np.float32)
     source = np.asarray(source_pose, dtype=np.float32).reshape(1, 6)
-    out[:, 64:70] = source + np.float32(scale) * (out[:, 64:70] - source)
+    out[:, POSE_COLUMNS] = source + np.float32(scale) * (out[:, POSE_COLUMNS] - source)
     return out
 
 
@@ -264,8 +264,8 @@ def ref_pose_delta(video_pose: np.ndarray, frames: int) -> np.ndarray:
 
 
 def apply_ref_pose(coeffs: np.ndarray, video_pose: np.ndarray) -> np.ndarray:
-    """Generated (T, 70) coefficients with the video's head motion added to the pose columns 64:70
+    """Generated (T, 70) coefficients with the video's head motion added to the pose columns (``POSE_COLUMNS``)
     (after smoothing, as the reference's ``using_refpose``)."""
     out = np.array(coeffs, dtype=np.float32)
-    out[:, 64:70] = out[:, 64:70] + ref_pose_delta(video_pose, out.shape[0])
+    out[:, POSE_COLUMNS] = out[:, POSE_COLUMNS] + ref_pose_delta(video_pose, out.shape[0])
     return out

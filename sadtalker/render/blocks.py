@@ -95,7 +95,12 @@ class DownBlock3d(nn.Module):
 
 
 class UpBlock3d(nn.Module):
-    """Nearest x2 in H and W, then conv3x3x3 + BatchNorm + ReLU: (B, Cin, D, H, W) -> (B, Cout, D, 2H, 2W)."""
+    """Nearest x2 in H and W, then conv3x3x3 + BatchNorm + ReLU: (B, Cin, D, H, W) -> (B, Cout, D, 2H, 2W).
+
+    Fast path (CPU): ``forward`` is replaced by the conv computed on the small map
+    (:class:`sadtalker.kernels.winograd.UpsampledConv`, hung on the block as ``fused``), attached by
+    :func:`sadtalker.kernels.renderer.prepare_renderer`.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -234,6 +239,9 @@ class SPADEResBlock(nn.Module):
     """Residual block of two SPADE + LeakyReLU(0.2) + spectral-norm conv3x3 stages.
 
     (B, fin, H, W) -> (B, fout, H, W); a learned SPADE + 1x1 shortcut when fin != fout.
+
+    Fast path: ``forward`` is replaced by :class:`sadtalker.kernels.renderer.FusedSPADEBlock` (hung on the block as
+    ``fused``), attached by :func:`sadtalker.kernels.renderer.prepare_renderer`.
     """
 
     def __init__(self, fin: int, fout: int, label_nc: int, hidden: int) -> None:

@@ -68,7 +68,11 @@ class DenseMotionNetwork(nn.Module):
         return torch.cat([torch.zeros_like(heat[:, :1]), heat], dim=1)
 
     def heads(self, prediction: Tensor) -> Tuple[Tensor, Tensor]:
-        """The mask logits (B, K+1, D, H, W) and occlusion logits (B, 1, H, W) from the hourglass output."""
+        """The mask logits (B, K+1, D, H, W) and occlusion logits (B, 1, H, W) from the hourglass output.
+
+        Fast path (CPU): replaced by :class:`sadtalker.kernels.renderer.MotionHeads` (both convs from one tiled FFT,
+        hung on the network as ``fused_heads``), attached by :func:`sadtalker.kernels.renderer.prepare_renderer`.
+        """
         b, _, _, h, w = prediction.shape
         return self.mask(prediction), self.occlusion(prediction.reshape(b, -1, h, w))
 

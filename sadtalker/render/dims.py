@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sadtalker.core.constants import MOTION_COEFFS, SOURCE_COEFFS
+
 NUM_BINS = 66  # head-pose bins of 3 degrees: angle = 3 * E[bin] - 99
 
 
@@ -63,7 +65,7 @@ class GeneratorDims:
 class MappingDims:
     """MappingNet: a window of 3DMM coefficients -> head pose bins, translation, keypoint offsets."""
 
-    coeff_nc: int = 70  # 70 for crop/resize (mapping_00229), 73 for full (mapping_00109)
+    coeff_nc: int = MOTION_COEFFS  # 70 for crop/resize (mapping_00229), SOURCE_COEFFS 73 for full (mapping_00109)
     descriptor_nc: int = 1024
     layers: int = 3  # dilated residual layers; each shortens the 27-frame window by 6
     num_kp: int = 15
@@ -79,7 +81,7 @@ class RendererDims:
 
 
 OFFICIAL = RendererDims()
-OFFICIAL_MAPPING = {"crop": MappingDims(coeff_nc=70), "full": MappingDims(coeff_nc=73)}
+OFFICIAL_MAPPING = {"crop": MappingDims(coeff_nc=MOTION_COEFFS), "full": MappingDims(coeff_nc=SOURCE_COEFFS)}
 
 # Tiny networks of the same structure (random weights), for plumbing tests at image size 32.
 SMALL = RendererDims(
@@ -98,6 +100,6 @@ SMALL = RendererDims(
         dense_motion=DenseMotionDims(block_expansion=4, max_features=8, num_blocks=2, compress=2),
     ),
 )
-SMALL_MAPPING = {"crop": MappingDims(coeff_nc=70, descriptor_nc=16, num_kp=4),
-                 "full": MappingDims(coeff_nc=73, descriptor_nc=16, num_kp=4)}
+SMALL_MAPPING = {"crop": MappingDims(coeff_nc=MOTION_COEFFS, descriptor_nc=16, num_kp=4),
+                 "full": MappingDims(coeff_nc=SOURCE_COEFFS, descriptor_nc=16, num_kp=4)}
 SMALL_IMAGE_SIZE = 32

@@ -25,6 +25,10 @@ class SPADEDecoder(nn.Module):
 
     conv3x3 to 2*Cd, SPADE residual blocks at h x w, nearest x2, block to Cd, nearest x2, block to
     64, LeakyReLU(0.2), conv3x3 to RGB, sigmoid. Every SPADE is conditioned on the input feature.
+
+    Fast path: ``fc.forward`` is replaced by a fused copy of the conv (Winograd on the CPU, hung on it as
+    ``fc.fused``), and on CUDA the weights are channels-last, by :func:`sadtalker.kernels.renderer.prepare_renderer`
+    (the SPADE blocks: see :class:`~sadtalker.render.blocks.SPADEResBlock`).
     """
 
     def __init__(self, dims: GeneratorDims) -> None:
@@ -48,7 +52,13 @@ class SPADEDecoder(nn.Module):
 
 
 class OcclusionAwareSPADEGenerator(nn.Module):
-    """(source (B, 3, S, S), kp_source (B, K, 3), kp_driving (B, K, 3)) -> frame (B, 3, S, S) in [0, 1]."""
+    """(source (B, 3, S, S), kp_source (B, K, 3), kp_driving (B, K, 3)) -> frame (B, 3, S, S) in [0, 1].
+
+    Fast paths, attached by :func:`sadtalker.kernels.renderer.prepare_renderer`: with ``TORCH_COMPILE``,
+    :meth:`motion` and :meth:`decode` are replaced by their ``torch.compile`` (instance attributes); on the CPU each
+    wide plain 3x3 / 3x3x3 conv outside the decoder (down blocks, 3-D residual blocks, the dense-motion hourglass)
+    has its ``forward`` replaced by a :class:`sadtalker.kernels.winograd.WinogradConv3x3` (``conv.winograd``).
+    """
 
     def __init__(self, dims: GeneratorDims) -> None:
         super().__init__()

@@ -20,16 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sadtalker.core.constants import is_full
+from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, SOURCE_COEFFS, is_full
 from sadtalker.core.precision import precision_context
 from sadtalker.render.mapping import MappingNet
 from sadtalker.render.keypoints import transform_keypoints
 from sadtalker.render.models import RendererModels
 
 SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
-N_EXP = 64  # expression coefficients; then 3 angles, 3 translations (70), then 3 crop parameters (73)
-N_MOTION = 70
-N_FULL = 73
 
 
 def semantic_windows(coeffs: np.ndarray, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
@@ -44,7 +41,7 @@ def semantic_windows(coeffs: np.ndarray, radius: int = SEMANTIC_RADIUS) -> np.nd
 
 def source_semantics(source_coeff: np.ndarray, preprocess: str, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
     """Source coefficients (73,) -> (C, 2*radius+1) float32, C = 73 for full modes else 70."""
-    n = N_FULL if is_full(preprocess) else N_MOTION
+    n = SOURCE_COEFFS if is_full(preprocess) else MOTION_COEFFS
     column = np.asarray(source_coeff, dtype=np.float32).reshape(-1)[:n]
     return np.repeat(column[:, None], 2 * radius + 1, axis=1)
 
@@ -54,13 +51,14 @@ def target_coefficients(
     preprocess: str = "crop",
 ) -> np.ndarray:
     """Generated (T, >=70) + source (73,) -> driving coefficients (T, 70 or 73) float32."""
-    target = np.array(coeffs, dtype=np.float32)[:, :N_MOTION]
+    target = np.array(coeffs, dtype=np.float32)[:, :MOTION_COEFFS]
     source = np.asarray(source_coeff, dtype=np.float32).reshape(-1)
-    target[:, :N_EXP] = target[:, :N_EXP] * np.float32(expression_scale)
-    if is_full(preprocess):
-        target = np.concatenate([target, np.repeat(source[None, N_MOTION:N_FULL], len(target), axis=0)], axis=1)
-    if still_mode:
-        target[:, N_EXP:] = source[N_EXP : target.shape[1]]
+    target[:, EXPRESSION_COLUMNS] = target[:, EXPRESSION_COLUMNS] * np.float32(expression_scale)
+    if is_full(preprocess):  # the source's crop columns on every frame
+        target = np.concatenate([target, np.repeat(source[None, MOTION_COEFFS:SOURCE_COEFFS], len(target), 0)], axis=1)
+    if still_mode:  # pose (and crop) held at the source's
+        pose_and_crop = slice(EXPRESSION_COLUMNS.stop, target.shape[1])
+        target[:, pose_and_crop] = source[pose_and_crop]
     return target
 
 

@@ -95,6 +95,15 @@ class Settings:
     enhancer_dtype: str = "auto"
     # torch.compile the renderer's per-frame steps (first batch pays the compile time; GPU speed).
     torch_compile: bool = False
+    # The inference paths of sadtalker/kernels (fused SPADE blocks, CPU Winograd/FFT convs, GFPGAN's batched
+    # modulated convs, channels-last on CUDA), attached at load by prepare_renderer / prepare_enhancer. false runs
+    # the network classes as written: the same frames within float rounding, slower.
+    fast_paths: bool = True
+    # With the fast paths on CUDA: run the convs on nearest-upsampled maps on the small map, as on the CPU
+    # (bench/benchmark.py --upsampled-convs-on-cuda; measured on the CPU only so far).
+    upsampled_convs_on_cuda: bool = False
+    # With the fast paths on CUDA: GFPGAN in channels-last layout (tensor cores work in NHWC); false = NCHW.
+    enhancer_channels_last: bool = True
     # Keep freed memory in the process (glibc mallopt, sadtalker.kernels.allocator): large tensors reuse mapped pages
     # instead of faulting in fresh ones (CPU renderer: about 20 % less CPU time); memory stays at its peak.
     reuse_freed_memory: bool = True
@@ -163,6 +172,9 @@ class Settings:
             render_dtype=_choice(env, "RENDER_DTYPE", d.render_dtype, PRECISIONS),
             enhancer_dtype=_choice(env, "ENHANCER_DTYPE", d.enhancer_dtype, ("auto",) + PRECISIONS),
             torch_compile=_bool(env, "TORCH_COMPILE", d.torch_compile),
+            fast_paths=_bool(env, "FAST_PATHS", d.fast_paths),
+            upsampled_convs_on_cuda=_bool(env, "UPSAMPLED_CONVS_ON_CUDA", d.upsampled_convs_on_cuda),
+            enhancer_channels_last=_bool(env, "ENHANCER_CHANNELS_LAST", d.enhancer_channels_last),
             reuse_freed_memory=_bool(env, "REUSE_FREED_MEMORY", d.reuse_freed_memory),
             max_image_bytes=_int(env, "MAX_IMAGE_BYTES", d.max_image_bytes, 1),
             max_audio_bytes=_int(env, "MAX_AUDIO_BYTES", d.max_audio_bytes, 1),

@@ -5,6 +5,7 @@ network is replaced: the job source, the stop channel and the result post are in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import glob
 import os
 import tempfile
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from tests.support.smallbundle import astronaut_base64, small_bundle, wav_base64
+from tests.support.smallbundle import astronaut_base64, wav_base64
 
 import handler
 
@@ -29,7 +30,7 @@ def job_folders(job_id: str) -> list:
     return glob.glob(os.path.join(tempfile.gettempdir(), f"sadtalker-{job_id}-*"))
 
 
-def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(test_checkpoints_dir, monkeypatch):
+def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(bundle, settings, monkeypatch):
     from runpod.serverless.modules import rp_job
     from runpod.serverless.modules.rp_scale import JobScaler
 
@@ -38,9 +39,8 @@ def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(test_c
     sdk_log = RunPodLogger()
     monkeypatch.setattr(sdk_log, "level", sdk_log.level)  # restored after the test
     sdk_log.set_level("WARN")  # the SDK's DEBUG default would print every output
-    bundle = small_bundle(str(test_checkpoints_dir), {"RENDER_BATCH_SIZE": "2"})
     monkeypatch.setattr(handler, "_BUNDLE", bundle)
-    monkeypatch.setattr(handler, "_SETTINGS", bundle.settings)
+    monkeypatch.setattr(handler, "_SETTINGS", dataclasses.replace(settings, render_batch_size=2))
     batches = []  # when each rendered batch was reported
     monkeypatch.setattr(handler, "_send_progress",
                         lambda job, payload: batches.append(time.monotonic()) if payload["stage"] == "render" else None)

@@ -20,7 +20,7 @@ from tests.support import REPO_ROOT
 from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker import pipeline
-from sadtalker.core.contract import AnimationRequest, RenderOptions
+from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.output.video import VideoWriter
 
 SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make
 
 
 @pytest.fixture(scope="module")
-def streamed(bundle, tmp_path_factory):
+def streamed(bundle, settings, tmp_path_factory):
     """One animation with 1 s segments; every frame array handed to a writer is recorded, with the order of events."""
     workdir = tmp_path_factory.mktemp("stream")
     written, events, segments = {}, [], []
@@ -48,8 +48,8 @@ def streamed(bundle, tmp_path_factory):
     request = AnimationRequest(astronaut(), speech_like(SECONDS), RenderOptions(enhancer="none"), seed=3, name="clip")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(VideoWriter, "write", recording_write)
-        animation = pipeline.animate(bundle, request, str(workdir), progress, on_segment=on_segment,
-                                     segment_seconds=1.0)
+        hooks = AnimationHooks(progress, on_segment=on_segment, segment_seconds=1.0)
+        animation = pipeline.animate(bundle, settings, request, str(workdir), hooks)
     return animation, segments, written, events
 
 
@@ -194,13 +194,13 @@ def handler_job(seconds: float) -> dict:
                                       "enhancer": "none", "seed": 3}}
 
 
-def test_inline_segments_and_the_whole_video_share_the_inline_cap(bundle, monkeypatch):
+def test_inline_segments_and_the_whole_video_share_the_inline_cap(bundle, settings, monkeypatch):
     import handler
 
     monkeypatch.setattr(handler, "_BUNDLE", bundle)
     for name in [n for n in os.environ if n.startswith("R2_")]:
         monkeypatch.delenv(name)
-    settings = dataclasses.replace(bundle.settings, stream_segment_seconds=1.0)
+    settings = dataclasses.replace(settings, stream_segment_seconds=1.0)
     monkeypatch.setattr(handler, "_SETTINGS", settings)
     items = []
     result = handler.handler(handler_job(SECONDS), emit=items.append)

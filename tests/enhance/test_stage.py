@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from sadtalker.bundle import load_enhancer
-from sadtalker.enhance.gfpgan import OFFICIAL, EnhancerDims, batch_modulated_convs, build_gfpgan, gfpgan_forward
+from sadtalker.enhance.gfpgan import OFFICIAL, EnhancerDims, build_gfpgan, gfpgan_forward
 from sadtalker.enhance.stage import FaceEnhancer
-from sadtalker.kernels.enhancer import prepare_enhancer, to_channels_last
+from sadtalker.kernels.enhancer import (
+    EnhancerPaths, batch_modulated_convs, enhancer_forward, prepare_enhancer, to_channels_last,
+)
 from sadtalker.core.errors import CheckpointError
 
 SMALL = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
@@ -193,7 +195,7 @@ def test_fast_forward_computes_what_gfpgans_forward_does(sft_half):
     assert _winograd_layers(net) >= 6  # plain and modulated 3x3 convs wide enough to gain
     actual = gfpgan_forward(net, image)
     np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-11)
-    prepare_enhancer(net, winograd_tile=None)  # direct convs again: nothing of the Winograd path is left
+    prepare_enhancer(net, EnhancerPaths(winograd_tile="off"))  # direct convs: nothing of the Winograd path is left
     assert _winograd_layers(net) == 0
     np.testing.assert_allclose(gfpgan_forward(net, image).numpy(), expected.numpy(), rtol=0, atol=1e-11)
 
@@ -245,3 +247,27 @@ def test_prepared_enhancer_runs_winograd_on_the_cpu_in_nchw():
     assert _winograd_layers(enhancer.net) >= 6  # CPU: Winograd attached
     assert enhancer.memory_format == torch.contiguous_format  # channels-last is for CUDA only
     assert all(hasattr(m, "kernel_energy") for m in net.modules() if type(m).__name__ == "ModulatedConv2d")
+
+
+def _enhancer_attachments(net: torch.nn.Module) -> int:
+    """What prepare_enhancer hangs on gfpgan's modules: instance forwards, Winograd convs, kernel energies and
+    noise strengths."""
+    names = ("forward", "noise_strength")
+    return sum(any(n in m.__dict__ for n in names) + hasattr(m, "winograd") + hasattr(m, "kernel_energy")
+               for m in net.modules())
+
+
+@torch.no_grad()
+def test_plain_paths_run_gfpgans_classes_as_written_with_the_same_frames():
+    """EnhancerPaths(fast=False) (FAST_PATHS=false) after a fast preparation leaves nothing attached and runs
+    gfpgan's own forward; in float32 the restored uint8 faces differ from the fast path's by at most one level."""
+    net = _random_gfpgan(MEDIUM).float()
+    frames = faces(3, 40, 40, seed=3)
+    fast = FaceEnhancer(prepare_enhancer(net), MEDIUM, forward=enhancer_forward(EnhancerPaths()))
+    assert _enhancer_attachments(net) > 10
+    fused = fast.restore(frames)
+    paths = EnhancerPaths(fast=False)
+    plain = FaceEnhancer(prepare_enhancer(net, paths), MEDIUM, forward=enhancer_forward(paths))
+    assert _enhancer_attachments(net) == 0 and plain.forward is not gfpgan_forward
+    difference = np.abs(plain.restore(frames).astype(int) - fused.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005, (difference.max(), (difference > 0).mean())

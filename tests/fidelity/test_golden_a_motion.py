@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS, NUM_POSE_STYLES, POSE_COLUMNS
 from sadtalker.motion import stage as coeffs
 from sadtalker.motion.expnet import ExpNet
 from sadtalker.motion.posevae import PoseVAE
@@ -42,7 +43,8 @@ def test_pose_z_from_seed_0_matches_the_reference_draws(golden):
 def test_expnet_matches_golden_a(models, golden):
     exp_net, _ = models
     exp = coeffs.predict_exp(
-        exp_net, golden["audio"]["indiv_mels"], golden["align3dmm"]["coeff_3dmm"][:64], golden["expnet"]["blink_ratio"]
+        exp_net, golden["audio"]["indiv_mels"], golden["align3dmm"]["coeff_3dmm"][EXPRESSION_COLUMNS],
+        golden["expnet"]["blink_ratio"],
     )
     assert exp.shape == (75, 64)
     assert np.abs(exp - golden["expnet"]["exp"]).max() <= EXP_TOLERANCE
@@ -57,7 +59,7 @@ def test_posevae_chunk_inputs_are_whole_chunks_then_the_last_32_frames(models, g
 
 def test_posevae_raw_and_smoothed_pose_match_golden_a(models, golden):
     _, pose_vae = models
-    pv, ref_pose = golden["posevae"], golden["align3dmm"]["coeff_3dmm"][64:70]
+    pv, ref_pose = golden["posevae"], golden["align3dmm"]["coeff_3dmm"][POSE_COLUMNS]
     motion = coeffs.predict_pose_motion(pose_vae, golden["audio"]["indiv_mels"], ref_pose, 0, torch.from_numpy(pv["z"]))
     assert np.all(motion[0] == 0)
     pose_raw = ref_pose[None] + motion
@@ -72,8 +74,9 @@ def test_final_coefficients_match_golden_a(models, golden):
         golden["expnet"]["blink_ratio"], 0, torch.Generator(), pose_z=torch.from_numpy(golden["posevae"]["z"]),
     )
     assert out.shape == (75, 70) and out.dtype == np.float32
-    assert np.abs(out[:, :64] - golden["posevae"]["coeffs"][:, :64]).max() <= EXP_TOLERANCE
-    assert np.abs(out[:, 64:] - golden["posevae"]["coeffs"][:, 64:]).max() <= POSE_TOLERANCE
+    expected = golden["posevae"]["coeffs"]
+    assert np.abs(out[:, EXPRESSION_COLUMNS] - expected[:, EXPRESSION_COLUMNS]).max() <= EXP_TOLERANCE
+    assert np.abs(out[:, POSE_COLUMNS] - expected[:, POSE_COLUMNS]).max() <= POSE_TOLERANCE
 
 
 def test_generator_seeded_like_the_golden_run_reproduces_the_golden_coefficients(models, golden):
@@ -82,8 +85,8 @@ def test_generator_seeded_like_the_golden_run_reproduces_the_golden_coefficients
     out = coeffs.audio_to_coeffs(*args, torch.Generator().manual_seed(0))
     assert np.abs(out - golden["posevae"]["coeffs"]).max() <= EXP_TOLERANCE
     other = coeffs.audio_to_coeffs(*args, torch.Generator().manual_seed(1))
-    assert np.abs(other[:, 64:] - out[:, 64:]).max() > 1e-3  # z changes the pose
-    np.testing.assert_array_equal(other[:, :64], out[:, :64])  # and never the expression
+    assert np.abs(other[:, POSE_COLUMNS] - out[:, POSE_COLUMNS]).max() > 1e-3  # z changes the pose
+    np.testing.assert_array_equal(other[:, EXPRESSION_COLUMNS], out[:, EXPRESSION_COLUMNS])  # and never the expression
 
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 12, 33, 34, 65])
@@ -94,14 +97,15 @@ def test_any_clip_length_gives_one_row_per_frame_and_keeps_frame_0_pose(models, 
     out = coeffs.audio_to_coeffs(exp_net, pose_vae, mels, coeff, np.zeros((frames, 1), np.float32), 5, torch.Generator().manual_seed(3))
     assert out.shape == (frames, 70) and np.all(np.isfinite(out))
     if frames < 3:  # too short to smooth: frame 0 is exactly the source pose
-        np.testing.assert_array_equal(out[0, 64:], coeff[64:70])
+        np.testing.assert_array_equal(out[0, POSE_COLUMNS], coeff[POSE_COLUMNS])
 
 
 def test_pose_style_outside_0_to_45_is_refused(models, golden):
     exp_net, pose_vae = models
     mels = golden["audio"]["indiv_mels"][:5]
     with pytest.raises(ValueError, match="pose_style"):
-        coeffs.audio_to_coeffs(exp_net, pose_vae, mels, golden["align3dmm"]["coeff_3dmm"], np.zeros((5, 1), np.float32), 46, torch.Generator())
+        coeffs.audio_to_coeffs(exp_net, pose_vae, mels, golden["align3dmm"]["coeff_3dmm"], np.zeros((5, 1), np.float32),
+                               NUM_POSE_STYLES, torch.Generator())
 
 
 def test_wrong_number_of_injected_z_draws_is_refused(models, golden):

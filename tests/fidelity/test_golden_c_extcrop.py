@@ -76,10 +76,10 @@ def test_preprocess_image_extcrop_with_injected_landmarks(recon_net, golden):
 
 @pytest.mark.slow  # whole small-network jobs
 @pytest.mark.parametrize("mode, size", [("extcrop", (256, 256)), ("extfull", (512, 512))])
-def test_pipeline_runs_ext_modes(bundle, tmp_path, mode, size):
+def test_pipeline_runs_ext_modes(bundle, settings, tmp_path, mode, size):
     from sadtalker.pipeline import animate
 
     request = AnimationRequest(astronaut(), speech_like(0.5), RenderOptions(enhancer="none", preprocess=mode),
                                seed=1, name=mode)
-    result = animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+    result = animate(bundle, settings, request, str(tmp_path))
     assert (result.width, result.height) == size and result.frames == 12

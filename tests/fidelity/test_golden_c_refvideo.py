@@ -16,6 +16,7 @@ import pytest
 import torch
 from tests.support.goldencheck import FixedFinder, assert_close
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS, POSE_COLUMNS
 from sadtalker.core.errors import InvalidInput, NoFaceDetected, UnsupportedMedia
 from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as face_stage
@@ -116,8 +117,8 @@ def test_no_face_on_the_first_frame_is_no_face_detected(g, nets):
 def test_expnet_reference_is_the_video_looped(g):
     e, v = g["expnet"], g["refvideo"]
     assert_close("ref_exp_video_index", np.arange(75) % 12, e["ref_exp_video_index"], atol=0.0)
-    assert_close("ExpNet ref (looped video exp)", motion.loop_frames(v["coeff_3dmm"][:, :64], 75), e["ref_exp"],
-                 atol=0.0)
+    assert_close("ExpNet ref (looped video exp)", motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75),
+                 e["ref_exp"], atol=0.0)
     assert not e["blink_ratio"].any() and e["blink_ratio_generated"].any()
 
 
@@ -129,7 +130,7 @@ def test_expnet_with_the_video_expressions_matches_golden_c(g, nets):
 
 def test_posevae_pose_style_3_matches_golden_c(g, nets):
     p = g["posevae"]
-    assert_close("PoseVAE ref pose = source pose", p["ref_pose"], g["align3dmm"]["coeff_3dmm"][64:70], atol=0.0)
+    assert_close("PoseVAE ref pose = source pose", p["ref_pose"], g["align3dmm"]["coeff_3dmm"][POSE_COLUMNS], atol=0.0)
     motion_raw = motion.predict_pose_motion(nets[1], g["audio"]["indiv_mels"], p["ref_pose"], int(p["pose_class"]),
                                             torch.from_numpy(p["z"]))
     pose_raw = p["ref_pose"][None] + motion_raw
@@ -139,7 +140,7 @@ def test_posevae_pose_style_3_matches_golden_c(g, nets):
 
 def test_ref_pose_delta_and_coefficients_match_golden_c(g):
     p, v = g["posevae"], g["refvideo"]
-    assert_close("refpose_video", v["coeff_3dmm"][:, 64:70], p["refpose_video"], atol=0.0)
+    assert_close("refpose_video", v["coeff_3dmm"][:, POSE_COLUMNS], p["refpose_video"], atol=0.0)
     assert_close("refpose_looped", motion.loop_frames(p["refpose_video"], 75), p["refpose_looped"], atol=0.0)
     assert_close("refpose_delta", motion.ref_pose_delta(p["refpose_video"], 75), p["refpose_delta"], atol=0.0)
     coeffs = motion.apply_ref_pose(p["coeffs_before_refpose"], p["refpose_video"])
@@ -152,10 +153,11 @@ def test_whole_coefficient_chain_with_ref_eyeblink_and_ref_pose(g, nets):
     coeffs = motion.audio_to_coeffs(nets[0], nets[1], g["audio"]["indiv_mels"], g["align3dmm"]["coeff_3dmm"],
                                     np.zeros((75, 1), np.float32), int(p["pose_class"]), torch.Generator(),
                                     pose_z=torch.from_numpy(p["z"]),
-                                    ref_exp=motion.loop_frames(v["coeff_3dmm"][:, :64], 75))
-    coeffs = motion.apply_ref_pose(coeffs, v["coeff_3dmm"][:, 64:70])
-    assert_close("final coefficients exp (ref video)", coeffs[:, :64], p["coeffs"][:, :64], atol=1e-4)
-    assert_close("final coefficients pose (ref video)", coeffs[:, 64:], p["coeffs"][:, 64:], atol=1e-5)
+                                    ref_exp=motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75))
+    coeffs = motion.apply_ref_pose(coeffs, v["coeff_3dmm"][:, POSE_COLUMNS])
+    exp, pose = EXPRESSION_COLUMNS, POSE_COLUMNS
+    assert_close("final coefficients exp (ref video)", coeffs[:, exp], p["coeffs"][:, exp], atol=1e-4)
+    assert_close("final coefficients pose (ref video)", coeffs[:, pose], p["coeffs"][:, pose], atol=1e-5)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_upsampled_conv_refuses_what_it_cannot_compute():
         winograd.UpsampledConv(torch.zeros(2, 2, 3, 3), None, (2, 2, 2))
 
 
-@pytest.mark.parametrize("tile", [None, 2, 4])
+@pytest.mark.parametrize("tile", ["off", 2, 4])
 @pytest.mark.parametrize("fin,fout", [(8, 8), (8, 4)])  # plain and learned shortcut
 @pytest.mark.parametrize("label_scale", [1, 4])  # the label map (3x3) is 4x smaller than x (12x12)
 def test_fused_spade_block_equals_the_block(every_conv_winograd, tile, fin, fout, label_scale):
@@ -154,7 +154,7 @@ def test_fused_spade_block_takes_the_general_path_for_a_label_map_of_another_siz
     seg = torch.randn(1, 3, 4, 4, dtype=torch.float64)  # 3x smaller, not the 2x the fused block was built for
     with torch.no_grad():
         expected = block(x, seg)
-        fast.attach(block, "fused", fast.FusedSPADEBlock(block, None, label_scale=2).double())
+        fast.attach(block, "fused", fast.FusedSPADEBlock(block, "off", label_scale=2).double())
         actual = block(x, seg)
     assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
 
@@ -164,7 +164,7 @@ def small_decoder() -> SPADEDecoder:
     return SPADEDecoder(SMALL.generator).eval().double()
 
 
-@pytest.mark.parametrize("tile", [None, 4])
+@pytest.mark.parametrize("tile", ["off", 4])
 def test_prepared_decoder_equals_unprepared(every_conv_winograd, tile):
     decoder = small_decoder()
     feature = torch.randn(2, SMALL.generator.decoder_channels, 8, 8, dtype=torch.float64)
@@ -200,9 +200,14 @@ def test_prepare_renderer_is_done_once_per_device_and_dtype():
     assert all(buffer.dtype == torch.float64 for buffer in rebuilt.buffers() if buffer.is_floating_point())
 
 
-def test_default_tile_is_winograd_on_cpu_only():
-    assert winograd.default_winograd_tile(torch.device("cpu")) == winograd.DEFAULT_TILE
-    assert winograd.default_winograd_tile(torch.device("cuda")) is None
+def test_the_auto_tile_is_winograd_on_cpu_only_and_tiles_are_named():
+    assert winograd.resolve_tile("auto", torch.device("cpu")) == winograd.DEFAULT_TILE
+    assert winograd.resolve_tile("auto", torch.device("cuda")) == "off"
+    assert winograd.resolve_tile("off", torch.device("cpu")) == "off"
+    assert winograd.resolve_tile(2, torch.device("cuda")) == 2
+    for bad in (-1, None, 3, "on"):
+        with pytest.raises(ValueError, match="Winograd tile"):
+            winograd.resolve_tile(bad, torch.device("cpu"))
 
 
 @pytest.mark.slow  # torch.compile's inductor build
@@ -214,9 +219,11 @@ def test_compile_generator_keeps_the_frames_and_the_state_dict():
         fast.prepare_renderer(models.generator)
         expected = models.generator.decode(feature, models.generator.motion(feature, kp_source, kp_driving))
         keys = list(models.generator.state_dict())
-        fast.compile_generator(models.generator, backend="eager")  # wiring only: no C++ toolchain needed
+        # wiring only: the eager backend needs no C++ toolchain
+        fast.prepare_renderer(models.generator, fast.RendererPaths(compile_backend="eager"))
         actual = models.generator.decode(feature, models.generator.motion(feature, kp_source, kp_driving))
     assert models.generator.compiled_with == "eager"
+    assert "motion" in models.generator.__dict__ and "decode" in models.generator.__dict__
     assert list(models.generator.state_dict()) == keys
     assert torch.equal(actual, expected)
 
@@ -322,7 +329,7 @@ def test_moving_off_the_cpu_drops_the_cpu_only_paths(every_conv_winograd):
     fast.prepare_renderer(generator)
     generator.to("meta")  # any device other than the CPU (shapes only; no GPU needed)
     fast.prepare_renderer(generator)
-    assert generator.decoder.prepared_for[0].type == "meta"
+    assert generator.prepared_with[0].type == "meta"
     assert generator.dense_motion_network.__dict__.get("heads") is None
     assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
     assert not any(hasattr(conv, "winograd") for conv in generator.modules())
@@ -330,10 +337,32 @@ def test_moving_off_the_cpu_drops_the_cpu_only_paths(every_conv_winograd):
     assert all(isinstance(block.fused.conv_0, winograd.DirectConv3x3) for block in [b for _, b in fast.named_spade_blocks(generator.decoder)])
 
 
-def test_upsampled_convs_can_be_turned_on_off_the_cpu(every_conv_winograd, monkeypatch):
-    monkeypatch.setattr(fast, "UPSAMPLED_CONVS_ON_CUDA", True)
+def test_upsampled_convs_can_be_turned_on_off_the_cpu(every_conv_winograd):
     generator, *_ = small_generator_inputs()
     generator.to("meta")  # not CUDA: the switch is for CUDA only
-    fast.prepare_renderer(generator)
+    fast.prepare_renderer(generator, fast.RendererPaths(upsampled_convs_on_cuda=True))
     assert generator.decoder.up_1.fused.shared_upsampled is None
     assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
+
+
+def _attached(generator: torch.nn.Module) -> list:
+    """Names of the modules whose methods prepare_renderer replaced (an instance attribute shadows the class's)."""
+    replaced = ("forward", "heads", "motion", "decode")
+    return [name or "generator" for name, module in generator.named_modules()
+            if any(method in module.__dict__ for method in replaced)]
+
+
+def test_plain_paths_leave_the_classes_as_written_and_compute_the_same_frames(every_conv_winograd):
+    """RendererPaths(fast=False) (FAST_PATHS=false) after a fast preparation drops every path: no instance
+    attribute shadows a class method, no extra module or buffer is left, and the frames are the fast ones."""
+    generator, source, kp_source, kp_driving = small_generator_inputs()
+    modules, buffers = len(list(generator.modules())), len(list(generator.buffers()))
+    with torch.no_grad():
+        fast.prepare_renderer(generator)
+        assert len(_attached(generator)) > 10
+        fused = generator(source, kp_source, kp_driving)
+        fast.prepare_renderer(generator, fast.RendererPaths(fast=False))
+        plain = generator(source, kp_source, kp_driving)
+    assert _attached(generator) == []
+    assert (len(list(generator.modules())), len(list(generator.buffers()))) == (modules, buffers)
+    assert torch.allclose(plain, fused, rtol=0, atol=1e-10)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS
 from sadtalker.motion.seams import MIN_DECAY_FRAMES, POSE, SeamJumps, carry_pose, decay_frames, seam_jumps
 
 FPS = 25
@@ -18,7 +19,7 @@ def chunk_coeffs(n_frames: int, rng: np.random.Generator) -> np.ndarray:
         phase = rng.uniform(0, 2 * np.pi, 6)
         motion += AMPLITUDE / 3 * (np.sin(2 * np.pi * freq * t + phase) - np.sin(phase))
     coeffs = np.empty((n_frames, 70))
-    coeffs[:, :64] = rng.standard_normal((n_frames, 64))
+    coeffs[:, EXPRESSION_COLUMNS] = rng.standard_normal((n_frames, 64))
     coeffs[:, POSE] = REF_POSE + motion
     return coeffs
 
@@ -61,7 +62,7 @@ def test_carried_pose_never_moves_much_faster_than_the_raw_chunks(chunks):
 def test_carry_returns_to_the_chunk_own_curve_and_keeps_expression(chunks):
     prev, nxt = chunks[0], chunks[1]
     out = carry_pose(prev, nxt)
-    np.testing.assert_array_equal(out[:, :64], nxt[:, :64])
+    np.testing.assert_array_equal(out[:, EXPRESSION_COLUMNS], nxt[:, EXPRESSION_COLUMNS])
     np.testing.assert_array_equal(out[-100:], nxt[-100:])
     assert not np.allclose(out[0, POSE], nxt[0, POSE])
     np.testing.assert_allclose(out[0, POSE], 2 * prev[-1, POSE] - prev[-2, POSE])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tests.support.smallbundle import astronaut, speech_like
 
+from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, POSE_COLUMNS
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.motion import stage as motion
 from sadtalker.render.stage import target_coefficients
@@ -43,23 +44,24 @@ class TestPoseScale:
     def test_one_is_bit_identical_zero_is_the_source_pose(self, generated):
         coeffs, _, source = generated
         base = coeffs["blink"]
-        assert motion.scale_pose(base, source[64:70], 1.0) is base
-        still = motion.scale_pose(base, source[64:70], 0.0)
-        assert np.array_equal(still[:, 64:70], np.repeat(source[None, 64:70], 75, 0))
-        assert np.array_equal(still[:, :64], base[:, :64])  # expressions untouched
+        assert motion.scale_pose(base, source[POSE_COLUMNS], 1.0) is base
+        still = motion.scale_pose(base, source[POSE_COLUMNS], 0.0)
+        assert np.array_equal(still[:, POSE_COLUMNS], np.repeat(source[None, POSE_COLUMNS], 75, 0))
+        assert np.array_equal(still[:, EXPRESSION_COLUMNS], base[:, EXPRESSION_COLUMNS])  # expressions untouched
 
     @pytest.mark.parametrize("scale", [0.5, 2.0])
     def test_motion_around_the_source_pose_is_scaled(self, generated, scale):
         coeffs, _, source = generated
         base = coeffs["blink"]
-        scaled = motion.scale_pose(base, source[64:70], scale)
-        assert np.allclose(scaled[:, 64:70] - source[64:70], scale * (base[:, 64:70] - source[64:70]), atol=1e-6)
+        scaled = motion.scale_pose(base, source[POSE_COLUMNS], scale)
+        pose = POSE_COLUMNS
+        assert np.allclose(scaled[:, pose] - source[pose], scale * (base[:, pose] - source[pose]), atol=1e-6)
 
 
 class TestBlinks:
     def test_the_blink_ratio_reaches_only_the_blink_frames_of_expnet(self, generated):
         coeffs, blink, _ = generated
-        change = np.abs(coeffs["blink"][:, :64] - coeffs["none"][:, :64]).max(axis=1)
+        change = np.abs(coeffs["blink"][:, EXPRESSION_COLUMNS] - coeffs["none"][:, EXPRESSION_COLUMNS]).max(axis=1)
         blinking = blink[:, 0] > 0
         assert np.all(change[blinking] > 1e-3), "a blink frame's expression did not change"
         assert np.all(change[~blinking] == 0), "ExpNet frames are independent: no other frame may change"
@@ -70,8 +72,8 @@ class TestBlinks:
         coeffs, blink, source = generated
         with_blink = target_coefficients(coeffs["blink"], source, 1.0, still_mode=True)
         without = target_coefficients(coeffs["none"], source, 1.0, still_mode=True)
-        assert np.array_equal(with_blink[:, :64], coeffs["blink"][:, :64])
-        assert np.all(with_blink[:, 64:70] == source[64:70])
+        assert np.array_equal(with_blink[:, EXPRESSION_COLUMNS], coeffs["blink"][:, EXPRESSION_COLUMNS])
+        assert np.all(with_blink[:, POSE_COLUMNS] == source[POSE_COLUMNS])
         blinking = blink[:, 0] > 0
         assert np.abs(with_blink - without)[blinking].max() > 1e-3
 
@@ -88,20 +90,20 @@ class TestBlinks:
         zero = motion.audio_to_coeffs(exp_net, pose_vae, mels, source, np.zeros_like(blink), 0,
                                       torch.Generator().manual_seed(motion.chunk_seed(0, 0)))
         assert np.array_equal(off, zero)
-        assert not np.array_equal(on[:, :64], off[:, :64])
-        assert np.array_equal(on[:, 64:], off[:, 64:])  # the head pose does not depend on blinks
+        assert not np.array_equal(on[:, EXPRESSION_COLUMNS], off[:, EXPRESSION_COLUMNS])
+        assert np.array_equal(on[:, POSE_COLUMNS], off[:, POSE_COLUMNS])  # the head pose does not depend on blinks
 
 
-def run(bundle, tmp_path, name, **fields):
+def run(bundle, settings, tmp_path, name, **fields):
     from sadtalker.pipeline import animate
 
     options = RenderOptions(**{"enhancer": "none", **fields})
     request = AnimationRequest(astronaut(), speech_like(1.2), options, seed=3, name=name)
-    return animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+    return animate(bundle, settings, request, str(tmp_path))
 
 
 class TestPipelinePlumbing:
-    def test_camera_pose_scale_and_use_blink_reach_the_renderer(self, bundle, tmp_path, monkeypatch):
+    def test_camera_pose_scale_and_use_blink_reach_the_renderer(self, bundle, settings, tmp_path, monkeypatch):
         import sadtalker.pipeline as pipeline
 
         seen = {}
@@ -117,13 +119,13 @@ class TestPipelinePlumbing:
 
         monkeypatch.setattr(pipeline, "render", spy_render)
         monkeypatch.setattr(pipeline, "target_semantics", spy_targets)
-        result = run(bundle, tmp_path, "cam", input_yaw=(0.0, 20.0), input_roll=(5.0,), pose_scale=0.0,
+        result = run(bundle, settings, tmp_path, "cam", input_yaw=(0.0, 20.0), input_roll=(5.0,), pose_scale=0.0,
                      use_blink=False, still_mode=True)
         assert result.frames == 30
         camera = seen["camera"]
         assert camera.shape == (30, 3) and camera[0, 0] == 0 and camera[-1, 0] > 19
         assert np.all(np.isnan(camera[:, 1])) and np.all(camera[:, 2] == 5)
-        pose = seen["coeffs"][:, 64:70]
+        pose = seen["coeffs"][:, POSE_COLUMNS]
         assert np.all(pose == pose[0]), "pose_scale 0 must hold the source pose"
 
 
@@ -140,7 +142,7 @@ def moved_frames(count: int) -> np.ndarray:
 
 
 class TestIdleAndReferenceVideo:
-    def test_idle_mode_feeds_zero_mel_windows(self, bundle, tmp_path, monkeypatch):
+    def test_idle_mode_feeds_zero_mel_windows(self, bundle, settings, tmp_path, monkeypatch):
         import sadtalker.pipeline as pipeline
 
         seen = {}
@@ -153,12 +155,12 @@ class TestIdleAndReferenceVideo:
         monkeypatch.setattr(pipeline, "chunked_coefficients", spy)
         options = RenderOptions(enhancer="none", idle_seconds=1.2)
         request = AnimationRequest(astronaut(), np.zeros(int(1.2 * 16000), np.float32), options, seed=2, name="idle")
-        result = pipeline.animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+        result = pipeline.animate(bundle, settings, request, str(tmp_path))
         assert result.frames == 30 and seen["windows"].shape == (30, 80, 16) and not seen["windows"].any()
 
     @pytest.mark.slow  # four whole small-network jobs
     @pytest.mark.parametrize("ref_info", ["pose", "blink", "pose+blink", "all"])
-    def test_reference_video_drives_the_coefficients(self, bundle, tmp_path, monkeypatch, ref_info):
+    def test_reference_video_drives_the_coefficients(self, bundle, settings, tmp_path, monkeypatch, ref_info):
         import sadtalker.pipeline as pipeline
 
         seen = {}
@@ -178,31 +180,31 @@ class TestIdleAndReferenceVideo:
         options = RenderOptions(enhancer="none", ref_info=ref_info)
         request = AnimationRequest(astronaut(), speech_like(0.4), options, seed=2, name=ref_info.replace("+", "_"),
                                    ref_frames=frames)
-        result = pipeline.animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+        result = pipeline.animate(bundle, settings, request, str(tmp_path))
         assert result.frames == 10 and result.warnings == ()
         video = pipeline.preprocess_video(frames, bundle.face_finder, bundle.sizes[256].recon_net, "crop")
         coeffs = seen["coeffs"]
         if ref_info == "all":
-            np.testing.assert_array_equal(coeffs, motion.loop_frames(video.coeff_3dmm[:, :70], 10))
+            np.testing.assert_array_equal(coeffs, motion.loop_frames(video.coeff_3dmm[:, :MOTION_COEFFS], 10))
         if "blink" in ref_info:
             np.testing.assert_array_equal(seen["chunk_kwargs"]["ref_exp"],
-                                          motion.loop_frames(video.coeff_3dmm[:, :64], 10))
+                                          motion.loop_frames(video.coeff_3dmm[:, EXPRESSION_COLUMNS], 10))
             assert seen["chunk_kwargs"]["use_blink"] is False
         if "pose" in ref_info:
-            delta = coeffs[:, 64:70] - coeffs[0, 64:70]
+            delta = coeffs[:, POSE_COLUMNS] - coeffs[0, POSE_COLUMNS]
             assert np.abs(delta).max() > 0
 
-    def test_lost_face_frames_are_filled_and_reported(self, bundle, tmp_path):
+    def test_lost_face_frames_are_filled_and_reported(self, bundle, settings, tmp_path):
         from sadtalker.pipeline import animate
 
         frames = moved_frames(4)
         frames[2] = 128  # a grey frame: no face on its crop
         request = AnimationRequest(astronaut(), speech_like(0.4), RenderOptions(enhancer="none", ref_info="pose"),
                                    seed=2, name="filled", ref_frames=frames)
-        result = animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+        result = animate(bundle, settings, request, str(tmp_path))
         assert len(result.warnings) == 1 and "1 of 4 reference video frames" in result.warnings[0]
 
-    def test_no_face_on_the_first_frame(self, bundle, tmp_path):
+    def test_no_face_on_the_first_frame(self, bundle, settings, tmp_path):
         from sadtalker.core.errors import NoFaceDetected
         from sadtalker.pipeline import animate
 
@@ -211,18 +213,19 @@ class TestIdleAndReferenceVideo:
         request = AnimationRequest(astronaut(), speech_like(0.4), RenderOptions(enhancer="none", ref_info="pose"),
                                    seed=2, name="noface", ref_frames=frames)
         with pytest.raises(NoFaceDetected, match="first frame of the reference video"):
-            animate(bundle, request, str(tmp_path), lambda *a, **k: None)
+            animate(bundle, settings, request, str(tmp_path))
 
 
 class TestRestoreFormer:
-    def test_a_worker_without_its_weights_refuses_it_before_any_model_work(self, bundle, tmp_path, monkeypatch):
+    def test_a_worker_without_its_weights_refuses_it_before_any_model_work(self, bundle, settings, tmp_path,
+                                                                           monkeypatch):
         import sadtalker.pipeline as pipeline
         from sadtalker.core.errors import InvalidInput
 
         assert bundle.restoreformer is None
         monkeypatch.setattr(pipeline, "preprocess_image", lambda *a, **k: pytest.fail("preprocess ran"))
         with pytest.raises(InvalidInput, match="restoreformer enhancer is not available"):
-            run(bundle, tmp_path, "rf", enhancer="restoreformer")
+            run(bundle, settings, tmp_path, "rf", enhancer="restoreformer")
 
     def test_load_models_starts_without_the_file(self, test_checkpoints_dir):
         from sadtalker.bundle import load_restoreformer_enhancer

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from sadtalker.core.constants import CROP_COLUMNS, EXPRESSION_COLUMNS, POSE_COLUMNS
 from sadtalker.render import stage
 from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
 from sadtalker.render.models import build_mapping, build_renderer
@@ -52,7 +53,7 @@ def test_semantic_windows_reject_empty_input():
 def test_expression_scale_multiplies_only_the_64_expression_columns():
     coeffs = np.ones((4, 70), np.float32)
     target = stage.target_coefficients(coeffs, np.zeros(73, np.float32), expression_scale=2.5)
-    assert np.all(target[:, :64] == 2.5) and np.all(target[:, 64:] == 1.0)
+    assert np.all(target[:, EXPRESSION_COLUMNS] == 2.5) and np.all(target[:, POSE_COLUMNS] == 1.0)
     assert np.all(coeffs == 1.0), "the caller's array must not change"
 
 
@@ -60,17 +61,18 @@ def test_still_mode_freezes_pose_at_the_source_pose():
     coeffs = np.ones((4, 70), np.float32)
     source = np.arange(73, dtype=np.float32)
     target = stage.target_coefficients(coeffs, source, still_mode=True)
-    assert np.all(target[:, :64] == 1.0)
-    assert np.array_equal(target[:, 64:], np.tile(source[64:70], (4, 1)))
+    assert np.all(target[:, EXPRESSION_COLUMNS] == 1.0)
+    assert np.array_equal(target[:, POSE_COLUMNS], np.tile(source[POSE_COLUMNS], (4, 1)))
 
 
 def test_full_mode_appends_the_source_crop_parameters_and_still_freezes_them_too():
     coeffs = np.ones((3, 70), np.float32)
     source = np.arange(73, dtype=np.float32)
     target = stage.target_coefficients(coeffs, source, preprocess="full")
-    assert target.shape == (3, 73) and np.array_equal(target[:, 70:], np.tile(source[70:], (3, 1)))
+    assert target.shape == (3, 73) and np.array_equal(target[:, CROP_COLUMNS], np.tile(source[CROP_COLUMNS], (3, 1)))
     still = stage.target_coefficients(coeffs, source, still_mode=True, preprocess="extfull")
-    assert np.array_equal(still[:, 64:], np.tile(source[64:], (3, 1)))
+    pose_and_crop = slice(POSE_COLUMNS.start, CROP_COLUMNS.stop)
+    assert np.array_equal(still[:, pose_and_crop], np.tile(source[pose_and_crop], (3, 1)))
 
 
 def test_source_semantics_repeat_70_or_73_columns():

@@ -14,13 +14,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sadtalker.bundle import ModelBundle, SizeModels, enhancer_precision
+from sadtalker.bundle import ModelBundle, SizeModels, enhancer_paths, enhancer_precision, renderer_paths
 from sadtalker.core.constants import SAMPLE_RATE
 from sadtalker.core.jobtools import LRUCache
 from sadtalker.enhance.gfpgan import EnhancerDims, build_gfpgan
 from sadtalker.enhance.stage import FaceEnhancer
-from sadtalker.kernels.enhancer import memory_format_for, prepare_enhancer
-from sadtalker.kernels.renderer import prepare_renderer
+from sadtalker.kernels.enhancer import (
+    DEFAULT_ENHANCER_PATHS,
+    EnhancerPaths,
+    enhancer_forward,
+    memory_format_for,
+    prepare_enhancer,
+)
+from sadtalker.kernels.renderer import DEFAULT_RENDERER_PATHS, RendererPaths, prepare_renderer
 from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
 from sadtalker.render.models import RendererModels, build_mapping, build_renderer
 from sadtalker.weights import loader
@@ -71,34 +77,51 @@ def astronaut_base64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def small_renderer(device: str | torch.device = "cpu") -> RendererModels:
+def small_settings(checkpoints_dir: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings the small bundle is loaded and its jobs run under: ``env`` over :data:`TEST_ENV`."""
+    return Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
+
+
+def small_renderer(
+    device: str | torch.device = "cpu", paths: RendererPaths = DEFAULT_RENDERER_PATHS
+) -> RendererModels:
     """The small renderer (``SMALL`` dims, seed 0) on ``device``, prepared as ``sadtalker.bundle`` prepares the
-    real one."""
+    real one (``paths``)."""
     renderer = build_renderer(SMALL, device=str(device), seed=0)
-    prepare_renderer(renderer.generator)
+    prepare_renderer(renderer.generator, paths)
     return renderer
 
 
 def small_enhancer(
-    device: str | torch.device = "cpu", precision: str = "fp32", batch_size: int = SMALL_ENHANCER_BATCH
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    batch_size: int = SMALL_ENHANCER_BATCH,
+    paths: EnhancerPaths = DEFAULT_ENHANCER_PATHS,
 ) -> FaceEnhancer:
     """The small GFPGAN (:data:`SMALL_GFPGAN`, seed 1) on ``device``, prepared and laid out as ``load_enhancer``
-    prepares the real one, running in ``precision``."""
+    prepares the real one (``paths``), running in ``precision``."""
     device = torch.device(device)
     torch.manual_seed(1)
-    net = prepare_enhancer(build_gfpgan(SMALL_GFPGAN, device).eval())
+    net = prepare_enhancer(build_gfpgan(SMALL_GFPGAN, device).eval(), paths)
     return FaceEnhancer(
-        net, SMALL_GFPGAN, batch_size=batch_size, precision=precision, memory_format=memory_format_for(device)
+        net,
+        SMALL_GFPGAN,
+        batch_size=batch_size,
+        precision=precision,
+        memory_format=memory_format_for(device, paths),
+        forward=enhancer_forward(paths),
     )
 
 
-def small_size_models(checkpoints_dir: str, size: int, device: torch.device) -> SizeModels:
+def small_size_models(
+    checkpoints_dir: str, size: int, device: torch.device, paths: RendererPaths = DEFAULT_RENDERER_PATHS
+) -> SizeModels:
     """The coefficient networks of ``size`` strictly loaded from ``checkpoints_dir``, with the small renderer."""
     states = loader.read_coefficient_state_dicts(checkpoints_dir, size)
     name = loader.sadtalker_file_name(size)
     audio2exp, audio2pose = loader.load_audio_models(states["audio2exp"], states["audio2pose"], name, device)
     recon_net = loader.load_recon_net(states["face_3drecon"], name, device)
-    return SizeModels(small_renderer(device), recon_net, audio2exp, audio2pose, image_size=SMALL_IMAGE_SIZE)
+    return SizeModels(small_renderer(device, paths), recon_net, audio2exp, audio2pose, image_size=SMALL_IMAGE_SIZE)
 
 
 def small_bundle(
@@ -110,18 +133,20 @@ def small_bundle(
     """A :class:`~sadtalker.bundle.ModelBundle` of the real coefficient networks and face finder with the small
     renderer, mappings (seed 2) and GFPGAN, all on ``device`` (the tests: the CPU, whatever ``DEVICE`` says).
 
-    ``env``: settings (``Settings.from_env``) over :data:`TEST_ENV`; ``FACE_DETECTOR``, ``ENHANCER_DTYPE`` and
-    ``PREPROCESS_CACHE_SIZE`` apply to the small networks as to the real ones. ``sizes``: the job sizes loaded (each
-    renders 32 px frames).
+    ``env``: settings (:func:`small_settings`); ``FACE_DETECTOR``, ``ENHANCER_DTYPE``, ``PREPROCESS_CACHE_SIZE`` and
+    ``FAST_PATHS`` apply to the small networks as to the real ones. ``sizes``: the job sizes loaded (each renders
+    32 px frames).
     """
     device = torch.device(device)
-    settings = Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
+    settings = small_settings(checkpoints_dir, env)
+    paths = renderer_paths(settings, settings.fast_paths)
     return ModelBundle(
-        settings=settings,
         device=device,
-        sizes={size: small_size_models(settings.checkpoints_dir, size, device) for size in sizes},
+        sizes={size: small_size_models(settings.checkpoints_dir, size, device, paths) for size in sizes},
         mappings={name: build_mapping(dims, device=str(device), seed=2) for name, dims in SMALL_MAPPING.items()},
         face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
-        enhancer=small_enhancer(device, enhancer_precision(settings, device)),
+        enhancer=small_enhancer(
+            device, enhancer_precision(settings, device), paths=enhancer_paths(settings, settings.fast_paths)
+        ),
         cache=LRUCache(settings.preprocess_cache_size),
     )

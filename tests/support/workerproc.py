@@ -30,11 +30,11 @@ def write_test_video(path) -> None:
     )
 
 
-def fake_animate(bundle, request, workdir, progress, stop=None, **streaming):
+def fake_animate(bundle, settings, request, workdir, hooks):
     """Stands in for ``sadtalker.pipeline.animate``: reports progress and writes a real 1 s MP4."""
     from sadtalker.core.contract import Animation
 
-    progress("render", 1, 1, 50.0)
+    hooks.progress("render", 1, 1, 50.0)
     path = Path(workdir) / f"{request.name}.mp4"
     write_test_video(path)
     return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
