@@ -23,7 +23,11 @@ from sadtalker.enhance.stage import DEFAULT_BATCH, FaceEnhancer
 from sadtalker.face.finders import FaceFinder
 from sadtalker.kernels.allocator import reuse_freed_memory
 from sadtalker.kernels.enhancer import (
-    DEFAULT_ENHANCER_PATHS, EnhancerPaths, enhancer_forward, memory_format_for, prepare_enhancer,
+    DEFAULT_ENHANCER_PATHS,
+    EnhancerPaths,
+    enhancer_forward,
+    memory_format_for,
+    prepare_enhancer,
 )
 from sadtalker.kernels.renderer import DEFAULT_RENDERER_PATHS, RendererPaths, prepare_renderer
 from sadtalker.render.models import RendererModels

@@ -7,11 +7,11 @@ first frame with GFPGAN.
 Tolerances are the golden README's: generator output within 1e-4 of the reference, uint8 frames within 1 level on
 under 0.5 % of values.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import logging
+from typing import Dict, Tuple
 
 import numpy as np
 import pytest
@@ -35,8 +35,14 @@ FRAME_LEVELS, FRAME_SHARE = 1, 0.005  # golden README: uint8 frames, 1 level on 
 
 @pytest.fixture(scope="module")
 def bundles(test_checkpoints_dir) -> Dict[str, ModelBundle]:
-    settings = Settings.from_env({"CHECKPOINTS_DIR": str(test_checkpoints_dir), "DEVICE": "cpu",
-                                  "FACE_DETECTOR": "dlib", "REUSE_FREED_MEMORY": "false"})
+    settings = Settings.from_env(
+        {
+            "CHECKPOINTS_DIR": str(test_checkpoints_dir),
+            "DEVICE": "cpu",
+            "FACE_DETECTOR": "dlib",
+            "REUSE_FREED_MEMORY": "false",
+        }
+    )
     return {"fast": load_models(settings), "plain": load_models(settings, fast_paths=False)}
 
 
@@ -51,8 +57,16 @@ def _rendered(bundle: ModelBundle, golden: Dict[str, np.ndarray], source: np.nda
     outputs = []
     hook = models.generator.decoder.register_forward_hook(lambda module, args, out: outputs.append(out.clone()))
     try:
-        batches = list(render(models, bundle.mapping("crop"), source, golden["source_semantics"],
-                              golden["target_semantics"][:FRAMES], batch_size=2))
+        batches = list(
+            render(
+                models,
+                bundle.mapping("crop"),
+                source,
+                golden["source_semantics"],
+                golden["target_semantics"][:FRAMES],
+                batch_size=2,
+            )
+        )
     finally:
         hook.remove()
     return np.concatenate(batches), torch.cat(outputs).numpy()
@@ -66,8 +80,9 @@ def renders(bundles, golden, golden_a_dir) -> Dict[str, Tuple[np.ndarray, np.nda
 
 def _replaced(net: torch.nn.Module) -> int:
     """Modules of ``net`` with an instance attribute shadowing a method of their class (a replaced method)."""
-    return sum(any(name in module.__dict__ for name in ("forward", "heads", "motion", "decode"))
-               for module in net.modules())
+    return sum(
+        any(name in module.__dict__ for name in ("forward", "heads", "motion", "decode")) for module in net.modules()
+    )
 
 
 def test_the_plain_bundle_runs_the_network_classes_as_written(bundles):
@@ -80,8 +95,12 @@ def test_the_plain_bundle_runs_the_network_classes_as_written(bundles):
 
 @pytest.mark.parametrize("name", ["fast", "plain"])
 def test_each_bundle_renders_golden_a_within_the_golden_tolerance(renders, golden, name):
-    assert_close(f"generator output ({name} paths)", renders[name][1], golden["generator_output"][:FRAMES],
-                 atol=GENERATOR_TOLERANCE)
+    assert_close(
+        f"generator output ({name} paths)",
+        renders[name][1],
+        golden["generator_output"][:FRAMES],
+        atol=GENERATOR_TOLERANCE,
+    )
 
 
 def test_fast_and_plain_frames_agree_within_the_golden_tolerance(renders):

@@ -82,9 +82,7 @@ def small_settings(checkpoints_dir: str, env: Mapping[str, str] | None = None) -
     return Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
 
 
-def small_renderer(
-    device: str | torch.device = "cpu", paths: RendererPaths = DEFAULT_RENDERER_PATHS
-) -> RendererModels:
+def small_renderer(device: str | torch.device = "cpu", paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> RendererModels:
     """The small renderer (``SMALL`` dims, seed 0) on ``device``, prepared as ``sadtalker.bundle`` prepares the
     real one (``paths``)."""
     renderer = build_renderer(SMALL, device=str(device), seed=0)
