@@ -6,7 +6,8 @@ that fetches them), load the models once (``sadtalker.bundle.load_models``), the
 ``runpod.serverless.start``. With ``test_input.json`` in the working directory RunPod runs that one job and exits;
 ``--rp_serve_api`` serves the HTTP API on localhost.
 
-A job: parse the input (``sadtalker.worker.options``), resolve storage, download and decode the image and the audio
+A job: parse the input (``sadtalker.worker.options``), refuse a size the worker lacks, resolve storage (a caller's
+``r2`` is checked before any work: ``sadtalker.worker.storage.check_destination``), download and decode the image and the audio
 (``sadtalker.worker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
 (``sadtalker.worker.storage``), and turn the result into the response (:func:`_response`). Each job works in its own
 temporary folder, removed in ``finally``. Every failure becomes ``{"success": false, "error", "error_type"}`` in
@@ -31,13 +32,14 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Dict, Mapping, Optional
 
 from sadtalker.core.contract import Animation, AnimationHooks, AnimationRequest, Segment
-from sadtalker.core.errors import InternalError, WorkerError
+from sadtalker.core.errors import InternalError, InvalidInput, UploadFailed, WorkerError
 from sadtalker.core.jobtools import StageTimer
 from sadtalker.worker.download import limits_from_settings
 from sadtalker.worker.media import decode_image, decode_video, job_audio, source_bytes
 from sadtalker.worker.options import JobOptions, parse_job_input
 from sadtalker.worker.settings import Settings
-from sadtalker.worker.storage import Delivery, StorageConfig, deliver, resolve_storage
+from sadtalker.worker.startup import missing_size_hint, servable_sizes
+from sadtalker.worker.storage import Delivery, StorageConfig, check_destination, deliver, resolve_storage
 
 logger = logging.getLogger("handler")
 
@@ -76,7 +78,10 @@ def _run_job(job: Mapping[str, Any], started: float, stop: Optional[threading.Ev
         raise InternalError("the job is not an object")
     settings = _SETTINGS or Settings.from_env()
     options = parse_job_input(job.get("input"))
+    _check_size(options.render.size, settings)
     storage = resolve_storage(options.r2, settings)
+    if storage is not None and options.r2 is not None:  # the caller's destination: seconds now, not after a render
+        check_destination(storage)
     job_id = _safe_job_id(job.get("id"))
     workdir = tempfile.mkdtemp(prefix=f"sadtalker-{job_id[:40]}-")
     try:
@@ -121,9 +126,13 @@ def _process(
                            segment_seconds=settings.stream_segment_seconds)
     animation = pipeline.animate(_loaded_bundle(), settings, request, workdir, hooks)
     report("upload")
+    made_in = time.monotonic() - started
     with timer.stage("upload"):
         already_inline = 0 if segments is None else segments.inline_bytes
-        delivery = deliver(animation.path, storage, job_id, settings.inline_result_max_bytes, already_inline)
+        try:
+            delivery = deliver(animation.path, storage, job_id, settings.inline_result_max_bytes, already_inline)
+        except UploadFailed as error:
+            raise UploadFailed(f"{error.message} (the video took {made_in:.1f} s to make and is not kept)") from None
     report("done")
     return _response(delivery, animation, timer, started)
 
@@ -215,6 +224,16 @@ async def _stop_and_wait(stop: threading.Event, future: "asyncio.Future") -> Non
     stop.set()
     await asyncio.wait({future})
     logger.info("job cancelled: its thread has stopped")
+
+
+def _check_size(size: int, settings: Settings) -> None:
+    """Refuse a render size this worker lacks before any work: the caller learns the sizes it has, the worker log
+    keeps the operator's hint (which file is missing and the command that fetches it)."""
+    sizes = servable_sizes(settings)
+    if size not in sizes:
+        logger.warning("a size-%d job was refused: %s", size, missing_size_hint(settings, size))
+        raise InvalidInput(f"size {size} is not available on this worker; it renders size "
+                           f"{' or '.join(str(s) for s in sizes)}")
 
 
 def _loaded_bundle() -> Any:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -33,6 +33,7 @@ from sadtalker.kernels.renderer import DEFAULT_RENDERER_PATHS, RendererPaths, pr
 from sadtalker.render.models import RendererModels
 from sadtalker.weights import loader
 from sadtalker.worker.settings import Settings
+from sadtalker.worker.startup import unofficial_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,17 @@ class ModelBundle:
     restoreformer: Optional[FaceEnhancer] = None
     # Loads a missing size on first use (the 512 set when LOAD_512=lazy); None = not available.
     load_size: Optional[Callable[[int], SizeModels]] = None
+    # Weight files that are not the official ones (CHECK_WEIGHT_SIZES=false and their sizes differ, as with the
+    # generated weights of `make demo`): results and face-detection failures say so.
+    unofficial_weights: Tuple[str, ...] = ()
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def for_size(self, size: int) -> SizeModels:
         with self._lock:
             if size not in self.sizes:
                 if self.load_size is None:
-                    raise InvalidInput(f"size {size} is not available on this worker; use size 256")
+                    offered = " or ".join(str(s) for s in sorted(self.sizes))
+                    raise InvalidInput(f"size {size} is not available on this worker; it renders size {offered}")
                 self.sizes[size] = self.load_size(size)
             return self.sizes[size]
 
@@ -171,6 +176,7 @@ def load_models(settings: Settings, fast_paths: Optional[bool] = None) -> ModelB
         load_size=load_size,
         restoreformer=load_restoreformer_enhancer(settings.checkpoints_dir, device,
                                                   precision=enhancer_precision(settings, device)),
+        unofficial_weights=() if settings.check_weight_sizes else unofficial_weights(settings),
     )
     log.info("models loaded in %.2f s on %s (sizes %s, fast paths %s)", time.monotonic() - start, device,
              sorted(sizes), "on" if fast else "off")

@@ -26,6 +26,7 @@ the request's seed; the enhancer uses stored noise. Same request + same seed = s
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Iterator, List, Optional, Tuple, Union
@@ -36,7 +37,7 @@ import numpy as np
 from sadtalker.bundle import ModelBundle, SizeModels
 from sadtalker.core.constants import EXPRESSION_COLUMNS, FPS, MOTION_COEFFS, POSE_COLUMNS, is_full, num_frames
 from sadtalker.core.contract import NO_HOOKS, Animation, AnimationHooks, AnimationRequest, RenderOptions
-from sadtalker.core.errors import InvalidInput
+from sadtalker.core.errors import InvalidInput, NoFaceDetected
 from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
 from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.face.stage import Preprocessed, VideoCoefficients, preprocess_image, preprocess_video
@@ -49,7 +50,13 @@ from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.camera import camera_sequence
 from sadtalker.render.stage import render, source_semantics, target_semantics
+from sadtalker.weights.loader import ALIGNMENT_FILE, DETECTION_FILE
 from sadtalker.worker.settings import Settings
+
+# The RetinaFace finder's two weight files (FACE_DETECTOR=retinaface).
+RETINAFACE_FILES = (DETECTION_FILE, ALIGNMENT_FILE)
+
+log = logging.getLogger(__name__)
 
 # Share of the pipeline's progress (0-100) that each stage ends at; rendering fills the span between.
 _PERCENT_PREPROCESS = 5.0
@@ -93,7 +100,7 @@ def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, 
     return Animation(
         path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
         chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
-        warnings=post.warnings + _reference_warnings(reference, request),
+        warnings=post.warnings + _reference_warnings(reference, request) + _weights_warnings(bundle, settings),
     )
 
 
@@ -266,9 +273,38 @@ def _source_for(models: SizeModels, pre: Preprocessed) -> np.ndarray:
 def _preprocess(bundle: ModelBundle, settings: Settings, models: SizeModels, options: RenderOptions,
                 image_rgb: np.ndarray) -> Preprocessed:
     key = image_key(image_rgb, options.preprocess, options.size, settings.face_detector)
-    return bundle.cache.get_or_create(
-        key, lambda: preprocess_image(image_rgb, bundle.face_finder, models.recon_net, options.preprocess, options.size)
-    )
+    try:
+        return bundle.cache.get_or_create(
+            key,
+            lambda: preprocess_image(image_rgb, bundle.face_finder, models.recon_net, options.preprocess, options.size),
+        )
+    except NoFaceDetected as error:
+        detector = _unofficial_detector(bundle, settings)
+        if not detector:
+            raise
+        log.warning("no face found by RetinaFace with weights that are not the official files (%s): fetch the "
+                    "official weights or set FACE_DETECTOR=dlib, which needs none", ", ".join(detector))
+        raise NoFaceDetected(f"{error.message} (this worker's face detector runs on weights that are not the "
+                             "official files, so it may miss faces)") from None
+
+
+def _unofficial_detector(bundle: ModelBundle, settings: Settings) -> Tuple[str, ...]:
+    """The RetinaFace finder's weight files that are not the official ones (none with FACE_DETECTOR=dlib)."""
+    if settings.face_detector != "retinaface":
+        return ()
+    return tuple(name for name in bundle.unofficial_weights if name in RETINAFACE_FILES)
+
+
+def _weights_warnings(bundle: ModelBundle, settings: Settings) -> Tuple[str, ...]:
+    """A result made with weights that are not the official ones says so (CHECK_WEIGHT_SIZES=false)."""
+    if not bundle.unofficial_weights:
+        return ()
+    text = (f"made with {len(bundle.unofficial_weights)} weight file(s) that are not the official ones (their sizes "
+            "differ; CHECK_WEIGHT_SIZES=false): sizes, sound and timing are real, the picture is not SadTalker's")
+    detector = _unofficial_detector(bundle, settings)
+    if detector:
+        text += f"; the face was found by RetinaFace running on such weights ({', '.join(detector)})"
+    return (text,)
 
 
 def render_loop(batches: Iterator[np.ndarray], post: _FramePost, writers: List[Union[VideoWriter, Segmenter]],

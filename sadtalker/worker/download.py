@@ -104,10 +104,12 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Add
     return None
 
 
-def resolve_checked(host: str, port: int, allow_loopback: bool = False) -> List[str]:
+def resolve_checked(host: str, port: int, allow_loopback: bool = False,
+                    refusal: str = "refused to download from") -> List[str]:
     """Resolve ``host`` and return its addresses, refusing them all if any one is not allowed.
 
-    Resolving an address literal (in any spelling) does not touch the network, which is how tests check refusals.
+    ``refusal`` starts the message of a refused address (the storage check says what it refuses). Resolving an
+    address literal (in any spelling) does not touch the network, which is how tests check refusals.
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -120,7 +122,7 @@ def resolve_checked(host: str, port: int, allow_loopback: bool = False) -> List[
         reason = refusal_reason(address, allow_loopback)
         if reason is not None:
             raise DownloadFailed(
-                f"refused to download from {host!r}: it resolves to {address}, {reason}; "
+                f"{refusal} {host!r}: it resolves to {address}, {reason}; "
                 "only public internet addresses are allowed"
             )
         if text not in addresses:

@@ -138,6 +138,9 @@ class Settings:
     r2_bucket_name: str = ""
     r2_key_prefix: str = "sadtalker/results/"
     presign_expires_s: int = 3600
+    # With R2_* complete: check at start-up (and in RunPod's fitness check) that the bucket takes uploads, and
+    # refuse to start if it does not. False: no start-up check (the first job's upload is the test).
+    r2_check_at_startup: bool = True
     # Without storage, results up to this size come back inline as base64.
     inline_result_max_bytes: int = 15 * MB
     # Streaming worker: deliver the video in playable segments of this many seconds as it renders (RunPod's
@@ -194,6 +197,7 @@ class Settings:
             r2_bucket_name=env.get("R2_BUCKET_NAME", ""),
             r2_key_prefix=env.get("R2_KEY_PREFIX", d.r2_key_prefix),
             presign_expires_s=_int(env, "R2_PRESIGN_EXPIRES_S", d.presign_expires_s, 1),
+            r2_check_at_startup=_bool(env, "R2_CHECK_AT_STARTUP", d.r2_check_at_startup),
             inline_result_max_bytes=_int(env, "INLINE_RESULT_MAX_BYTES", d.inline_result_max_bytes, 1),
             stream_segment_seconds=_float(env, "STREAM_SEGMENT_SECONDS", d.stream_segment_seconds, 0.0),
         )

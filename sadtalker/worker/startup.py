@@ -1,9 +1,15 @@
 """Checks run before the worker loads models or takes a job.
 
 ``run_checks(settings)`` verifies that every weight file the worker will load is present with its expected size,
-that ffmpeg runs and has the encoders the video step uses, and that the requested device exists. It returns a
-:class:`StartupReport` (logged at start-up) or raises one :class:`StartupError` listing every problem, with the
-command that fetches missing weights. ``check_or_exit`` is the handler's entry point: it logs and exits non-zero.
+that ffmpeg runs and has the encoders the video step uses, that the requested device exists, and, with the
+operator's ``R2_*`` complete (and ``R2_CHECK_AT_STARTUP``), that the bucket takes uploads
+(:func:`sadtalker.worker.storage.check_destination`: a wrong key, a missing bucket or an unreachable endpoint is
+named, never the secret). It returns a :class:`StartupReport` (logged at start-up) or raises one
+:class:`StartupError` listing every problem, with the command that fetches missing weights. ``check_or_exit`` is
+the handler's entry point: it logs and exits non-zero.
+
+:func:`servable_sizes` says which render sizes a job may ask for (the handler refuses the others before any work);
+:func:`unofficial_weights` names the files that are not the official ones when ``CHECK_WEIGHT_SIZES=false``.
 
 On RunPod the same checks are registered as a fitness check (``register_fitness_check``); the SDK runs it before
 the first job and marks the worker unhealthy if it fails. There, a GPU is required unless DEVICE=cpu.
@@ -16,10 +22,12 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from sadtalker.core.errors import InvalidInput, UploadFailed
 from sadtalker.weights import table as weights
 from sadtalker.worker.settings import Settings
 from sadtalker.output.ffmpeg import ffmpeg_exe
@@ -31,6 +39,7 @@ DOWNLOAD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "download_mo
 REQUIRED_ENCODERS = ("libx264", "aac")
 FFMPEG_TIMEOUT_S = 30
 GIB = 1024**3
+SADTALKER_512 = "SadTalker_V0.0.2_512.safetensors"
 
 
 class StartupError(RuntimeError):
@@ -48,6 +57,7 @@ class StartupReport:
     checkpoints_dir: str  # absolute path
     weights: Tuple[str, ...]  # files found with their expected sizes
     notes: Tuple[str, ...] = ()  # conditions that do not stop the worker (e.g. the 512 renderer is absent)
+    storage: str = "not checked"  # where results go, e.g. "bucket 'videos' at https://host takes uploads ..."
 
     def lines(self) -> List[str]:
         """Human-readable summary, one fact per line."""
@@ -55,6 +65,7 @@ class StartupReport:
             f"device: {self.device}",
             f"ffmpeg: {self.ffmpeg}",
             f"weights: {len(self.weights)} files in {self.checkpoints_dir}",
+            f"storage: {self.storage}",
         ]
         return out + [f"note: {note}" for note in self.notes]
 
@@ -104,14 +115,14 @@ def _check_weights(settings: Settings) -> Tuple[List[str], Tuple[str, ...], List
     status = {w.name: _size_problem(folder, w, exact) for w in required}
     bad = [problem for problem in status.values() if problem]
     found = tuple(name for name, problem in status.items() if problem is None)
-    notes = [] if exact else ["CHECK_WEIGHT_SIZES=false: weight files are checked for presence only"]
+    notes = [] if exact else [_unofficial_note(settings)]
     for weight in optional:
         if _size_problem(folder, weight, exact) is None:
             found += (weight.name,)
         else:
             notes.append(
-                f"{weight.name} is absent or incomplete: size=512 jobs will fail until it is fetched with "
-                f"{download_command(folder, '512')}"
+                f"{weight.name} is absent or incomplete: size=512 jobs are refused (invalid_input) until it is "
+                f"fetched with {download_command(folder, '512')}"
             )
     if not bad:
         return [], found, notes
@@ -120,6 +131,67 @@ def _check_weights(settings: Settings) -> Tuple[List[str], Tuple[str, ...], List
     problems += [f"  - {line}" for line in bad]
     problems.append(f"Fetch them with: {download_command(folder, size)}")
     return problems, found, notes
+
+
+def servable_sizes(settings: Settings) -> Tuple[int, ...]:
+    """Render sizes a job may ask for: 256 (start-up requires its file), and 512 when it was loaded at start-up
+    (LOAD_512=startup) or its file is in CHECKPOINTS_DIR for the lazy loader (a stat per job, so a file fetched
+    later counts)."""
+    if settings.load_512 == "startup":
+        return (256, 512)
+    folder = Path(settings.checkpoints_dir).expanduser()
+    lazy = _size_problem(folder, weights.by_name(SADTALKER_512), settings.check_weight_sizes) is None
+    return (256, 512) if lazy else (256,)
+
+
+def missing_size_hint(settings: Settings, size: int) -> str:
+    """The operator's side of a refused size, for the worker log (never the caller's error)."""
+    folder = Path(settings.checkpoints_dir).expanduser().resolve()
+    return (f"{SADTALKER_512} is absent or incomplete in {folder} (CHECKPOINTS_DIR); size={size} jobs are refused "
+            f"until it is fetched with {download_command(folder, str(size))}")
+
+
+def unofficial_weights(settings: Settings) -> Tuple[str, ...]:
+    """Weight files present in CHECKPOINTS_DIR whose size is not the official file's (only possible with
+    CHECK_WEIGHT_SIZES=false, e.g. the generated test weights of ``make demo``). Same-size files are not hashed."""
+    folder = Path(settings.checkpoints_dir).expanduser()
+    required, optional = needed_weights(settings)
+    found = [w for w in required + optional if (folder / w.name).is_file()]
+    return tuple(w.name for w in found if (folder / w.name).stat().st_size != w.size_bytes)
+
+
+def _unofficial_note(settings: Settings) -> str:
+    differ = unofficial_weights(settings)
+    if not differ:
+        return "CHECK_WEIGHT_SIZES=false: weight files are checked for presence only"
+    return (f"CHECK_WEIGHT_SIZES=false: {len(differ)} weight file(s) are not the official ones (their sizes differ): "
+            f"{', '.join(differ)}; videos will not look like SadTalker's")
+
+
+def _check_storage(settings: Settings) -> Tuple[List[str], str, List[str]]:
+    """(problems, description, notes) of the operator's R2 destination (R2_*)."""
+    from sadtalker.worker.storage import check_destination, endpoint_host, resolve_storage
+
+    given = [settings.r2_endpoint_url, settings.r2_access_key_id, settings.r2_secret_access_key,
+             settings.r2_bucket_name]
+    if not any(given):
+        return [], "no R2_*: results come back inline unless a job sends r2", []
+    try:
+        config = resolve_storage(None, settings)
+    except InvalidInput as error:
+        if all(given):
+            return [f"R2 storage: {error.message}"], "misconfigured", []
+        return [], "R2_* partly set", [f"R2_* partly set ({error.message}): a job that does not send the rest "
+                                        "in its r2 is refused"]
+    where = f"bucket {config.bucket_name!r} at {endpoint_host(config.endpoint_url)}"
+    if not settings.r2_check_at_startup:
+        return [], f"{where}, not checked (R2_CHECK_AT_STARTUP=false)", []
+    start = time.monotonic()
+    try:
+        check_destination(config)
+    except UploadFailed as error:
+        return [f"R2 storage (R2_*): {error.message} (R2_CHECK_AT_STARTUP=false skips this check)"], where, []
+    return [], f"{where} takes uploads (checked in {time.monotonic() - start:.2f} s)", []
 
 
 def _check_ffmpeg() -> Tuple[List[str], str]:
@@ -156,18 +228,20 @@ def _check_device(settings: Settings, require_cuda: bool) -> Tuple[List[str], st
 
 
 def run_checks(settings: Settings, require_cuda: bool = False) -> StartupReport:
-    """Check weights, ffmpeg and the device; raise one StartupError listing every problem.
+    """Check weights, ffmpeg, the device and the R2 destination; raise one StartupError listing every problem.
 
     ``require_cuda`` makes DEVICE=auto fail without a GPU (the RunPod fitness check sets it).
     """
     weight_problems, found, notes = _check_weights(settings)
     ffmpeg_problems, ffmpeg = _check_ffmpeg()
     device_problems, device = _check_device(settings, require_cuda)
-    problems = weight_problems + ffmpeg_problems + device_problems
+    storage_problems, storage, storage_notes = _check_storage(settings)
+    problems = weight_problems + ffmpeg_problems + device_problems + storage_problems
     if problems:
         raise StartupError(["The worker cannot start:"] + problems)
     folder = str(Path(settings.checkpoints_dir).expanduser().resolve())
-    return StartupReport(device=device, ffmpeg=ffmpeg, checkpoints_dir=folder, weights=found, notes=tuple(notes))
+    return StartupReport(device=device, ffmpeg=ffmpeg, checkpoints_dir=folder, weights=found,
+                         notes=tuple(notes + storage_notes), storage=storage)
 
 
 def check_or_exit(settings: Settings) -> StartupReport:

@@ -92,7 +92,15 @@ class TestWeights:
         (tmp_path / "detection_Resnet50_Final.pth").write_bytes(b"x")
         report = run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
         assert "GFPGANv1.4.pth" in report.weights
-        assert any("presence only" in note for note in report.notes)
+        (note,) = [note for note in report.notes if note.startswith("CHECK_WEIGHT_SIZES=false")]
+        assert "2 weight file(s) are not the official ones" in note
+        assert "GFPGANv1.4.pth" in note and "detection_Resnet50_Final.pth" in note
+        assert startup.unofficial_weights(settings_for(tmp_path)) == ("GFPGANv1.4.pth", "detection_Resnet50_Final.pth")
+
+    def test_official_sizes_with_the_check_off_are_only_checked_for_presence(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        report = run_checks(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false"))
+        assert report.notes == ("CHECK_WEIGHT_SIZES=false: weight files are checked for presence only",)
 
     def test_an_empty_file_fails_even_with_the_size_check_off(self, tmp_path) -> None:
         make_stand_ins(tmp_path)
@@ -211,6 +219,95 @@ class TestEntryPoints:
         try:
             check = startup.register_fitness_check(settings_for(tmp_path, DEVICE="auto"))
             with pytest.raises(RuntimeError, match="no CUDA device"):
+                check()
+        finally:
+            rp_fitness._fitness_checks[:] = before
+
+
+class TestSizes:
+    def test_a_256_only_worker_serves_only_256(self, tmp_path) -> None:
+        make_stand_ins(tmp_path, skip=(NAME_512,))
+        assert startup.servable_sizes(settings_for(tmp_path, LOAD_512="lazy")) == (256,)
+        hint = startup.missing_size_hint(settings_for(tmp_path), 512)
+        assert NAME_512 in hint and "--size 512" in hint and str(tmp_path.resolve()) in hint
+
+    def test_the_512_file_makes_512_servable_lazily_even_when_fetched_later(self, tmp_path) -> None:
+        make_stand_ins(tmp_path, skip=(NAME_512,))
+        settings = settings_for(tmp_path, LOAD_512="lazy")
+        assert startup.servable_sizes(settings) == (256,)
+        make_stand_ins(tmp_path)  # the operator fetches it while the worker runs
+        assert startup.servable_sizes(settings) == (256, 512)
+
+    def test_an_incomplete_512_file_is_not_servable_unless_sizes_are_unchecked(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        os.truncate(tmp_path / NAME_512, 1000)
+        assert startup.servable_sizes(settings_for(tmp_path)) == (256,)
+        assert startup.servable_sizes(settings_for(tmp_path, CHECK_WEIGHT_SIZES="false")) == (256, 512)
+
+    def test_load_512_at_startup_serves_both(self, tmp_path) -> None:
+        assert startup.servable_sizes(settings_for(tmp_path, LOAD_512="startup")) == (256, 512)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+R2_SECRET = "startup-secret-0123456789"
+
+
+def r2_env(endpoint: str, **overrides: str) -> dict:
+    env = {"R2_ENDPOINT_URL": endpoint, "R2_ACCESS_KEY_ID": "key-id", "R2_SECRET_ACCESS_KEY": R2_SECRET,
+           "R2_BUCKET_NAME": "videos"}
+    env.update(overrides)
+    return env
+
+
+class TestStorage:
+    """The operator's R2 destination at start-up. Wrong key and missing bucket: tests/test_storage_swift.py."""
+
+    def test_without_r2_results_are_inline_and_nothing_is_checked(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        assert run_checks(settings_for(tmp_path)).storage.startswith("no R2_*: results come back inline")
+
+    def test_an_unreachable_endpoint_stops_the_start_naming_it_without_the_secret(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        port = closed_port()
+        with pytest.raises(StartupError) as err:
+            run_checks(settings_for(tmp_path, **r2_env(f"http://127.0.0.1:{port}")))
+        text = str(err.value)
+        assert f"cannot reach the storage endpoint http://127.0.0.1:{port} for bucket 'videos'" in text
+        assert "EndpointConnectionError" in text and "R2_CHECK_AT_STARTUP=false" in text
+        assert R2_SECRET not in text
+
+    def test_the_check_can_be_turned_off(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        env = r2_env(f"http://127.0.0.1:{closed_port()}", R2_CHECK_AT_STARTUP="false")
+        report = run_checks(settings_for(tmp_path, **env))
+        assert report.storage.endswith("not checked (R2_CHECK_AT_STARTUP=false)")
+
+    def test_partly_set_r2_is_a_note_not_a_refusal(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        report = run_checks(settings_for(tmp_path, R2_BUCKET_NAME="videos"))
+        assert any("R2_BUCKET_NAME" not in note and "R2_ENDPOINT_URL" in note for note in report.notes)
+
+    def test_a_non_http_endpoint_with_every_r2_variable_set_stops_the_start(self, tmp_path) -> None:
+        make_stand_ins(tmp_path)
+        with pytest.raises(StartupError, match="R2 storage: the R2 endpoint_url must be an http"):
+            run_checks(settings_for(tmp_path, **r2_env("s3://videos")))
+
+    def test_the_fitness_check_checks_the_destination_too(self, tmp_path) -> None:
+        from runpod.serverless.modules import rp_fitness
+
+        make_stand_ins(tmp_path)
+        before = list(rp_fitness._fitness_checks)
+        try:
+            check = startup.register_fitness_check(settings_for(tmp_path, **r2_env(f"http://127.0.0.1:{closed_port()}")))
+            with pytest.raises(RuntimeError, match="cannot reach the storage endpoint"):
                 check()
         finally:
             rp_fitness._fitness_checks[:] = before

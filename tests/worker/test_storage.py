@@ -5,8 +5,10 @@ A scripted stand-in for S3 on 127.0.0.1 records the requests boto3 sends and ans
 tests/e2e/test_storage_swift.py does that against a real server.
 """
 import base64
+import re
 import threading
 import time
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -159,7 +161,11 @@ class TestClient:
         assert not [name for name in headers if name.startswith("x-amz-checksum") or "sdk-checksum" in name]
         assert delivery.key == "sadtalker/results/job-1.mp4"
         assert "/videos/sadtalker/results/job-1.mp4?" in delivery.url and "X-Amz-Expires=3600" in delivery.url
-        assert delivery.as_result() == {"video_url": delivery.url, "r2_key": "sadtalker/results/job-1.mp4"}
+        assert delivery.as_result() == {"video_url": delivery.url, "expires_at": delivery.expires_at,
+                                        "r2_key": "sadtalker/results/job-1.mp4"}
+        signed_at = datetime.strptime(re.search(r"X-Amz-Date=(\w+)", delivery.url).group(1), "%Y%m%dT%H%M%SZ")
+        expires_at = datetime.strptime(delivery.expires_at, "%Y-%m-%dT%H:%M:%SZ")  # ISO 8601, UTC
+        assert timedelta(0) <= signed_at + timedelta(seconds=3600) - expires_at <= timedelta(seconds=60)
 
 
 class TestRetriesAndErrors:
