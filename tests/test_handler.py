@@ -93,6 +93,13 @@ R2_WITH_SECRET = {"endpoint_url": "https://acct.r2.cloudflarestorage.com", "acce
                   "secret_access_key": SECRET, "bucket_name": "b"}
 
 
+# A 256-only worker: its CHECKPOINTS_DIR lacks SadTalker_V0.0.2_512.safetensors (the environment fixture gives every
+# other case a folder that has it).
+NO_512_DIR = str(ROOT / "tests" / "no-512-weights-here")
+# The caller's r2 pointing at a loopback port nothing listens on (port 1, tcpmux, is never served in a test).
+R2_NOWHERE = {"endpoint_url": "http://127.0.0.1:1", "access_key_id": "AKID", "secret_access_key": SECRET,
+              "bucket_name": "videos"}
+
 # (case, job input, error_type expected, environment for the case). The input "NO_INPUT" means a job without one.
 BAD_INPUTS = [
     ("job without input", "NO_INPUT", "invalid_input", {}),
@@ -212,6 +219,10 @@ BAD_INPUTS = [
      "download_failed", {}),
     ("valid job, result over INLINE_RESULT_MAX_BYTES=100", valid(), "upload_failed",
      {"INLINE_RESULT_MAX_BYTES": "100"}),
+    ("size 512 on a 256-only worker (no 512 weights, LOAD_512=lazy)", valid(size=512), "invalid_input",
+     {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}),
+    ("r2 endpoint where nothing listens (checked before any work)", valid(r2=R2_NOWHERE), "upload_failed",
+     {"ALLOW_LOOPBACK_URLS": "true"}),
 ]
 
 
@@ -255,12 +266,26 @@ def progress(monkeypatch):
     return sent
 
 
+@pytest.fixture(scope="session")
+def weights_with_512(tmp_path_factory):
+    """A CHECKPOINTS_DIR holding the 512 renderer's file (sparse, its official size): the worker serves size 512."""
+    from sadtalker.weights import table
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    weight = table.by_name("SadTalker_V0.0.2_512.safetensors")
+    with open(folder / weight.name, "wb") as handle:
+        handle.truncate(weight.size_bytes)
+    return folder
+
+
 @pytest.fixture(autouse=True)
-def environment(monkeypatch, loopback_only):
-    """No storage and no loopback from the developer's shell; no connection except to loopback."""
+def environment(monkeypatch, loopback_only, weights_with_512):
+    """No storage and no loopback from the developer's shell; no connection except to loopback; a worker that has
+    both sizes."""
     for name in R2_ENV + ("ALLOW_LOOPBACK_URLS", "MAX_AUDIO_SECONDS", "INLINE_RESULT_MAX_BYTES", "MAX_IMAGE_SIDE",
-                          "MAX_REF_VIDEO_SECONDS"):
+                          "MAX_REF_VIDEO_SECONDS", "LOAD_512", "CHECK_WEIGHT_SIZES"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHECKPOINTS_DIR", str(weights_with_512))
 
 
 def run_case(job_input, env, monkeypatch):
@@ -284,6 +309,40 @@ def test_the_table_covers_forty_cases_and_every_input_error_type():
     assert len(BAD_INPUTS) >= 40
     covered = {row[2] for row in BAD_INPUTS}
     assert covered >= {"invalid_input", "download_failed", "unsupported_media", "audio_too_long", "upload_failed"}
+
+
+class TestBeforeAnyWork:
+    """Refusals that come before any download or model work: a size the worker lacks, a caller's bad r2."""
+
+    def test_a_256_only_worker_refuses_512_with_the_sizes_it_has_and_logs_the_operators_hint(
+            self, monkeypatch, pipeline, progress, caplog):
+        caplog.set_level(logging.WARNING, logger="handler")
+        result = run_case(valid(size=512), {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}, monkeypatch)
+        assert result["error"] == "invalid_input: size 512 is not available on this worker; it renders size 256"
+        assert pipeline.calls == [] and progress == []
+        assert "SadTalker_V0.0.2_512.safetensors" in caplog.text and "--size 512" in caplog.text
+
+    def test_the_same_worker_renders_256(self, monkeypatch, pipeline, progress):
+        result = run_case(valid(size=256), {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}, monkeypatch)
+        assert result["success"] is True and len(pipeline.calls) == 1
+
+    def test_a_callers_unreachable_r2_fails_before_any_download_or_model(self, monkeypatch, pipeline, progress,
+                                                                         caplog):
+        caplog.set_level(logging.DEBUG)
+        result = run_case(valid(r2=R2_NOWHERE), {"ALLOW_LOOPBACK_URLS": "true"}, monkeypatch)
+        assert result["error"] == ("upload_failed: cannot reach the storage endpoint http://127.0.0.1:1 for bucket "
+                                   "'videos': EndpointConnectionError")
+        assert pipeline.calls == [] and progress == []
+        assert SECRET not in caplog.text
+
+    def test_the_operators_r2_is_not_checked_per_job(self, monkeypatch, pipeline, progress):
+        """The operator's R2_* were checked at start-up; a job without r2 goes straight to work (and its upload
+        then fails here, after the render, naming how long the video took)."""
+        for name, value in zip(R2_ENV, ("http://127.0.0.1:1", "AKID", SECRET, "videos")):
+            monkeypatch.setenv(name, value)
+        result = handler.handler({"id": "job-env-r2", "input": valid()})
+        assert len(pipeline.calls) == 1 and result["error_type"] == "upload_failed"
+        assert re.search(r"\(the video took \d+\.\d s to make and is not kept\)$", result["error"]), result
 
 
 class TestImport:
