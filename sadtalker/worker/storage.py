@@ -46,7 +46,7 @@ CHECK_READ_TIMEOUT_S = 5.0
 CHECK_ATTEMPTS = 2
 # What an S3 error code means for the operator or caller, in the check's message.
 _S3_MEANING = {
-    "SignatureDoesNotMatch": "wrong secret access key",
+    "SignatureDoesNotMatch": "wrong secret access key, or an access key id the server does not know",
     "InvalidAccessKeyId": "unknown access key id",
     "NoSuchBucket": "the bucket does not exist",
     "AccessDenied": "the key may not write to this bucket",
@@ -186,6 +186,8 @@ class _Deadline:
         self.attempts += 1
 
     def note_failure(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+        if isinstance(caught_exception, _OutOfTime):
+            return None
         if caught_exception is not None:
             self.last_failure = type(caught_exception).__name__
         elif response is not None:

@@ -20,6 +20,7 @@ from sadtalker.worker.storage import (
     Delivery,
     StorageConfig,
     deliver,
+    check_destination,
     inline_video,
     make_client,
     resolve_storage,
@@ -41,10 +42,21 @@ class FakeS3(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_HEAD(self):
+        self.server.requests.append({"method": "HEAD", "path": self.path})
+        self.send_response(self.server.head_status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_DELETE(self):
+        self.server.requests.append({"method": "DELETE", "path": self.path})
+        self.send_response(204)
+        self.end_headers()
+
     def do_PUT(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         server = self.server
-        server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        server.requests.append({"method": "PUT", "path": self.path, "headers": dict(self.headers), "body": body})
         action = server.plan.pop(0) if server.plan else 200
         if action == "stall":
             time.sleep(2)
@@ -55,7 +67,7 @@ class FakeS3(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        code = {403: "AccessDenied", 500: "InternalError", 503: "ServiceUnavailable"}[action]
+        code = {403: "AccessDenied", 404: "NoSuchBucket", 500: "InternalError", 503: "ServiceUnavailable"}[action]
         payload = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
         self.send_response(action)
         self.send_header("Content-Type", "application/xml")
@@ -68,7 +80,7 @@ class FakeS3(BaseHTTPRequestHandler):
 def fake_s3():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeS3)
     httpd.daemon_threads = True
-    httpd.requests, httpd.plan = [], []
+    httpd.requests, httpd.plan, httpd.head_status = [], [], 200
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
     httpd.shutdown()
@@ -213,6 +225,55 @@ class TestRetriesAndErrors:
         )
         with pytest.raises(UploadFailed, match="EndpointConnectionError talking to http://127.0.0.1"):
             upload_video(str(video_file), config, "job-7")
+
+
+class TestDeadline:
+    """No new attempt starts once the upload's total time is spent; the clock is the test's, so nothing waits."""
+
+    def test_no_retry_starts_after_the_total_time(self, fake_s3, video_file):
+        fake_s3.plan[:] = [503] * 10
+        readings = iter([0.0] + [500.0] * 10)  # the upload starts, then every later reading is past the limit
+        config = config_for(fake_s3, max_attempts=10, total_timeout_s=120)
+        with pytest.raises(UploadFailed) as caught:
+            upload_video(str(video_file), config, "job-deadline", clock=lambda: next(readings))
+        assert len(fake_s3.requests) == 1
+        assert caught.value.message == ("upload to bucket 'videos' failed: S3 error ServiceUnavailable (HTTP 503); "
+                                        "gave up after 1 attempt(s) in 500.0 s (the limit is 120 s)")
+
+    def test_within_the_total_time_the_attempts_are_botocores(self, fake_s3, video_file):
+        fake_s3.plan[:] = [503, 503, 503]
+        with pytest.raises(UploadFailed, match=r"ServiceUnavailable \(HTTP 503\) after 3 attempt\(s\)"):
+            upload_video(str(video_file), config_for(fake_s3, max_attempts=3), "job-in-time", clock=lambda: 0.0)
+        assert len(fake_s3.requests) == 3
+
+
+class TestCheckDestination:
+    """The check before any work, against the scripted server (the real one: tests/test_storage_swift.py)."""
+
+    def test_a_bucket_that_answers_head_passes_with_one_request(self, fake_s3):
+        check_destination(config_for(fake_s3))
+        assert [(r["method"], r["path"]) for r in fake_s3.requests] == [("HEAD", "/videos")]
+
+    def test_where_head_is_refused_a_put_and_delete_under_the_prefix_decide(self, fake_s3):
+        fake_s3.head_status = 403
+        check_destination(config_for(fake_s3))
+        methods = [r["method"] for r in fake_s3.requests]
+        assert methods == ["HEAD", "PUT", "DELETE"]
+        put, delete = fake_s3.requests[1], fake_s3.requests[2]
+        assert put["path"].startswith("/videos/sadtalker/results/.write-check-") and put["body"] == b""
+        assert delete["path"] == put["path"]
+
+    @pytest.mark.parametrize("status, code, meaning", [(403, "AccessDenied", "the key may not write to this bucket"),
+                                                       (404, "NoSuchBucket", "the bucket does not exist")])
+    def test_a_refused_put_names_the_s3_code_and_what_it_means(self, fake_s3, status, code, meaning):
+        fake_s3.head_status = status
+        fake_s3.plan[:] = [status]
+        with pytest.raises(UploadFailed) as caught:
+            check_destination(config_for(fake_s3))
+        assert caught.value.message == (f"bucket 'videos' does not take uploads: S3 error {code} (HTTP {status}) "
+                                        f"({meaning}); check the R2 credentials, bucket name and endpoint")
+        assert "the-secret-value" not in caught.value.message
+        assert [r["method"] for r in fake_s3.requests] == ["HEAD", "PUT"]
 
 
 class TestInline:
