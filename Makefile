@@ -3,6 +3,7 @@
 #   make test   install on first use, then run the whole test suite (what CI runs)
 #   make test-fast   the same without the tests marked slow (real-size renders, long audio, the S3 server)
 #   make lint   ruff (lint + format check) and mypy, configured in pyproject.toml; make test runs it first
+#   make demo   install on first use, generate stand-in weights once, run test_input.json on them (no download)
 # Installing = Debian packages (only when run as root, only the missing ones) + .venv with the pinned requirements.
 # The venv is rebuilt-in-place (pip re-run) whenever a requirements file changes (stamp file below).
 
@@ -27,12 +28,31 @@ RUN_DEBS := ffmpeg python3.11-venv curl ca-certificates
 # OpenStack Swift with s3api + memcached: the real S3 server of the storage integration test.
 TEST_DEBS := $(RUN_DEBS) swift-proxy swift-account swift-container swift-object memcached
 
-.PHONY: run weights test test-fast lint install debs-run debs-test
+# make demo: generated stand-ins of the weight files a 256 worker with dlib's face finder loads (the official
+# layouts filled with seeded random numbers, tests/support/checkpoints.py), written once; regenerated when the
+# writer or a manifest changes.
+DEMO_CHECKPOINTS ?= .cache/demo_checkpoints
+DEMO_FILES := SadTalker_V0.0.2_256.safetensors mapping_00229-model.pth.tar mapping_00109-model.pth.tar \
+	GFPGANv1.4.pth detection_Resnet50_Final.pth
+DEMO_STAMP := $(DEMO_CHECKPOINTS)/.generated
+
+.PHONY: run weights demo test test-fast lint install debs-run debs-test
 
 # The worker's start-up in this process, one job, the video written to $(OUT)/<job id>.mp4 (scripts/run_local.py).
 # `python handler.py` stays the RunPod entry point.
 run: debs-run install weights
 	$(VPY) scripts/run_local.py $(JOB) --out $(OUT)
+
+# The worker's mechanics without the official weights or a network: the generated weights and the settings they
+# need (sizes unchecked, dlib's face finder, which needs no downloaded weights, the CPU). The video has the real
+# sizes, sound and timing; its picture is noise, and the result's warnings say so.
+demo: debs-run install $(DEMO_STAMP)
+	CHECKPOINTS_DIR=$(DEMO_CHECKPOINTS) CHECK_WEIGHT_SIZES=false FACE_DETECTOR=dlib DEVICE=cpu \
+		$(VPY) scripts/run_local.py $(JOB) --out $(OUT)
+
+$(DEMO_STAMP): tests/support/checkpoints.py $(wildcard tests/support/checkpoint_manifests/*.json) | install
+	$(VPY) -m tests.support.checkpoints $(DEMO_CHECKPOINTS) $(DEMO_FILES)
+	touch $@
 
 # Fetches only what is missing or fails its SHA-256 (resuming .part files); without network it stops with one
 # message naming the unreachable URL and the files still missing (scripts/download_models.sh, exit 3).

@@ -149,11 +149,20 @@ reachable() {
     lines+=("  $url: $(tail -n 1 "$err" | tr -d '\r')")
   done
   rm -f "$err"
-  for name in "${TODO[@]}"; do total=$((total + SIZES[$name])); done
+  local missing=()
+  for name in "${TODO[@]}"; do
+    [[ " ${UNOFFICIAL[*]} " == *" $name "* ]] || missing+=("$name")
+  done
+  for name in "${missing[@]}"; do total=$((total + SIZES[$name])); done
   {
     printf 'download_models: cannot reach the weight server (no network?), so nothing was downloaded.\n'
     printf '%s\n' "${lines[@]}"
-    printf '  Still missing in %s: %d file(s), %s: %s\n' "$DEST_ABS" "${#TODO[@]}" "$(gigabytes "$total")" "${TODO[*]}"
+    printf '  Still missing in %s: %d file(s), %s: %s\n' "$DEST_ABS" "${#missing[@]}" "$(gigabytes "$total")" "${missing[*]}"
+    if [[ ${#UNOFFICIAL[@]} -gt 0 ]]; then
+      printf '  Present but not the official files (size or SHA-256 differs, e.g. generated test weights): %s\n' \
+        "${UNOFFICIAL[*]}"
+      printf '  To try the worker on generated weights without the official ones: make demo (see README).\n'
+    fi
     printf '  Connect to the internet (or set WEIGHTS_BASE_URL to a reachable mirror) and run this again.\n'
   } >&2
   return 1
@@ -162,6 +171,7 @@ reachable() {
 # Pass 1: which of the selected files are missing or do not verify.
 declare -A SIZES SHAS URLS
 TODO=()
+UNOFFICIAL=()  # present but failing verification: fetched again, named apart when the server is unreachable
 count=0
 while IFS=$'\t' read -r name size sha sizes urls; do
   [[ -z "$name" || "$name" == \#* ]] && continue
@@ -173,7 +183,8 @@ while IFS=$'\t' read -r name size sha sizes urls; do
       log "$name: already present and verified"
       continue
     fi
-    log "$name: present but does not verify; fetching it again"
+    log "$name: present but not the official file (its size or SHA-256 differs); fetching the official one"
+    UNOFFICIAL+=("$name")
   fi
   TODO+=("$name")
 done < "$MANIFEST"

@@ -285,6 +285,25 @@ def test_no_network_stops_at_once_with_one_message_naming_the_url_and_the_missin
     assert empty.returncode == 3 and not (tmp_path / "new").exists()  # no folder left behind either
 
 
+def test_without_network_files_that_fail_their_checksums_are_named_apart_with_make_demo(
+    tmp_path, server, manifest, stand_ins
+) -> None:
+    """Generated test weights in CHECKPOINTS_DIR are not "missing": the message says they are not the official
+    files and how to run on them."""
+    dest = tmp_path / "ckpt"
+    dest.mkdir()
+    (dest / "GFPGANv1.4.pth").write_bytes(b"generated, not official" * 100)
+    server.base_url_override = closed_port_url()
+    result = run_script(manifest, server, dest, "--size", "256")
+    assert result.returncode == 3, result.stderr
+    assert "GFPGANv1.4.pth: present but not the official file (its size or SHA-256 differs)" in result.stderr
+    still = re.search(r"Still missing in \S+: (\d+) file\(s\), [\d.]+ GB: (.*)", result.stderr)
+    assert "GFPGANv1.4.pth" not in still.group(2).split()
+    assert ("  Present but not the official files (size or SHA-256 differs, e.g. generated test weights): "
+            "GFPGANv1.4.pth\n  To try the worker on generated weights without the official ones: make demo") \
+        in result.stderr
+
+
 def test_the_progress_bar_is_drawn_when_asked_and_the_files_still_verify(tmp_path, server, manifest) -> None:
     dest = tmp_path / "ckpt"
     result = run_script(manifest, server, dest, "--size", "256", progress="bar")

@@ -166,8 +166,16 @@ def write_file(name: str, directory: str) -> str:
         import torch
 
         torch.save(_container(name, manifest, tensors), part)
+    os.chmod(part, 0o666 & ~_umask())  # safetensors creates its file 0600; torch.save, like open(), honours umask
     os.replace(part, path)
     return path
+
+
+def _umask() -> int:
+    """The process's file creation mask (reading it means setting it; set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_all(directory: str, names: Optional[Sequence[str]] = None) -> List[str]:

@@ -132,3 +132,14 @@ def test_writing_twice_gives_identical_tensors_and_a_short_log(checkpoint_writer
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [name]  # no leftover .part file
     assert any(name in r.getMessage() for r in caplog.records) and len(caplog.records) <= 3
+
+
+def test_every_written_file_gets_the_same_mode_as_any_new_file(test_checkpoints_dir, checkpoint_writer):
+    """safetensors creates its file 0600; the writer gives it the mode open() would (0644 under umask 022)."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {name: stat.S_IMODE((test_checkpoints_dir / name).stat().st_mode) for name in checkpoint_writer.WORKER_FILES}
+    assert set(modes.values()) == {0o666 & ~mask}, modes
