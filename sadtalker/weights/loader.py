@@ -281,7 +281,7 @@ def load_restoreformer(
 
 def load_retinaface(path: str, device: Union[str, torch.device]) -> nn.Module:
     """facexlib RetinaFace-ResNet50 with the file's weights (a leading ``module.`` stripped), eval."""
-    from sadtalker.core.compat import patch_torchvision
+    from sadtalker.core.compat import patch_torchvision, resnet50_current_api
 
     patch_torchvision()
     from facexlib.detection.retinaface import RetinaFace
@@ -290,7 +290,8 @@ def load_retinaface(path: str, device: Union[str, torch.device]) -> nn.Module:
     if not isinstance(state, dict):
         raise CheckpointError(f"{os.path.basename(path)}: expected a state dict, found {type(state).__name__}")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    net = RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
+    with resnet50_current_api():  # facexlib's resnet50(pretrained=False) warns on every start
+        net = RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
     load_strict(net, state, os.path.basename(path))
     net.device = torch.device(device)
     net.mean_tensor = net.mean_tensor.to(device)

@@ -178,3 +178,28 @@ def test_512_renderer_loads_and_works_at_512(test_checkpoints_dir):
     assert feature.shape == (1, 32, 16, 128, 128)
     assert motion.deformation.shape == (1, 16, 128, 128, 3) and motion.occlusion.shape == (1, 1, 128, 128)
     assert bool(torch.isfinite(motion.deformation).all())
+
+
+def test_retinaface_loads_without_torchvision_deprecation_warnings(test_checkpoints_dir):
+    """facexlib builds its backbone with resnet50(pretrained=False); the loader builds the same network through
+    torchvision's current API, and leaves torchvision as it found it."""
+    import warnings
+
+    import torchvision.models
+
+    original = torchvision.models.resnet50
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = loading.load_retinaface(str(test_checkpoints_dir / loading.DETECTION_FILE), "cpu")
+    assert [str(w.message) for w in caught if "torchvision" in w.filename] == []
+    assert torchvision.models.resnet50 is original
+    assert type(net.body["layer4"]).__name__ == "Sequential"  # the ResNet-50 backbone, loaded strictly
+
+
+def test_the_resnet50_shim_refuses_a_download():
+    import torchvision.models
+
+    from sadtalker.core.compat import resnet50_current_api
+
+    with resnet50_current_api(), pytest.raises(ValueError, match="would download"):
+        torchvision.models.resnet50(pretrained=True)
