@@ -215,3 +215,29 @@ def test_missing_detector_file_is_a_checkpoint_error(tmp_path):
     settings = Settings.from_env({"CHECKPOINTS_DIR": str(tmp_path)})
     with pytest.raises(CheckpointError, match="detection_Resnet50_Final.pth"):
         load_face_finder(settings.checkpoints_dir, settings.face_detector, torch.device("cpu"))
+
+
+def two_faces(astronaut):
+    """The photo at full size on the right and at half size on the left of one 768 x 512 picture."""
+    canvas = np.full((512, 768, 3), 255, np.uint8)
+    canvas[:256, :256] = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    canvas[:, 256:] = astronaut
+    return canvas
+
+
+def test_dlib_animates_the_largest_of_several_faces(dlib_finder, astronaut, golden_a_dir):
+    import dlib
+
+    picture = two_faces(astronaut)
+    assert len(dlib.get_frontal_face_detector()(picture, face.DLIB_UPSAMPLE)) == 2  # both faces are seen
+    lm = dlib_finder.landmarks(picture)
+    assert lm[:, 0].min() > 256  # the large face on the right, not the first one from the left
+    alone = np.load(golden_a_dir / "crop.npz")["lm68_full"] + (256, 0)
+    assert np.abs(lm - alone).max() < 4.0  # the same landmarks as on the photo alone
+
+
+def test_retinaface_animates_the_highest_scoring_of_several_faces_not_the_largest():
+    """facexlib returns boxes by falling score (after NMS); the first plausible one is the face."""
+    boxes = [det(10, 10, 74, 74, score=0.995), det(96, 64, 224, 192, score=0.98)]
+    finder = face.RetinaFaceFinder(FakeDetector(boxes), FakeFan(FACE_LIKE_98), "cpu")
+    assert finder.face_box(np.zeros((256, 256, 3), np.uint8)) == (10, 10, 74, 74)
