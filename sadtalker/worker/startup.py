@@ -130,6 +130,9 @@ def _check_weights(settings: Settings) -> Tuple[List[str], Tuple[str, ...], List
     problems = [f"{len(bad)} weight file(s) missing or incomplete in {folder} (CHECKPOINTS_DIR):"]
     problems += [f"  - {line}" for line in bad]
     problems.append(f"Fetch them with: {download_command(folder, size)}")
+    if exact and any("bytes, expected" in line for line in bad):
+        problems.append("Files of another size are not the official weights (generated test weights, for example): "
+                        "`make demo` runs the worker on those, with CHECK_WEIGHT_SIZES=false")
     return problems, found, notes
 
 

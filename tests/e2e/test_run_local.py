@@ -162,6 +162,18 @@ class TestMakefile:
         job = first("scripts/run_local.py test_input.json --out output")
         assert install < weights < job
 
+    def test_make_demo_generates_the_weights_once_then_runs_the_job_with_the_settings_they_need(self):
+        lines = self.dry_run("-W", "scripts/make_test_checkpoints.py", "demo").splitlines()
+        write = next(i for i, line in enumerate(lines) if "scripts/make_test_checkpoints.py .cache/demo_checkpoints"
+                     in line)
+        assert "SadTalker_V0.0.2_256.safetensors" in lines[write] and "512" not in lines[write]
+        job = next(i for i, line in enumerate(lines) if "scripts/run_local.py test_input.json --out output" in line)
+        settings = " ".join(lines[write + 1:job + 1])
+        assert write < job and "download_models.sh" not in "\n".join(lines)
+        for setting in ("CHECKPOINTS_DIR=.cache/demo_checkpoints", "CHECK_WEIGHT_SIZES=false", "FACE_DETECTOR=dlib",
+                        "DEVICE=cpu"):
+            assert setting in settings, setting
+
     def test_the_weights_folder_follows_checkpoints_dir_as_the_worker_does(self):
         assert "--dir /data/ckpt" in self.dry_run("run", "CHECKPOINTS_DIR=/data/ckpt", "WEIGHTS_SIZE=all")
         assert "--size all" in self.dry_run("weights", "WEIGHTS_SIZE=all")

@@ -81,6 +81,8 @@ class TestWeights:
             run_checks(settings_for(tmp_path))
         assert f"GFPGANv1.4.pth: 1000 bytes, expected {gfpgan.size_bytes}" in str(err.value)
         assert "1 weight file(s) missing or incomplete" in str(err.value)
+        assert str(err.value).endswith("not the official weights (generated test weights, for example): `make demo` "
+                                       "runs the worker on those, with CHECK_WEIGHT_SIZES=false")
 
     def test_size_check_off_accepts_other_sizes_but_still_needs_every_file(self, tmp_path) -> None:
         make_stand_ins(tmp_path, skip=("detection_Resnet50_Final.pth",))
