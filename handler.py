@@ -7,8 +7,8 @@ that fetches them), load the models once (``sadtalker.bundle.load_models``), the
 ``--rp_serve_api`` serves the HTTP API on localhost.
 
 A job: parse the input (``sadtalker.worker.options``), refuse a size the worker lacks, resolve storage (a caller's
-``r2`` is checked before any work: ``sadtalker.worker.storage.check_destination``), download and decode the image and the audio
-(``sadtalker.worker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
+``r2`` is checked before any work: ``sadtalker.worker.storage.check_destination``), download and decode the image
+and the audio (``sadtalker.worker.media``), animate (``sadtalker.pipeline.animate``), upload or inline the video
 (``sadtalker.worker.storage``), and turn the result into the response (:func:`_response`). Each job works in its own
 temporary folder, removed in ``finally``. Every failure becomes ``{"success": false, "error", "error_type"}`` in
 :func:`_error`.

@@ -7,6 +7,7 @@ that is a ceiling, and speech at a low sample rate gets less. This encodes ``ass
 
     .venv/bin/python -m bench.aac_bitrates
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -27,21 +28,49 @@ SIDE = 64
 def probe(path: Path, entries: str, stream: str) -> str:
     """One ffprobe value of the first ``stream`` ("a" or "v") stream."""
     ffprobe = str(Path(ffmpeg_exe()).with_name("ffprobe"))
-    return subprocess.run([ffprobe, "-v", "error", "-select_streams", f"{stream}:0", "-show_entries",
-                           f"{entries}", "-of", "csv=p=0", str(path)],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-select_streams",
+            f"{stream}:0",
+            "-show_entries",
+            f"{entries}",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def encoded_bitrate(folder: Path, rate: int, channels: int) -> str:
     """kbit/s of the sound track the worker writes for a recording of ``rate`` Hz and ``channels`` channels."""
     source = folder / f"speech_{rate}_{channels}.wav"
-    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(SPEECH), "-ar", str(rate),
-                    "-ac", str(channels), str(source)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(SPEECH),
+            "-ar",
+            str(rate),
+            "-ac",
+            str(channels),
+            str(source),
+        ],
+        check=True,
+    )
     seconds = float(probe(source, "stream=duration", "a"))
     frames = int(seconds * FPS)
     video = folder / f"out_{rate}_{channels}.mp4"
-    argv = ffmpeg_argv(ffmpeg_exe(), str(video), SIDE, SIDE, frames, str(source), "libx264",
-                       aac_layout(rate, channels))
+    argv = ffmpeg_argv(ffmpeg_exe(), str(video), SIDE, SIDE, frames, str(source), "libx264", aac_layout(rate, channels))
     subprocess.run(argv, input=bytes(SIDE * SIDE * 3 * frames), check=True)
     return f"{int(probe(video, 'stream=bit_rate', 'a')) / 1000:.0f}"
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.support.workerproc import write_test_video
 
 import handler
 from sadtalker.core.contract import Animation, RenderOptions
 from sadtalker.core.errors import NoFaceDetected
 from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT
+from tests.support.workerproc import write_test_video
 
 FACE_JPEG = (REPO_ROOT / "assets" / "astronaut.jpg").read_bytes()
 R2_ENV = ("R2_ENDPOINT_URL", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET_NAME")
@@ -95,7 +96,7 @@ R2_WITH_SECRET = {"endpoint_url": "https://acct.r2.cloudflarestorage.com", "acce
 
 # A 256-only worker: its CHECKPOINTS_DIR lacks SadTalker_V0.0.2_512.safetensors (the environment fixture gives every
 # other case a folder that has it).
-NO_512_DIR = str(ROOT / "tests" / "no-512-weights-here")
+NO_512_DIR = str(REPO_ROOT / "tests" / "no-512-weights-here")
 # The caller's r2 pointing at a loopback port nothing listens on (port 1, tcpmux, is never served in a test).
 R2_NOWHERE = {"endpoint_url": "http://127.0.0.1:1", "access_key_id": "AKID", "secret_access_key": SECRET,
               "bucket_name": "videos"}
@@ -338,7 +339,7 @@ class TestBeforeAnyWork:
     def test_the_operators_r2_is_not_checked_per_job(self, monkeypatch, pipeline, progress):
         """The operator's R2_* were checked at start-up; a job without r2 goes straight to work (and its upload
         then fails here, after the render, naming how long the video took)."""
-        for name, value in zip(R2_ENV, ("http://127.0.0.1:1", "AKID", SECRET, "videos")):
+        for name, value in zip(R2_ENV, ("http://127.0.0.1:1", "AKID", SECRET, "videos"), strict=True):
             monkeypatch.setenv(name, value)
         result = handler.handler({"id": "job-env-r2", "input": valid()})
         assert len(pipeline.calls) == 1 and result["error_type"] == "upload_failed"

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from sadtalker.core.errors import InvalidInput, UploadFailed
+from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.weights import table as weights
 from sadtalker.worker.settings import Settings
-from sadtalker.output.ffmpeg import ffmpeg_exe
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,6 @@ def _check_storage(settings: Settings) -> Tuple[List[str], str, List[str]]:
 
     given = [settings.r2_endpoint_url, settings.r2_access_key_id, settings.r2_secret_access_key,
              settings.r2_bucket_name]
-    if not any(given):
-        return [], "no R2_*: results come back inline unless a job sends r2", []
     try:
         config = resolve_storage(None, settings)
     except InvalidInput as error:
@@ -186,6 +184,8 @@ def _check_storage(settings: Settings) -> Tuple[List[str], str, List[str]]:
             return [f"R2 storage: {error.message}"], "misconfigured", []
         return [], "R2_* partly set", [f"R2_* partly set ({error.message}): a job that does not send the rest "
                                         "in its r2 is refused"]
+    if config is None:
+        return [], "no R2_*: results come back inline unless a job sends r2", []
     where = f"bucket {config.bucket_name!r} at {endpoint_host(config.endpoint_url)}"
     if not settings.r2_check_at_startup:
         return [], f"{where}, not checked (R2_CHECK_AT_STARTUP=false)", []

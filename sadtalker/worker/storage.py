@@ -26,8 +26,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from sadtalker.worker.download import resolve_checked
 from sadtalker.core.errors import DownloadFailed, InvalidInput, UploadFailed
+from sadtalker.worker.download import resolve_checked
 from sadtalker.worker.options import R2Credentials
 from sadtalker.worker.settings import Settings
 

@@ -17,8 +17,9 @@ import wave
 from pathlib import Path
 
 import pytest
-from tests.support.mediacheck import assert_browser_mp4
+
 from tests.support import REPO_ROOT
+from tests.support.mediacheck import assert_browser_mp4
 
 SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
 ASTRONAUT = REPO_ROOT / "assets" / "astronaut.jpg"
@@ -163,9 +164,9 @@ class TestMakefile:
         assert install < weights < job
 
     def test_make_demo_generates_the_weights_once_then_runs_the_job_with_the_settings_they_need(self):
-        lines = self.dry_run("-W", "scripts/make_test_checkpoints.py", "demo").splitlines()
-        write = next(i for i, line in enumerate(lines) if "scripts/make_test_checkpoints.py .cache/demo_checkpoints"
-                     in line)
+        lines = self.dry_run("-W", "tests/support/checkpoints.py", "demo").splitlines()
+        writer = "-m tests.support.checkpoints .cache/demo_checkpoints"
+        write = next(i for i, line in enumerate(lines) if writer in line)
         assert "SadTalker_V0.0.2_256.safetensors" in lines[write] and "512" not in lines[write]
         job = next(i for i, line in enumerate(lines) if "scripts/run_local.py test_input.json --out output" in line)
         settings = " ".join(lines[write + 1:job + 1])

@@ -13,16 +13,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
-import threading
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from tests.support.workerproc import fake_animate
 import requests
 
 from sadtalker.core.errors import UploadFailed
@@ -31,6 +29,7 @@ from sadtalker.worker.settings import Settings
 from sadtalker.worker.startup import StartupError, run_checks
 from sadtalker.worker.storage import StorageConfig, check_destination, make_client, upload_video
 from tests.support import REPO_ROOT
+from tests.support.workerproc import fake_animate
 
 pytestmark = pytest.mark.slow  # a real S3 server: `make test-fast` leaves it out
 

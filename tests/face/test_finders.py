@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from sadtalker.core.errors import CheckpointError, NoFaceDetected
 from sadtalker.face import finders as face
 from sadtalker.face import stage as preprocess
-from sadtalker.core.errors import CheckpointError, NoFaceDetected
 from sadtalker.weights.loader import dlib_predictor_path, load_face_finder, load_recon_net
 from sadtalker.worker.settings import Settings
 

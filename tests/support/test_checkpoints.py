@@ -141,5 +141,6 @@ def test_every_written_file_gets_the_same_mode_as_any_new_file(test_checkpoints_
 
     mask = os.umask(0o022)
     os.umask(mask)
-    modes = {name: stat.S_IMODE((test_checkpoints_dir / name).stat().st_mode) for name in checkpoint_writer.WORKER_FILES}
+    names = checkpoint_writer.WORKER_FILES
+    modes = {name: stat.S_IMODE((test_checkpoints_dir / name).stat().st_mode) for name in names}
     assert set(modes.values()) == {0o666 & ~mask}, modes

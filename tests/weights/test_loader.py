@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sadtalker.weights import loader as loading
 from sadtalker.core.errors import CheckpointError
 from sadtalker.render.dims import SMALL
 from sadtalker.render.models import build_renderer
+from sadtalker.weights import loader as loading
 
 MANIFESTS = os.path.join(os.path.dirname(__file__), "..", "support", "checkpoint_manifests")
 

@@ -19,8 +19,8 @@ from sadtalker.worker.settings import Settings
 from sadtalker.worker.storage import (
     Delivery,
     StorageConfig,
-    deliver,
     check_destination,
+    deliver,
     inline_video,
     make_client,
     resolve_storage,
