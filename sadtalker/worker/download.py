@@ -247,7 +247,9 @@ def _translated_errors(target: _Target) -> Iterator[None]:
     except urllib3.exceptions.SSLError:
         raise DownloadFailed(f"TLS handshake or certificate check failed for {target.shown}") from None
     except urllib3.exceptions.ProtocolError:
-        raise DownloadFailed(f"connection broken while downloading {target.shown} (body shorter than announced?)") from None
+        raise DownloadFailed(
+            f"connection broken while downloading {target.shown} (body shorter than announced?)"
+        ) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise DownloadFailed(f"download from {target.shown} failed ({type(error).__name__})") from None
 

@@ -99,7 +99,7 @@ def resolve_storage(r2: Optional[R2Credentials], settings: Settings) -> Optional
     variable. All four empty = no storage. Some but not all = an error naming what is missing.
     """
     merged = {}
-    for name, env_name in _ENV_NAMES.items():
+    for name in _ENV_NAMES:
         from_job = getattr(r2, name) if r2 is not None else None
         merged[name] = from_job or getattr(settings, f"r2_{name}")
     missing = [name for name, value in merged.items() if not value]

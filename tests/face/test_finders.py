@@ -156,7 +156,8 @@ def test_garbage_boxes_are_no_face(boxes):
 
 
 def test_first_plausible_box_is_used_and_landmarks_are_placed_in_the_photo():
-    finder = face.RetinaFaceFinder(FakeDetector([det(0, 0, 5000, 3), det(64, 32, 192, 160)]), FakeFan(FACE_LIKE_98), "cpu")
+    boxes = [det(0, 0, 5000, 3), det(64, 32, 192, 160)]
+    finder = face.RetinaFaceFinder(FakeDetector(boxes), FakeFan(FACE_LIKE_98), "cpu")
     lm = finder.landmarks(np.zeros((256, 256, 3), np.uint8))
     # heatmap pixel (x, y) -> (x + 0.5) * box_w / 64 + x1 (no neighbour is larger: no nudge)
     np.testing.assert_allclose(lm[30], (FACE_LIKE_98[54] + 0.5) * 2 + (64, 32))
