@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from sadtalker.bundle import ModelBundle
 from sadtalker.worker.settings import Settings
 from tests.support import REPO_ROOT, checkpoints

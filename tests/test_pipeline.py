@@ -13,14 +13,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Tuple
 
 import numpy as np
 import pytest
 import requests
-from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
-from tests.support.pastecases import opencv_paste, share_identical
-from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like
-from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
 from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
@@ -32,6 +29,10 @@ from sadtalker.motion.stage import chunked_coefficients
 from sadtalker.output.paste import Paster
 from sadtalker.pipeline import animate
 from tests.support import REPO_ROOT
+from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, video_packet_times
+from tests.support.pastecases import opencv_paste, share_identical
+from tests.support.smallbundle import ASTRONAUT, astronaut, speech_like
+from tests.support.workerproc import free_port, wait_for_port
 
 SPEECH = REPO_ROOT / "assets" / "speech.wav"
 # The long-audio run uses CHUNK_SECONDS=10 (the cutting logic is the same at any chunk length; 22 s of audio give
@@ -60,7 +61,7 @@ class Recorder:
     """The ``progress`` callback, recording every call."""
 
     def __init__(self) -> None:
-        self.calls = []
+        self.calls: List[Tuple[str, int, int, float]] = []
 
     def __call__(self, stage, chunk=0, chunks=0, percent=0.0) -> None:
         self.calls.append((stage, chunk, chunks, percent))
@@ -83,7 +84,7 @@ class TestChunking:
         chunks = plan_chunks(wav, CHUNK_S)
         assert result.chunks == len(chunks) == 3
         cuts_s = [c.start_frame / FPS for c in chunks[1:]]
-        for cut, gap in zip(cuts_s, GAPS_S):
+        for cut, gap in zip(cuts_s, GAPS_S, strict=True):
             assert gap <= cut <= gap + 0.3, (cuts_s, GAPS_S)
         assert all(c.n_frames <= CHUNK_S * FPS for c in chunks)
 
@@ -162,7 +163,7 @@ class TestModesAndSeeds:
         height, width = image.shape[:2]
         assert calls and all(paster.method == method and paster.box == box for paster, _, _ in calls)
         for _, rendered, pasted in calls:
-            for face, frame in zip(rendered, pasted[:, :height, :width]):
+            for face, frame in zip(rendered, pasted[:, :height, :width], strict=True):
                 worst, _, inside = share_identical(frame, opencv_paste(face, image, box), box)
                 if method == "seamless":
                     assert worst <= 1 and inside >= 0.99

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from tests.support.smallbundle import astronaut_base64, wav_base64
 
 import handler
+from tests.support.smallbundle import astronaut_base64, wav_base64
 
 # A worker loop running whole jobs: `make test-fast` leaves it out.
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
@@ -32,9 +32,8 @@ def job_folders(job_id: str) -> list:
 
 def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(bundle, settings, monkeypatch):
     from runpod.serverless.modules import rp_job
-    from runpod.serverless.modules.rp_scale import JobScaler
-
     from runpod.serverless.modules.rp_logger import RunPodLogger
+    from runpod.serverless.modules.rp_scale import JobScaler
 
     sdk_log = RunPodLogger()
     monkeypatch.setattr(sdk_log, "level", sdk_log.level)  # restored after the test

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+
 from tests.support import REPO_ROOT
 from tests.support.workerproc import free_port, wait_for_port
-
 
 pytestmark = pytest.mark.slow  # a worker process under the SDK: `make test-fast` leaves it out
 

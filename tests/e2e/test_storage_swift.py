@@ -6,6 +6,7 @@ ports), waits for ``/healthcheck``, and runs ``tests/support/swift_server.sh sto
 Swift packages the tests fail (they are part of what ``make test`` installs), they are never skipped.
 """
 import base64
+import dataclasses
 import http.client
 import os
 import re
@@ -48,10 +49,9 @@ class Swift:
     started_in_s: float
 
     def config(self, bucket: str, **overrides) -> StorageConfig:
-        values = dict(endpoint_url=self.endpoint_url, access_key_id=self.access_key_id,
-                      secret_access_key=self.secret_access_key, bucket_name=bucket, max_attempts=2)
-        values.update(overrides)
-        return StorageConfig(**values)
+        config = StorageConfig(endpoint_url=self.endpoint_url, access_key_id=self.access_key_id,
+                               secret_access_key=self.secret_access_key, bucket_name=bucket, max_attempts=2)
+        return dataclasses.replace(config, **overrides)
 
 
 def free_ports(count):

@@ -14,14 +14,14 @@ import time
 import numpy as np
 import pytest
 import requests
-from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
-from tests.support.smallbundle import astronaut, astronaut_base64, speech_like, wav_base64
-from tests.support import REPO_ROOT
-from tests.support.workerproc import free_port, wait_for_port
 
 from sadtalker import pipeline
 from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.output.video import VideoWriter
+from tests.support import REPO_ROOT
+from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
+from tests.support.smallbundle import astronaut, astronaut_base64, speech_like, wav_base64
+from tests.support.workerproc import free_port, wait_for_port
 
 SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
 pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make test-fast` leaves them out
@@ -217,8 +217,9 @@ def test_inline_segments_and_the_whole_video_share_the_inline_cap(bundle, settin
 
 def test_a_refused_streaming_job_is_failed_by_the_sdk(monkeypatch):
     """The SDK's own job path (rp_job.handle_job) on the streaming handler: one error item, the job FAILED."""
-    import handler
     from runpod.serverless.modules import rp_job
+
+    import handler
 
     sent = []
 

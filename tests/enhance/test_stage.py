@@ -7,12 +7,16 @@ import pytest
 import torch
 
 from sadtalker.bundle import load_enhancer
+from sadtalker.core.errors import CheckpointError
 from sadtalker.enhance.gfpgan import OFFICIAL, EnhancerDims, build_gfpgan, gfpgan_forward
 from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.kernels.enhancer import (
-    EnhancerPaths, batch_modulated_convs, enhancer_forward, prepare_enhancer, to_channels_last,
+    EnhancerPaths,
+    batch_modulated_convs,
+    enhancer_forward,
+    prepare_enhancer,
+    to_channels_last,
 )
-from sadtalker.core.errors import CheckpointError
 
 SMALL = EnhancerDims(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
 

@@ -3,13 +3,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tests.support.goldencheck import FixedFinder
 
+from sadtalker.core.errors import NoFaceDetected
 from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as preprocess
-from sadtalker.core.errors import NoFaceDetected
 from sadtalker.face.reconnet import ReconNet
 from sadtalker.weights.loader import load_recon_net, read_components, sadtalker_file_name
+from tests.support.goldencheck import FixedFinder
 
 RECON_TOLERANCE = 1e-4  # golden README: full_3dmm / coeff_3dmm[:70] atol 1e-4
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sadtalker.core.constants import EXPRESSION_COLUMNS, NUM_POSE_STYLES, POSE_COLUMNS
+from sadtalker.core.errors import CheckpointError
 from sadtalker.motion import stage as coeffs
 from sadtalker.motion.expnet import ExpNet
 from sadtalker.motion.posevae import PoseVAE
-from sadtalker.core.errors import CheckpointError
 from sadtalker.weights.loader import load_audio_models, read_components, sadtalker_file_name
 
 EXP_TOLERANCE = 1e-4  # golden README: ExpNet exp atol 1e-4

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from sadtalker.kernels.renderer import prepare_renderer
-from sadtalker.weights.loader import load_mapping, load_renderer
 from sadtalker.render import stage
+from sadtalker.weights.loader import load_mapping, load_renderer
 
 pytestmark = pytest.mark.slow  # real-size renders: `make test-fast` leaves them out
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.support.goldencheck import assert_close
 from sadtalker.render import stage
 from sadtalker.render.camera import camera_degrees, camera_sequence
 from sadtalker.render.keypoints import bins_to_degrees, transform_keypoints
 from sadtalker.weights.loader import load_mapping
+from tests.support.goldencheck import assert_close
 
 
 @pytest.fixture(scope="module")

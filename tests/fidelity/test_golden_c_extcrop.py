@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tests.support.goldencheck import assert_close
-from tests.support.smallbundle import astronaut, speech_like
 
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as preprocess
 from sadtalker.weights.loader import load_recon_net, read_components, sadtalker_file_name
+from tests.support.goldencheck import assert_close
+from tests.support.smallbundle import astronaut, speech_like
 
 
 def read_rgb(path):

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tests.support.goldencheck import FixedFinder, assert_close
 
 from sadtalker.core.constants import EXPRESSION_COLUMNS, POSE_COLUMNS
 from sadtalker.core.errors import InvalidInput, NoFaceDetected, UnsupportedMedia
@@ -22,8 +21,9 @@ from sadtalker.face import align3dmm, crop
 from sadtalker.face import stage as face_stage
 from sadtalker.motion import stage as motion
 from sadtalker.output.ffmpeg import ffmpeg_exe
-from sadtalker.worker.media import decode_video
 from sadtalker.weights.loader import load_audio_models, load_recon_net, read_components, sadtalker_file_name
+from sadtalker.worker.media import decode_video
+from tests.support.goldencheck import FixedFinder, assert_close
 
 
 def read_rgb(path):

@@ -273,7 +273,7 @@ def test_prepared_upsampling_computes_the_same_motion(every_conv_winograd):
         actual = generator.motion(feature, kp_source, kp_driving)
         fast.unprepare_upsampling(generator.dense_motion_network)
     assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=True):
         assert torch.allclose(got, want, rtol=0, atol=1e-10)
 
 
@@ -320,7 +320,7 @@ def test_motion_heads_give_the_mask_and_occlusion_of_the_convs():
         assert dense_motion.fused_heads is not None
         actual = generator.motion(feature, kp_source, kp_driving)
     assert actual.occlusion.shape == expected.occlusion.shape
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=True):
         assert torch.allclose(got, want, rtol=0, atol=1e-10)
 
 

@@ -1,4 +1,6 @@
 """Chunk planning on synthetic speech-like audio with known pauses."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_long_audio_is_cut_inside_the_pauses(wav100):
     chunks = plan_chunks(wav100, chunk_seconds=45.0)
     cuts_s = [c.end_frame / FPS for c in chunks[:-1]]
     assert len(cuts_s) == len(PAUSES)
-    for cut, (start, end) in zip(cuts_s, PAUSES):
+    for cut, (start, end) in zip(cuts_s, PAUSES, strict=True):
         assert start + 0.01 <= cut <= end - 0.01, (cut, start, end)
 
 
@@ -49,7 +51,7 @@ def test_chunks_are_contiguous_and_cover_every_frame(wav100):
     total = num_frames(len(wav100))
     assert total == (100 * SAMPLE_RATE + 555) // 640 == 2500
     assert chunks[0].start_frame == 0 and chunks[-1].end_frame == total
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert a.end_frame == b.start_frame
     assert sum(c.n_frames for c in chunks) == total
     assert chunks[1].start_sample == chunks[0].end_frame * SAMPLES_PER_FRAME

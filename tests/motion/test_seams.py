@@ -71,7 +71,7 @@ def test_carry_returns_to_the_chunk_own_curve_and_keeps_expression(chunks):
 def test_carry_does_not_modify_its_inputs(chunks):
     before = [c.copy() for c in chunks]
     carry_chunks(chunks)
-    for a, b in zip(before, chunks):
+    for a, b in zip(before, chunks, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

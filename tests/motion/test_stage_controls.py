@@ -7,13 +7,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from tests.support.smallbundle import astronaut, speech_like
 
 from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, POSE_COLUMNS
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from sadtalker.motion import stage as motion
 from sadtalker.render.stage import target_coefficients
 from sadtalker.weights.loader import load_audio_models, read_components, sadtalker_file_name
+from tests.support.smallbundle import astronaut, speech_like
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def moved_frames(count: int) -> np.ndarray:
     image = astronaut()
     out = []
     for i in range(count):
-        m = np.float32([[1, 0, 3 * np.sin(i)], [0, 1, 2 * np.cos(i)]])
+        m = np.array([[1, 0, 3 * np.sin(i)], [0, 1, 2 * np.cos(i)]], dtype=np.float32)
         out.append(cv2.warpAffine(image, m, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE))
     return np.stack(out)
 

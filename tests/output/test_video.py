@@ -16,7 +16,6 @@ from sadtalker.output.video import (
     num_frames,
     pad_to_even,
 )
-
 from tests.support.mediacheck import decode_rgb, ffprobe
 
 SR = 16000

@@ -9,12 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from tests.support.mediacheck import FRAME_S, ffprobe
 
 from sadtalker.core.constants import num_frames
 from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.output.video import VideoWriter
 from sadtalker.worker.media import decode_audio
+from tests.support.mediacheck import FRAME_S, ffprobe
 
 SECONDS = 1.5
 

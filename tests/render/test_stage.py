@@ -129,7 +129,7 @@ def test_batch_size_does_not_change_the_generator_output_beyond_1e_5(small_model
     outputs = {}
     for batch_size in (1, 7):
         record = []
-        hook = renderer.generator.decoder.register_forward_hook(lambda m, a, o: record.append(o))
+        hook = renderer.generator.decoder.register_forward_hook(lambda m, a, o, record=record: record.append(o))
         try:
             list(stage.render(renderer, mapping, image, source_sem, windows, batch_size))
         finally:

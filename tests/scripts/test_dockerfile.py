@@ -22,9 +22,16 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 ENTRYPOINT = REPO_ROOT / "scripts" / "entrypoint.sh"
 
 
+def found(pattern: str, text: str) -> str:
+    """Group 1 of the first match of ``pattern`` (multi-line) in ``text``; fails naming the pattern if none."""
+    match = re.search(pattern, text, re.M)
+    assert match is not None, f"no line matches {pattern!r}"
+    return match.group(1)
+
+
 def instructions(text: str) -> List[Tuple[str, str]]:
     """(KEYWORD, arguments) per Dockerfile instruction, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
     out = []
     for line in joined.splitlines():
         if line.strip():
@@ -74,8 +81,8 @@ class TestDockerfile:
         assert (("requirements-nodeps.txt",), ("--no-build-isolation", "--no-deps")) in requirement_installs(self.text)
 
     def test_base_image_is_cuda_12_8_built_from_the_one_cuda_version_argument(self) -> None:
-        assert re.search(r"^ARG CUDA_VERSION=(\S+)$", self.text, re.M).group(1) == "12.8.1"
-        base = re.search(r"^ARG BASE_IMAGE=(\S+)$", self.text, re.M).group(1)
+        assert found(r"^ARG CUDA_VERSION=(\S+)$", self.text) == "12.8.1"
+        base = found(r"^ARG BASE_IMAGE=(\S+)$", self.text)
         assert base == "nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04"
         assert self.text.index("ARG CUDA_VERSION=") < self.text.index("ARG BASE_IMAGE=") < self.text.index("FROM ")
 
@@ -109,7 +116,8 @@ class TestDockerfile:
             "-r requirements-torch.txt"
         ]
         assert not any("--extra-index-url" in c for c in commands)
-        pins = [l for l in (REPO_ROOT / "requirements-torch.txt").read_text().splitlines() if l and not l.startswith("#")]
+        pins = [line for line in (REPO_ROOT / "requirements-torch.txt").read_text().splitlines()
+                if line and not line.startswith("#")]
         assert sorted(p.split("==")[0] for p in pins) == ["torch", "torchvision"]
         assert all(re.fullmatch(r"[a-z]+==\d+\.\d+\.\d+", p) for p in pins), pins  # +cu128 builds match ==
         assert commands[-1].startswith('python -c "import sys, torch;') and commands[-1].endswith('"${torch_cuda}"')
@@ -125,7 +133,7 @@ class TestDockerfile:
         assert froms == ["${BASE_IMAGE} AS weights", "${BASE_IMAGE} AS worker"]
         weight_stage = steps[: next(i for i, (kw, a) in enumerate(steps) if a == "${BASE_IMAGE} AS worker")]
         assert any(kw == "RUN" and "download_models.sh --size" in a for kw, a in weight_stage)
-        checkpoints = re.search(r"CHECKPOINTS_DIR=(\S+)", self.text).group(1)
+        checkpoints = found(r"CHECKPOINTS_DIR=(\S+)", self.text)
         assert ("COPY", f"--from=weights /weights {checkpoints}") in steps
 
     def test_unbuffered_python_exec_form_cmd_and_a_numeric_non_root_user(self) -> None:
@@ -146,7 +154,7 @@ class TestDockerfile:
 
 def dockerignore_patterns() -> List[str]:
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
-    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _pattern_regex(pattern: str) -> str:
@@ -279,7 +287,7 @@ class TestRunpodFiles:
         """The image's CUDA (12.8) is the oldest allowed; the newer drivers run it too."""
         allowed = self.hub["config"]["allowedCudaVersions"]
         assert allowed == ["12.8", "12.9", "13.0"]
-        image = re.search(r"^ARG CUDA_VERSION=(\d+\.\d+)\.", DOCKERFILE.read_text(), re.M).group(1)
+        image = found(r"^ARG CUDA_VERSION=(\d+\.\d+)\.", DOCKERFILE.read_text())
         assert min(allowed, key=lambda v: tuple(map(int, v.split(".")))) == image
 
 

@@ -186,7 +186,7 @@ def test_404s_and_mismatches_are_all_named_in_one_run(tmp_path, server, manifest
     server.modes["alignment_WFLW_4HG.pth"] = "corrupt"
     result = run_script(manifest, server, tmp_path / "ckpt", "--size", "all")
     assert result.returncode == 1
-    assert sorted(failed_names(result.stderr)) == sorted(
+    assert sorted(failed_names(result.stderr) or []) == sorted(
         [NAME_256, "mapping_00109-model.pth.tar", "alignment_WFLW_4HG.pth"]
     )
     assert "404" in result.stderr
@@ -298,6 +298,7 @@ def test_without_network_files_that_fail_their_checksums_are_named_apart_with_ma
     assert result.returncode == 3, result.stderr
     assert "GFPGANv1.4.pth: present but not the official file (its size or SHA-256 differs)" in result.stderr
     still = re.search(r"Still missing in \S+: (\d+) file\(s\), [\d.]+ GB: (.*)", result.stderr)
+    assert still is not None, result.stderr
     assert "GFPGANv1.4.pth" not in still.group(2).split()
     assert ("  Present but not the official files (size or SHA-256 differs, e.g. generated test weights): "
             "GFPGANv1.4.pth\n  To try the worker on generated weights without the official ones: make demo") \

@@ -31,7 +31,7 @@ import time
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _container(file: str, manifest: dict, tensors: "OrderedDict[str, np.ndarray]
     as_torch = OrderedDict((k, torch.from_numpy(v)) for k, v in tensors.items())
     if not isinstance(top, dict):  # flat state dict
         return as_torch
-    container: Dict[str, object] = {}
+    container: Dict[str, Any] = {}  # entry -> OrderedDict of tensors, or "epoch" -> int
     for key, value in as_torch.items():
         entry, sep, rest = key.partition("/")
         if not sep or entry not in top:

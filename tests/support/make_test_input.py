@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 from skimage import data
+
 from tests.support import REPO_ROOT
 
 IMAGE_PATH = REPO_ROOT / "assets" / "astronaut.jpg"

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from sadtalker.worker.download import DownloadLimits, fetch, limits_from_settings, refusal_reason, resolve_checked
 from sadtalker.core.errors import DownloadFailed
+from sadtalker.worker.download import DownloadLimits, fetch, limits_from_settings, refusal_reason, resolve_checked
 from sadtalker.worker.settings import Settings
 
 LOOPBACK_ONLY = DownloadLimits(max_bytes=10_000, allow_loopback=True, read_timeout_s=5, total_timeout_s=20)

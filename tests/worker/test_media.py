@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from sadtalker.core.errors import AudioTooLong, InvalidInput, UnsupportedMedia
+from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.worker.media import (
     MIN_AUDIO_SAMPLES,
     SAMPLE_RATE,
@@ -18,7 +19,6 @@ from sadtalker.worker.media import (
     decode_image,
     parse_float_wav,
 )
-from sadtalker.output.ffmpeg import ffmpeg_exe
 
 MAX_SIDE = 4096
 
