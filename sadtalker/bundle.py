@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -35,6 +35,12 @@ from sadtalker.weights import loader
 from sadtalker.worker.settings import Settings
 from sadtalker.worker.startup import unofficial_weights
 
+if TYPE_CHECKING:  # the network modules are imported by the loaders when they run
+    from sadtalker.face.reconnet import ReconNet
+    from sadtalker.motion.expnet import ExpNet
+    from sadtalker.motion.posevae import PoseVAE
+    from sadtalker.render.mapping import MappingNet
+
 log = logging.getLogger(__name__)
 
 
@@ -43,9 +49,9 @@ class SizeModels:
     """Everything that comes from one ``SadTalker_V0.0.2_<size>.safetensors`` file."""
 
     renderer: RendererModels
-    recon_net: torch.nn.Module
-    audio2exp: torch.nn.Module
-    audio2pose: torch.nn.Module
+    recon_net: ReconNet
+    audio2exp: ExpNet
+    audio2pose: PoseVAE
     # Side of the renderer's input and output. Equals the job's size for the official networks;
     # plumbing tests use small networks on small images.
     image_size: int
@@ -57,7 +63,7 @@ class ModelBundle:
 
     device: torch.device
     sizes: Dict[int, SizeModels]
-    mappings: Dict[str, torch.nn.Module]  # "crop" (70 inputs, crop/resize) and "full" (73 inputs)
+    mappings: Dict[str, MappingNet]  # "crop" (70 inputs, crop/resize) and "full" (73 inputs)
     face_finder: FaceFinder
     enhancer: Optional[FaceEnhancer]  # None refuses enhancer="gfpgan"
     cache: LRUCache = field(default_factory=lambda: LRUCache(16))
@@ -79,7 +85,7 @@ class ModelBundle:
                 self.sizes[size] = self.load_size(size)
             return self.sizes[size]
 
-    def mapping(self, preprocess: str) -> torch.nn.Module:
+    def mapping(self, preprocess: str) -> MappingNet:
         return self.mappings["full" if is_full(preprocess) else "crop"]
 
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # gfpgan ships no type information (pyproject.toml types it as Any)
+    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def _res_block(block, x: Tensor) -> Tensor:
     return out.add_(skip)
 
 
-def gfpgan_forward(net: nn.Module, x: Tensor) -> Tensor:
+def gfpgan_forward(net: GFPGANv1Clean, x: Tensor) -> Tensor:
     """``GFPGANv1Clean.forward(x, return_rgb=False, randomize_noise=False)[0]`` for inference, written for speed.
 
     The same function up to float rounding (tests/enhance/test_stage.py compares it with gfpgan's forward in float64);

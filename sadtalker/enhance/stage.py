@@ -13,7 +13,7 @@ upscale.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union, overload
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class FaceEnhancer:
 
         ``size`` = (h, w) of the output, default the input's (H, W). One forward for the whole batch.
         """
-        out_size = tuple(faces.shape[2:]) if size is None else tuple(size)
+        out_size = (faces.shape[2], faces.shape[3]) if size is None else size
         side = self.dims.out_size
         x = _resize(faces.to(self.device, torch.float32), (side, side)) * 2.0 - 1.0
         x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
@@ -69,6 +69,12 @@ class FaceEnhancer:
             restored = self.forward(self.net, x)
         restored = (restored.float().contiguous().clamp(-1.0, 1.0) + 1.0) / 2.0
         return _resize(restored, out_size).clamp(0.0, 1.0)
+
+    @overload
+    def restore(self, frames: np.ndarray, size: Optional[Tuple[int, int]] = None) -> np.ndarray: ...
+
+    @overload
+    def restore(self, frames: Tensor, size: Optional[Tuple[int, int]] = None) -> Tensor: ...
 
     def restore(self, frames: Union[np.ndarray, Tensor],
                 size: Optional[Tuple[int, int]] = None) -> Union[np.ndarray, Tensor]:

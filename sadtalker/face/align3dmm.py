@@ -104,7 +104,7 @@ def align_image(image: np.ndarray, lm: np.ndarray) -> Alignment:
     w, h = int(width * s), int(height * s)
     left = int(w / 2 - TARGET_SIZE / 2 + (t[0] - width / 2) * s)
     up = int(h / 2 - TARGET_SIZE / 2 + (height / 2 - t[1]) * s)
-    resized = Image.fromarray(image).resize((w, h), resample=Image.BICUBIC)
+    resized = Image.fromarray(image).resize((w, h), resample=Image.Resampling.BICUBIC)
     cropped = resized.crop((left, up, left + TARGET_SIZE, up + TARGET_SIZE))
     trans_params = np.array([width, height, s, t[0], t[1]], dtype=np.float64)
     return Alignment(trans_params=trans_params, image=np.asarray(cropped, dtype=np.uint8))

@@ -125,11 +125,12 @@ def _resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, tuple(size))
 
 
-def crop_face(image: np.ndarray, landmarks: np.ndarray, preprocess: str) -> Tuple[np.ndarray, CropInfo]:
+def crop_face(image: np.ndarray, landmarks: Optional[np.ndarray], preprocess: str) -> Tuple[np.ndarray, CropInfo]:
     """Cut the face region for ``crop``/``full`` (the same square), ``extcrop``/``extfull`` (the wider border crop
     around it, the reference's ``crop(..., still=True)``), or take the whole image (``resize``).
 
-    image: (H, W, 3) uint8 RGB. Returns the region (h, w, 3) uint8 and its :class:`CropInfo`.
+    image: (H, W, 3) uint8 RGB; landmarks (68, 2), unused (may be None) for ``resize``. Returns the region
+    (h, w, 3) uint8 and its :class:`CropInfo`.
     Raises NoFaceDetected when the landmarks give an empty region.
     """
     if preprocess not in PREPROCESS_MODES:
@@ -137,6 +138,8 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, preprocess: str) -> Tupl
     height, width = image.shape[:2]
     if preprocess == "resize":
         return image, CropInfo(original_size=(width, height), box=(0, 0, width, height), rsize=(width, height))
+    if landmarks is None:
+        raise ValueError(f"crop_face needs landmarks for preprocess {preprocess!r}")
     fq = face_quad(landmarks, (width, height))
     clx, cly, crx, cry = fq.border_crop
     lx, ly, rx, ry = (int(v) for v in fq.quad)

@@ -46,6 +46,13 @@ class Reconstruction:
     alignment: align3dmm.Alignment  # trans_params and the 224x224 ReconNet input
 
 
+def _finder(finder: Optional[FaceFinder]) -> FaceFinder:
+    """``finder``, which may be None only when every landmark set it would compute is given."""
+    if finder is None:
+        raise ValueError("a face finder is needed: landmarks were not given")
+    return finder
+
+
 def crop_landmarks_for_alignment(
     finder: Optional[FaceFinder], source: np.ndarray, lm: Optional[np.ndarray]
 ) -> np.ndarray:
@@ -53,7 +60,7 @@ def crop_landmarks_for_alignment(
     height, width = source.shape[:2]
     if lm is None:
         try:
-            lm = finder.landmarks(source)
+            lm = _finder(finder).landmarks(source)
         except NoFaceDetected:
             log.warning("no face found on the %dx%d crop; aligning with the 5-point template", width, height)
             return align3dmm.template_landmarks(width, height)
@@ -82,7 +89,7 @@ def crop_source(
 ) -> Tuple[np.ndarray, CropInfo]:
     """Steps 1-2: the size x size source image and its crop info."""
     if preprocess != "resize" and landmarks is None:
-        landmarks = finder.landmarks(image_rgb)
+        landmarks = _finder(finder).landmarks(image_rgb)
     region, info = crop_face(image_rgb, landmarks, preprocess)
     return resize_source(region, size), info
 
@@ -111,7 +118,7 @@ def preprocess_image(
     """
     source, info = crop_source(image_rgb, finder, preprocess, size, landmarks)
     if preprocess == "resize" and crop_landmarks is None:
-        crop_landmarks = finder.landmarks(source)  # no face anywhere: NoFaceDetected
+        crop_landmarks = _finder(finder).landmarks(source)  # no face anywhere: NoFaceDetected
     lm_yup = crop_landmarks_for_alignment(finder, source, crop_landmarks)
     recon = reconstruct(recon_net, source, lm_yup)
     return Preprocessed(source_image=source, coeff_3dmm=recon.coeff_3dmm, crop_info=info)
@@ -156,7 +163,7 @@ def preprocess_video(
         raise ValueError(f"frames must be (N, H, W, 3) with N >= 1, got {frames.shape}")
     if preprocess != "resize" and landmarks is None:
         try:
-            landmarks = finder.landmarks(frames[0])
+            landmarks = _finder(finder).landmarks(frames[0])
         except NoFaceDetected:
             raise NoFaceDetected("no face was found on the first frame of the reference video") from None
     _, info = crop_face(frames[0], landmarks, preprocess)
@@ -168,7 +175,7 @@ def preprocess_video(
             lm = crop_landmarks[index]
         else:
             try:
-                lm = finder.landmarks(crop)
+                lm = _finder(finder).landmarks(crop)
             except NoFaceDetected:
                 continue
         aligned.append(align3dmm.align_image(crop, align3dmm.flip_y(lm, VIDEO_SIZE)))

@@ -19,6 +19,9 @@ class TiledFFTConv(nn.Module):
     one input transform (:meth:`spectra`, then :meth:`from_spectra`).
     """
 
+    kernel: Tensor
+    bias: Optional[Tensor]
+
     def __init__(self, weight: Tensor, bias: Optional[Tensor], depth_padding: int, tile: int = 18) -> None:
         super().__init__()
         out_channels, _, self.depth_taps, k, k2 = weight.shape
@@ -54,10 +57,11 @@ class TiledFFTConv(nn.Module):
         first = padded_by - self.depth_padding  # the spectra may carry more depth padding than this conv uses
         d_out = d + 2 * self.depth_padding - self.depth_taps + 1
         bins, cin = spectrum.shape[:2]
-        products = None  # (bins, O, D_out * B * tiles)
+        products: Optional[Tensor] = None  # (bins, O, D_out * B * tiles)
         for tap, kernel in enumerate(self.kernel.unbind(1)):
             window = spectrum[:, :, first + tap : first + tap + d_out].reshape(bins, cin, -1)
             products = torch.bmm(kernel, window) if products is None else products.add_(torch.bmm(kernel, window))
+        assert products is not None  # the kernel has at least one depth tap
         tiles = products.view(n, n // 2 + 1, self.out_channels, d_out, b, th, tw).permute(4, 2, 3, 5, 6, 0, 1)
         out = torch.fft.irfft2(tiles, s=(n, n))[..., k - 1 :, k - 1 :]  # the tile's valid outputs
         out = out.permute(0, 1, 2, 3, 5, 4, 6).reshape(b, self.out_channels, d_out, th * tile, tw * tile)

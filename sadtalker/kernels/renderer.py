@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,24 @@ from sadtalker.kernels.fft import TiledFFTConv
 from sadtalker.kernels.winograd import (
     AUTO, DEFAULT_TILE, OFF, Tile, UpsampledConv, make_conv3x3, prepare_convs, resolve_tile, unprepare_convs,
 )
-from sadtalker.render.blocks import SPADEResBlock, UpBlock3d
+from sadtalker.render.blocks import SPADE, SPADEResBlock, UpBlock3d
+from sadtalker.render.dense_motion import DenseMotionNetwork
+from sadtalker.render.generator import OcclusionAwareSPADEGenerator, SPADEDecoder
+
+def _bias(conv: nn.Conv2d) -> Tensor:
+    """The SPADE convs' bias (they are all built with one)."""
+    if conv.bias is None:
+        raise ValueError("FusedSPADEBlock needs the SPADE convs to have a bias")
+    return conv.bias
+
+
+def _shared_conv(spade: SPADE) -> nn.Conv2d:
+    """The conv of a SPADE's ``mlp_shared`` (conv, ReLU)."""
+    conv = spade.mlp_shared[0]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"SPADE.mlp_shared[0] should be an nn.Conv2d, got {type(conv).__name__}")
+    return conv
+
 
 class FusedSPADEBlock(nn.Module):
     """Same function as a :class:`SPADEResBlock` (x (B, fin, H, W), seg (B, L, h, w) -> (B, fout, H, W)).
@@ -54,14 +71,16 @@ class FusedSPADEBlock(nn.Module):
     ``winograd_tile``: 2, 4 or ``"off"`` (direct convs, the CUDA choice).
     """
 
-    def __init__(self, block: nn.Module, winograd_tile: Tile, label_scale: int = 1) -> None:
+    shortcut_weight: Tensor
+
+    def __init__(self, block: SPADEResBlock, winograd_tile: Tile, label_scale: int = 1) -> None:
         super().__init__()
         names = ["norm_s", "norm_0", "norm_1"] if block.learned_shortcut else ["norm_0", "norm_1"]
-        spades = [getattr(block, name) for name in names]
-        shared = [spade.mlp_shared[0] for spade in spades]
+        spades: List[SPADE] = [getattr(block, name) for name in names]
+        shared = [_shared_conv(spade) for spade in spades]
         self.names = names
         self.hidden = [conv.weight.shape[0] for conv in shared]
-        shared_weight, shared_bias = torch.cat([c.weight for c in shared]), torch.cat([c.bias for c in shared])
+        shared_weight, shared_bias = torch.cat([c.weight for c in shared]), torch.cat([_bias(c) for c in shared])
         # The label map arrives label_scale times smaller than x and is nearest-upsampled before the shared
         # conv: that conv can run on the small map (UpsampledConv). Other sizes take the general path, which
         # is then only a fallback: a direct conv, so no Winograd kernel is built at start-up for it.
@@ -72,7 +91,7 @@ class FusedSPADEBlock(nn.Module):
         # gamma's bias carries the "1 +" of x * (1 + gamma) + beta, saving a pass over a full-size map
         self.modulation = nn.ModuleList(
             make_conv3x3(torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
-                         torch.cat([s.mlp_gamma.bias + 1, s.mlp_beta.bias]), winograd_tile)
+                         torch.cat([_bias(s.mlp_gamma) + 1, _bias(s.mlp_beta)]), winograd_tile)
             for s in spades
         )
         self.conv_0 = make_conv3x3(block.conv_0.weight(), block.conv_0.bias, winograd_tile)
@@ -106,7 +125,7 @@ class FusedSPADEBlock(nn.Module):
         return dx.add_(shortcut)
 
 
-def attach(module: nn.Module, name: str, path: nn.Module, forward=None) -> None:
+def attach(module: nn.Module, name: str, path: nn.Module, forward: Optional[Callable[..., Tensor]] = None) -> None:
     """Hang ``path`` on ``module`` as ``name`` and make it the instance's ``forward`` (or ``forward`` if given)."""
     detach(module, name)
     setattr(module, name, path)
@@ -120,7 +139,7 @@ def detach(module: nn.Module, name: str, method: str = "forward") -> None:
     module.__dict__.pop(method, None)
 
 
-def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, nn.Module]]:
+def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, SPADEResBlock]]:
     """The decoder's SPADE residual blocks with their names, in run order."""
     return [(name, module) for name, module in decoder.named_modules() if isinstance(module, SPADEResBlock)]
 
@@ -130,8 +149,8 @@ def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, nn.Module]]:
 LABEL_SCALES = {"up_0": 2, "up_1": 4}
 
 
-def prepare_decoder(decoder: nn.Module, winograd_tile: Tile = DEFAULT_TILE,
-                    small_label_convs: bool = True) -> nn.Module:
+def prepare_decoder(decoder: SPADEDecoder, winograd_tile: Tile = DEFAULT_TILE,
+                    small_label_convs: bool = True) -> SPADEDecoder:
     """Run each SPADE block as a :class:`FusedSPADEBlock` and ``fc`` as a fused conv, built from the current weights.
 
     Part of :func:`prepare_renderer`. ``winograd_tile`` ``"off"`` gives fused direct convs (the CUDA choice).
@@ -149,7 +168,7 @@ def prepare_decoder(decoder: nn.Module, winograd_tile: Tile = DEFAULT_TILE,
     return decoder
 
 
-def unprepare_decoder(decoder: nn.Module) -> nn.Module:
+def unprepare_decoder(decoder: SPADEDecoder) -> SPADEDecoder:
     """Drop what :func:`prepare_decoder` attached: the SPADE blocks and ``fc`` run as written again."""
     for _, block in named_spade_blocks(decoder):
         detach(block, "fused")
@@ -177,24 +196,25 @@ class MotionHeads(nn.Module):
         return self.mask.from_spectra(spectrum, geometry), occlusion[:, :, 0]
 
 
-def prepare_motion_heads(dense_motion: nn.Module) -> nn.Module:
+def prepare_motion_heads(dense_motion: DenseMotionNetwork) -> DenseMotionNetwork:
     """Run a DenseMotionNetwork's ``heads`` as :class:`MotionHeads` (part of :func:`prepare_renderer`);
     ``detach(dm, "fused_heads", "heads")`` undoes it."""
     with torch.no_grad():
         detach(dense_motion, "fused_heads", "heads")
         depth = dense_motion.occlusion.in_channels // dense_motion.mask.in_channels
-        dense_motion.fused_heads = MotionHeads(dense_motion.mask, dense_motion.occlusion, depth)
-        dense_motion.heads = dense_motion.fused_heads.forward
+        heads = MotionHeads(dense_motion.mask, dense_motion.occlusion, depth)
+        dense_motion.fused_heads = heads
+        dense_motion.__dict__["heads"] = heads.forward  # an instance attribute, as detach() expects
     return dense_motion
 
 
-def up_blocks(module: nn.Module) -> List[nn.Module]:
+def up_blocks(module: nn.Module) -> List[UpBlock3d]:
     """The :class:`~sadtalker.render.blocks.UpBlock3d` blocks inside ``module``."""
     return [block for block in module.modules() if isinstance(block, UpBlock3d)]
 
 
-def _upsampled_forward(block: nn.Module, x: Tensor) -> Tensor:
-    return F.relu(block.norm(block.fused(x)))
+def _upsampled_forward(block: UpBlock3d, x: Tensor) -> Tensor:
+    return F.relu(block.norm(block.get_submodule("fused")(x)))
 
 
 def prepare_upsampling(module: nn.Module) -> nn.Module:
@@ -232,7 +252,8 @@ class RendererPaths:
 DEFAULT_RENDERER_PATHS = RendererPaths()  # every fast path for the device, not compiled
 
 
-def prepare_renderer(generator: nn.Module, paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> nn.Module:
+def prepare_renderer(generator: OcclusionAwareSPADEGenerator,
+                     paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> OcclusionAwareSPADEGenerator:
     """Attach ``paths`` for the generator's device and dtype, once; returns ``generator``.
 
     The one step that replaces methods of the renderer's networks (the list in this module's docstring). What an
@@ -248,11 +269,11 @@ def prepare_renderer(generator: nn.Module, paths: RendererPaths = DEFAULT_RENDER
         _attach_fast_paths(generator, resolve_tile(paths.winograd_tile, weight.device), paths.upsampled_convs_on_cuda)
     if paths.compile_backend is not None:
         compile_generator(generator, paths.compile_backend)
-    generator.prepared_with = wanted
+    generator.__dict__["prepared_with"] = wanted
     return generator
 
 
-def _attach_fast_paths(generator: nn.Module, tile: Tile, upsampled_convs_on_cuda: bool) -> None:
+def _attach_fast_paths(generator: OcclusionAwareSPADEGenerator, tile: Tile, upsampled_convs_on_cuda: bool) -> None:
     """Everywhere the fused decoder; on CPU also the upsampled convs, the FFT heads and Winograd elsewhere."""
     device = generator.decoder.fc.weight.device
     cpu = device.type == "cpu"
@@ -271,7 +292,7 @@ def _attach_fast_paths(generator: nn.Module, tile: Tile, upsampled_convs_on_cuda
         generator.decoder.to(memory_format=torch.channels_last)
 
 
-def unprepare_renderer(generator: nn.Module) -> nn.Module:
+def unprepare_renderer(generator: OcclusionAwareSPADEGenerator) -> OcclusionAwareSPADEGenerator:
     """Drop everything :func:`prepare_renderer` attached: the network classes run as written, in NCHW."""
     unprepare_decoder(generator.decoder)
     dense_motion = generator.dense_motion_network
@@ -284,13 +305,16 @@ def unprepare_renderer(generator: nn.Module) -> nn.Module:
     return generator
 
 
-def compile_generator(generator: nn.Module, backend: str = "inductor") -> nn.Module:
+def compile_generator(generator: OcclusionAwareSPADEGenerator,
+                      backend: str = "inductor") -> OcclusionAwareSPADEGenerator:
     """``torch.compile`` the generator's per-frame steps (motion, decode) in place (part of :func:`prepare_renderer`).
 
     The module and its state dict are unchanged (the compiled callables are instance attributes). Runs after the
     other paths are attached, so the compiled graphs trace the fused decoder.
     """
-    generator.motion = torch.compile(type(generator).motion.__get__(generator), backend=backend, dynamic=False)
-    generator.decode = torch.compile(type(generator).decode.__get__(generator), backend=backend, dynamic=False)
-    generator.compiled_with = backend
+    # instance attributes over the class's methods (unprepare_renderer pops them from __dict__)
+    cls = type(generator)
+    generator.__dict__["motion"] = torch.compile(cls.motion.__get__(generator), backend=backend, dynamic=False)
+    generator.__dict__["decode"] = torch.compile(cls.decode.__get__(generator), backend=backend, dynamic=False)
+    generator.__dict__["compiled_with"] = backend
     return generator

@@ -64,6 +64,11 @@ class WinogradConv3x3(nn.Module):
     kernel (taps, n^2, Cout, Cin) and the tile transforms as non-persistent buffers.
     """
 
+    kernel: Tensor
+    input_tf: Tensor
+    output_tf: Tensor
+    bias: Optional[Tensor]
+
     def __init__(self, weight: Tensor, bias: Optional[Tensor], m: int = DEFAULT_TILE) -> None:
         super().__init__()
         if weight.dim() not in (4, 5) or any(k != 3 for k in weight.shape[2:]):
@@ -127,10 +132,12 @@ class WinogradConv3x3(nn.Module):
             tiles = (r1 - r0) * tw
             # (n^2, Cin, D + taps - 1, B, tiles): a depth window of it is one (n^2, Cin, P) matrix batch
             spectra = spectra.view(b, cin, d_padded, n * n, tiles).permute(3, 1, 2, 0, 4).contiguous()
-            products = None  # (n^2, Cout, P): the channel sums, one per spectrum entry, P = D * B * tiles
+            # (n^2, Cout, P): the channel sums, one per spectrum entry, P = D * B * tiles
+            products: Optional[Tensor] = None
             for tap, kernel in enumerate(self.kernel):
                 window = spectra[:, :, tap : tap + d].reshape(n * n, cin, -1)
                 products = torch.bmm(kernel, window) if products is None else products.baddbmm_(kernel, window)
+            assert products is not None  # the kernel has at least one depth tap
             # A^T M A as (Cout * P, m^2), each tile's m x m outputs contiguous, so the copy below moves rows of m
             tile_out = torch.mm(products.view(n * n, -1).t(), self.output_tf.t())
             tile_out = tile_out.view(cout, d, b, r1 - r0, tw, m, m).permute(2, 0, 1, 3, 5, 4, 6)
@@ -142,6 +149,9 @@ class WinogradConv3x3(nn.Module):
 
 class DirectConv3x3(nn.Module):
     """3x3 conv, padding 1, with a fixed kernel held as a non-persistent buffer (the CUDA path)."""
+
+    weight: Tensor
+    bias: Optional[Tensor]
 
     def __init__(self, weight: Tensor, bias: Optional[Tensor]) -> None:
         super().__init__()
@@ -236,16 +246,19 @@ class UpsampledConv(nn.Module):
                 out = y.new_empty(x.shape[0], self.cout, *(n * s for n, s in zip(size, self.scales)))
                 # (B, C, n0, s0, n1, s1, ...): phase (a0, a1, ...) of every block is one strided view
                 blocks = out.view(x.shape[0], self.cout, *itertools.chain(*zip(size, self.scales)))
+            assert blocks is not None  # set with out on the first part
             for k, phase in enumerate(phases):
-                target = (slice(None), slice(None)) + tuple(itertools.chain(*((slice(None), a) for a in phase)))
-                blocks[target] = y[:, k * self.cout : (k + 1) * self.cout]
+                target: List[Union[slice, int]] = [slice(None), slice(None)]
+                for a in phase:
+                    target += [slice(None), a]
+                blocks[tuple(target)] = y[:, k * self.cout : (k + 1) * self.cout]
         assert out is not None
         return out
 
 
-def winograd_convs(module: nn.Module) -> List[nn.Conv2d]:
+def winograd_convs(module: nn.Module) -> List[Union[nn.Conv2d, nn.Conv3d]]:
     """The plain 3x3 / 3x3x3 convs in ``module`` (stride 1, padding 1, one group) that Winograd speeds up."""
-    found = []
+    found: List[Union[nn.Conv2d, nn.Conv3d]] = []
     for conv in module.modules():
         if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
             continue
@@ -266,7 +279,7 @@ def prepare_convs(module: nn.Module, winograd_tile: int = DEFAULT_TILE) -> nn.Mo
     with torch.no_grad():
         for conv in winograd_convs(module):
             conv.winograd = WinogradConv3x3(conv.weight, conv.bias, winograd_tile)
-            conv.forward = conv.winograd.forward
+            conv.forward = conv.winograd.forward  # type: ignore[method-assign,assignment]  # the fast path replaces the instance's forward (undone by unprepare_convs)
     return module
 
 

@@ -18,7 +18,7 @@ Output size: the original image's, rounded up to even (the last row/column is re
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple, Union, overload
 
 import cv2
 import numpy as np
@@ -100,6 +100,12 @@ class Paster:
     def size(self) -> Tuple[int, int]:
         """(width, height) of the output frames: the original's, rounded up to even."""
         return int(self.original.shape[2]), int(self.original.shape[1])
+
+    @overload
+    def paste(self, frames: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def paste(self, frames: torch.Tensor) -> torch.Tensor: ...
 
     def paste(self, frames: Union[np.ndarray, torch.Tensor]) -> Union[np.ndarray, torch.Tensor]:
         """uint8 (B, h, w, 3) crops -> uint8 (B, He, We, 3) whole frames; numpy in gives numpy out."""

@@ -56,6 +56,7 @@ class Segmenter:
 
     def _close(self) -> None:
         writer, self.writer = self.writer, None
+        assert writer is not None  # called right after a write to the open segment
         video = writer.close()
         segment = Segment(index=self.index, path=video.path, start_frame=self.start, frames=video.frames,
                           start_seconds=round(self.start / FPS, 3), duration_seconds=round(video.frames / FPS, 3))

@@ -189,7 +189,7 @@ class _PipeFeeder:
         if self.error is not None:
             raise self.error
         if self._queue is None:
-            self.pipe.write(memoryview(data).cast("B"))
+            self.pipe.write(data.data.cast("B"))
         else:
             self._queue.put(data)
 
@@ -197,12 +197,14 @@ class _PipeFeeder:
         """Wait until every queued batch is written (idempotent); raises the write error if there was one."""
         if self._queue is not None and not self._done:
             self._queue.put(None)
+            assert self._thread is not None  # started with the queue
             self._thread.join()
         self._done = True
         if self.error is not None:
             raise self.error
 
     def _run(self) -> None:
+        assert self._queue is not None  # the thread runs only with a queue
         while True:
             item = self._queue.get()
             if item is None:
@@ -256,6 +258,7 @@ class VideoWriter:
         except OSError as exc:
             self._cleanup()
             raise EncoderError(f"cannot start ffmpeg ({argv[0]}): {exc}") from exc
+        assert self._proc.stdin is not None  # stdin=PIPE
         self._feeder = _PipeFeeder(self._proc.stdin, queue_batches)
 
     def write(self, frames: np.ndarray) -> None:
@@ -296,7 +299,7 @@ class VideoWriter:
             raise EncoderError(f"got {self.written} frames for a {self.n_frames}-frame video")
         try:
             self._feeder.finish()
-            self._proc.stdin.close()
+            self._feeder.pipe.close()  # ffmpeg's stdin
             code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._fail("ffmpeg did not finish", exc)

@@ -45,6 +45,8 @@ def anti_alias_kernel(channels: int, scale: float) -> Tensor:
 class AntiAliasDownsample(nn.Module):
     """Gaussian blur then keep every (1/scale)-th pixel: (B, C, H, W) -> (B, C, H*scale, W*scale)."""
 
+    weight: Tensor
+
     def __init__(self, channels: int, scale: float) -> None:
         super().__init__()
         self.register_buffer("weight", anti_alias_kernel(channels, scale))
@@ -186,6 +188,9 @@ class SpectralNormConv2d(nn.Module):
     This is torch's spectral-norm parametrisation in eval mode (no power iteration), with the same
     state-dict keys: ``weight_orig``, ``weight_u``, ``weight_v`` and ``bias``.
     """
+
+    weight_u: Tensor
+    weight_v: Tensor
 
     def __init__(self, cin: int, cout: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()

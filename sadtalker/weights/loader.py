@@ -21,7 +21,7 @@ import importlib.util
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -131,9 +131,12 @@ def state_dict_problems(module: nn.Module, state_dict: Dict[str, Tensor]) -> Lis
     return problems
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 def load_strict(
-    module: nn.Module, state_dict: Dict[str, Tensor], source: str, assign: bool = False
-) -> nn.Module:
+    module: ModuleT, state_dict: Dict[str, Tensor], source: str, assign: bool = False
+) -> ModuleT:
     """Strict ``load_state_dict``; one CheckpointError lists every problem and names ``source``.
 
     ``assign=True`` adopts the given tensors instead of copying into the module's (use it for a
@@ -148,7 +151,7 @@ def load_strict(
     return module
 
 
-def _finish(module: nn.Module, device: Union[str, torch.device], dtype: torch.dtype) -> nn.Module:
+def _finish(module: ModuleT, device: Union[str, torch.device], dtype: torch.dtype) -> ModuleT:
     module.requires_grad_(False)
     return module.eval().to(device=device, dtype=dtype)
 
@@ -213,7 +216,7 @@ def read_coefficient_state_dicts(checkpoints_dir: str, size: int) -> Dict[str, D
     return read_components(sadtalker_path(checkpoints_dir, size), ("audio2exp", "audio2pose", "face_3drecon"))
 
 
-def _ready(module: nn.Module, device: Union[str, torch.device]) -> nn.Module:
+def _ready(module: ModuleT, device: Union[str, torch.device]) -> ModuleT:
     return module.to(device).eval().requires_grad_(False)
 
 

@@ -211,6 +211,7 @@ def _request(target: _Target, address: str, limits: DownloadLimits, deadline: fl
     timeout = urllib3.Timeout(
         connect=min(limits.connect_timeout_s, remaining), read=min(limits.read_timeout_s, remaining)
     )
+    pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(
             address, target.port, timeout=timeout, retries=False, maxsize=1,

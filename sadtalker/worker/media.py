@@ -86,7 +86,7 @@ def decode_image(data: bytes, max_side: int) -> np.ndarray:
         with warnings.catch_warnings():
             # A huge pixel count is refused below by its side lengths; make Pillow's own warning an error here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             _check_image_header(image, max_side)
             image.load()
             image = ImageOps.exif_transpose(image)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import urlsplit
 
 from sadtalker.core.constants import (
@@ -44,7 +45,7 @@ class MediaSource:
     # http(s) URL to download, or None when the data came inline.
     url: Optional[str] = None
     # Decoded base64 payload, or None for a URL.
-    data: Optional[bytes] = field(default=None, repr=False)
+    data: Optional[bytes] = dataclasses.field(default=None, repr=False)  # `field` is an attribute here
 
     def __repr__(self) -> str:  # never print a URL's query string or megabytes of payload
         if self.url is not None:
@@ -59,7 +60,7 @@ class R2Credentials:
 
     endpoint_url: Optional[str] = None
     access_key_id: Optional[str] = None
-    secret_access_key: Optional[str] = field(default=None, repr=False)
+    secret_access_key: Optional[str] = dataclasses.field(default=None, repr=False)
     bucket_name: Optional[str] = None
 
 
@@ -85,6 +86,7 @@ def parse_job_input(raw: Any) -> JobOptions:
         raise InvalidInput(f"job input must be a JSON object, got {_type_name(raw)}")
     _reject_unknown(raw, _ALLOWED_FIELDS, where="input")
     image = _source(raw, "image")
+    assert image is not None  # required: _source raised InvalidInput if it was missing
     ref_video = _source(raw, "ref_video", required=False)
     idle_seconds = _optional_number(raw, "idle_seconds", IDLE_SECONDS_RANGE)
     audio = _source(raw, "audio", required=idle_seconds is None and ref_video is None)
@@ -250,7 +252,10 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_choice(raw: Mapping, name: str, default: int, allowed: tuple) -> int:
+_Default = TypeVar("_Default", int, Optional[int])
+
+
+def _int_choice(raw: Mapping, name: str, default: _Default, allowed: tuple) -> Union[int, _Default]:
     if name not in raw:
         return default
     value = raw[name]
