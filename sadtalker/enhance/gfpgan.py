@@ -161,7 +161,7 @@ def gfpgan_forward(net: GFPGANv1Clean, x: Tensor) -> Tensor:
     latent = net.final_linear(feat.reshape(feat.shape[0], -1)).view(feat.shape[0], -1, net.num_style_feat)
 
     conditions = []
-    for block, skip, scale, shift in zip(net.conv_body_up, reversed(skips), net.condition_scale, net.condition_shift):
+    for block, skip, scale, shift in zip(net.conv_body_up, reversed(skips), net.condition_scale, net.condition_shift, strict=True):
         feat = _res_block(block, feat + skip)
         conditions.append((scale(feat), shift(feat)))
 
@@ -169,7 +169,7 @@ def gfpgan_forward(net: GFPGANv1Clean, x: Tensor) -> Tensor:
     noises = [getattr(decoder.noises, f"noise{i}") for i in range(decoder.num_layers)]
     out = _style_conv(decoder.style_conv1, decoder.constant_input(latent.shape[0]), latent[:, 0], noises[0])
     image = decoder.to_rgb1(out, latent[:, 1])
-    pairs = zip(decoder.style_convs[::2], decoder.style_convs[1::2], decoder.to_rgbs)
+    pairs = zip(decoder.style_convs[::2], decoder.style_convs[1::2], decoder.to_rgbs, strict=True)
     for level, (conv1, conv2, to_rgb) in enumerate(pairs):
         i = 2 * level + 1
         out = _style_conv(conv1, out, latent[:, i], noises[i])

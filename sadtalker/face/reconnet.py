@@ -62,7 +62,7 @@ class ResNet50Trunk(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         cin = 64
-        for index, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
+        for index, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512), strict=True)):
             stride = 1 if index == 0 else 2
             layer = []
             for block in range(count):

@@ -32,11 +32,10 @@ def _glibc() -> Optional[ctypes.CDLL]:
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # only glibc has it
-        libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    return libc
+    # Only glibc has gnu_get_libc_version; mallopt is what the caller needs.
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 
 
 def reuse_freed_memory() -> bool:

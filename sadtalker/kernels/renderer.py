@@ -109,7 +109,7 @@ class FusedSPADEBlock(nn.Module):
                 seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
             shared = self.shared(seg)
         hidden = torch.split(F.relu(shared), self.hidden, dim=1)
-        mods = dict(zip(self.names, zip(hidden, self.modulation)))
+        mods = dict(zip(self.names, zip(hidden, self.modulation, strict=True), strict=True))
 
         def spade(name: str, normalized: Tensor) -> Tensor:
             actv, conv = mods[name]

@@ -239,13 +239,13 @@ class UpsampledConv(nn.Module):
         out: Optional[Tensor] = None
         blocks: Optional[Tensor] = None
         for index, (lows, taps, phases) in enumerate(self.parts):
-            window = tuple(slice(1 + low, 1 + low + n + t - 1) for low, t, n in zip(lows, taps, size))
+            window = tuple(slice(1 + low, 1 + low + n + t - 1) for low, t, n in zip(lows, taps, size, strict=True))
             y = self.conv(padded[(slice(None), slice(None)) + window], getattr(self, f"weight_{index}"),
                           getattr(self, f"bias_{index}"))
             if out is None:  # the conv's dtype (autocast may lower it)
-                out = y.new_empty(x.shape[0], self.cout, *(n * s for n, s in zip(size, self.scales)))
+                out = y.new_empty(x.shape[0], self.cout, *(n * s for n, s in zip(size, self.scales, strict=True)))
                 # (B, C, n0, s0, n1, s1, ...): phase (a0, a1, ...) of every block is one strided view
-                blocks = out.view(x.shape[0], self.cout, *itertools.chain(*zip(size, self.scales)))
+                blocks = out.view(x.shape[0], self.cout, *itertools.chain(*zip(size, self.scales, strict=True)))
             assert blocks is not None  # set with out on the first part
             for k, phase in enumerate(phases):
                 target: List[Union[slice, int]] = [slice(None), slice(None)]

@@ -133,8 +133,11 @@ def aac_layout(rate: int, channels: int) -> AudioLayout:
     return AudioLayout(out_rate, out_channels, AUDIO_BITRATES[out_channels])
 
 
+MONO_16K = aac_layout(SAMPLE_RATE, 1)  # the models' own audio: 16 kHz mono
+
+
 def ffmpeg_argv(ffmpeg: str, path: str, width: int, height: int, n_frames: int, audio_path: str,
-                codec: str, audio: AudioLayout = aac_layout(SAMPLE_RATE, 1), start_frame: int = 0) -> List[str]:
+                codec: str, audio: AudioLayout = MONO_16K, start_frame: int = 0) -> List[str]:
     """The encoder's argv: raw RGB24 frames on stdin + the audio from ``start_frame / 25`` s, cut to
     ``n_frames / 25`` s -> MP4 at ``path``."""
     video_codec = NVENC_ARGS if codec == "h264_nvenc" else X264_ARGS

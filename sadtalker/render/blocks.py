@@ -164,7 +164,7 @@ class HourglassDecoder(nn.Module):
 
     def forward(self, skips: List[Tensor]) -> Tensor:
         out = skips[-1]
-        for block, skip in zip(self.up_blocks, reversed(skips[:-1])):
+        for block, skip in zip(self.up_blocks, reversed(skips[:-1]), strict=True):
             out = torch.cat([block(out), skip], dim=1)
         return F.relu(self.norm(self.conv(out)))
 

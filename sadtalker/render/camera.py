@@ -18,6 +18,7 @@ without a list stays predicted. A single-value list is that value on every frame
 """
 from __future__ import annotations
 
+import itertools
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ def camera_degrees(keyframes: Sequence[float], frames: int) -> np.ndarray:
         raise ValueError("a camera keyframe list needs at least one value")
     if frames < 1:
         return np.zeros((0,), dtype=np.float64)
-    segments = list(zip(keys[:-1], keys[1:]))
+    segments = list(itertools.pairwise(keys))
     moving = [(a, b) for a, b in segments if b != a]
     if not moving or frames == 1:
         return np.full((frames,), keys[0], dtype=np.float64)
