@@ -10,7 +10,9 @@
    mel windows; ``pose_scale`` scales the generated pose around the source's (docs/controls.md);
 3. **render** (:mod:`sadtalker.render`): semantic windows over the whole, continuous coefficient sequence (so no
    window is clamped at a seam), then the face renderer in batches, every frame from the same source image; camera
-   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`);
+   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`). The windows are built batch by batch
+   (:class:`TargetWindows`): a batch pulls stage 2's coefficients in pieces until the rows it needs exist, so the
+   first frames (the first streamed segment) do not wait for the whole audio's coefficients (docs/streaming.md);
 4. **enhance** (:mod:`sadtalker.enhance`) and, in ``full`` mode, **paste** back into the photo
    (:mod:`sadtalker.output.paste`);
 5. **encode** (:mod:`sadtalker.output.video`): frames stream into one ffmpeg process, the audio muxed once over the

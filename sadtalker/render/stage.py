@@ -14,7 +14,7 @@ Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,6 +27,14 @@ from sadtalker.render.keypoints import transform_keypoints
 from sadtalker.render.models import RendererModels
 
 SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
+
+
+class WindowSource(Protocol):
+    """Target windows read one batch at a time: ``len`` frames, a slice of frames -> (B, C, 27)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, frames: slice) -> np.ndarray: ...
 
 
 def semantic_windows(coeffs: np.ndarray, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
@@ -99,7 +107,7 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 def render(
     models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
-    target_windows: Sequence[np.ndarray], batch_size: int, precision: str = "fp32",
+    target_windows: Union[np.ndarray, WindowSource], batch_size: int, precision: str = "fp32",
     camera: Optional[np.ndarray] = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
