@@ -95,8 +95,8 @@ def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, 
     writer, segments = open_writers(request, workdir, post.size, frames_total, hooks)
     try:
         with writer:
-            render_loop(_timed(batches, timer, "render", inside="audio2coeff"), post, [writer] + ([segments] if segments else []), chunks,
-                        timer, hooks)
+            outputs: List[Union[VideoWriter, Segmenter]] = [writer] + ([segments] if segments else [])
+            render_loop(_timed(batches, timer, "render", inside="audio2coeff"), post, outputs, chunks, timer, hooks)
             hooks.progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
             with timer.stage("encode"):
                 video = writer.close()

@@ -3,6 +3,7 @@
 One streamed job (0.4 s first segment, 1 s segments) and one plain job on the small networks, over 4.4 s of audio cut
 into three chunks; their rendered frames against frames rendered from coefficients computed the old way (every
 chunk whole, tests/support/wholecoeffs.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,9 @@ def run_job(bundle, settings, wav, workdir, first_segment_seconds=None):
 
     hooks = AnimationHooks(progress)
     if first_segment_seconds is not None:
-        hooks = AnimationHooks(progress, on_segment=on_segment, segment_seconds=1.0,
-                               first_segment_seconds=first_segment_seconds)
+        hooks = AnimationHooks(
+            progress, on_segment=on_segment, segment_seconds=1.0, first_segment_seconds=first_segment_seconds
+        )
     request = AnimationRequest(astronaut(), wav, RenderOptions(enhancer="none"), seed=SEED, name="clip")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipeline, "render", recording_render)
@@ -65,9 +67,15 @@ def frames_of_today(bundle, settings, wav):
     mels = mel_windows(melspectrogram(fit_to_frames(wav, total)), total)
     chunks = plan_chunks(wav, CHUNK_SECONDS)
     coeffs = whole_sequence(models.audio2exp, models.audio2pose, mels, pre.coeff_3dmm, chunks, SEED, 0)
-    batches = render(models.renderer, bundle.mapping("crop"), pipeline._source_for(models, pre),
-                     source_semantics(pre.coeff_3dmm, "crop"), target_semantics(coeffs, pre.coeff_3dmm),
-                     settings.render_batch_for("cpu"), precision=settings.render_dtype)
+    batches = render(
+        models.renderer,
+        bundle.mapping("crop"),
+        pipeline._source_for(models, pre),
+        source_semantics(pre.coeff_3dmm, "crop"),
+        target_semantics(coeffs, pre.coeff_3dmm),
+        settings.render_batch_for("cpu"),
+        precision=settings.render_dtype,
+    )
     return np.concatenate(list(batches)), chunks
 
 
@@ -92,8 +100,11 @@ def test_rendering_starts_before_the_first_chunks_coefficients_are_done(jobs, wh
     events = jobs[which][2]
     first_batch = events.index(("batch", 2))
     assert first_batch < events.index(("coefficients", 1)) < events.index(("coefficients", 3))
-    assert [e for e in events if e[0] == "coefficients"] == [("coefficients", 1), ("coefficients", 2),
-                                                              ("coefficients", 3)]
+    assert [e for e in events if e[0] == "coefficients"] == [
+        ("coefficients", 1),
+        ("coefficients", 2),
+        ("coefficients", 3),
+    ]
 
 
 def test_the_first_segment_is_handed_over_before_the_rest_of_the_coefficients(jobs):

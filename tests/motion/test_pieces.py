@@ -1,5 +1,6 @@
 """Coefficients in pieces (sadtalker.motion.stage.coefficient_pieces) equal the whole-chunk computation bit for bit
 (the reference: tests/support/wholecoeffs.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,15 +48,23 @@ def test_pieces_with_reference_expressions_equal_the_whole_computation(nets, inp
     mels, source = inputs
     ref_exp = (np.random.default_rng(3).standard_normal((150, 64)) * 0.1).astype(np.float32)
     expected = whole_sequence(*nets, mels, source, CHUNKS, 2, 0, ref_exp)
-    got = np.concatenate(list(motion.coefficient_pieces(*nets, mels, source, CHUNKS, 2, 0, head_rows=10,
-                                                        use_blink=False, ref_exp=ref_exp)))
+    got = np.concatenate(
+        list(
+            motion.coefficient_pieces(*nets, mels, source, CHUNKS, 2, 0, head_rows=10, use_blink=False, ref_exp=ref_exp)
+        )
+    )
     # use_blink False and a per-frame ref_exp: the reference's ExpNet gets the blinks of a zero ratio
     blinkless = []
     for chunk in CHUNKS:
-        coeffs = motion.audio_to_coeffs(*nets, mels[chunk.start_frame : chunk.end_frame], source,
-                                        np.zeros((chunk.n_frames, 1), np.float32), 0,
-                                        torch.Generator().manual_seed(chunk_seed(2, chunk.index)),
-                                        ref_exp=ref_exp[chunk.start_frame : chunk.end_frame])
+        coeffs = motion.audio_to_coeffs(
+            *nets,
+            mels[chunk.start_frame : chunk.end_frame],
+            source,
+            np.zeros((chunk.n_frames, 1), np.float32),
+            0,
+            torch.Generator().manual_seed(chunk_seed(2, chunk.index)),
+            ref_exp=ref_exp[chunk.start_frame : chunk.end_frame],
+        )
         blinkless.append(coeffs if not blinkless else carry_pose(blinkless[-1], coeffs))
     np.testing.assert_array_equal(got, np.concatenate(blinkless))
     assert not np.array_equal(got, expected)  # the blinks did change ExpNet's input

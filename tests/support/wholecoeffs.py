@@ -1,5 +1,6 @@
 """The coefficients as computed before they came in pieces: each chunk from ``audio_to_coeffs`` over all its
 frames at once, then the pose carried across the seam. The reference the piecewise path is checked against."""
+
 from __future__ import annotations
 
 import random
@@ -19,7 +20,15 @@ def whole_sequence(exp_net, pose_vae, mels, source, chunks, seed, style, ref_exp
         cseed = chunk_seed(seed, chunk.index)
         blink = motion.blink_sequence(chunk.n_frames, random.Random(cseed))
         cref = None if ref_exp is None else ref_exp[chunk.start_frame : chunk.end_frame]
-        coeffs = motion.audio_to_coeffs(exp_net, pose_vae, mels[chunk.start_frame : chunk.end_frame], source, blink,
-                                        style, torch.Generator().manual_seed(cseed), ref_exp=cref)
+        coeffs = motion.audio_to_coeffs(
+            exp_net,
+            pose_vae,
+            mels[chunk.start_frame : chunk.end_frame],
+            source,
+            blink,
+            style,
+            torch.Generator().manual_seed(cseed),
+            ref_exp=cref,
+        )
         parts.append(coeffs if not parts else carry_pose(parts[-1], coeffs))
     return np.concatenate(parts)
