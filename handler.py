@@ -123,7 +123,8 @@ def _process(
     segments = _Segments(storage, job_id, settings.inline_result_max_bytes, emit) if emit is not None else None
     hooks = AnimationHooks(progress=_pipeline_progress(report), stop=stop,
                            on_segment=None if segments is None else segments.deliver,
-                           segment_seconds=settings.stream_segment_seconds)
+                           segment_seconds=settings.stream_segment_seconds,
+                           first_segment_seconds=settings.stream_first_segment_seconds)
     animation = pipeline.animate(_loaded_bundle(), settings, request, workdir, hooks)
     report("upload")
     made_in = time.monotonic() - started

@@ -19,7 +19,12 @@ Examples:
     python -m bench.benchmark --landmarks lm.npz ...          # there, without dlib
     python -m bench.benchmark --small --device cpu --seconds 0.4 --no-flops   # tests this script
 
+    python -m bench.benchmark --small --device cpu --seconds 300 --no-flops --sizes 256 --enhancers none \
+        --preprocess crop --segment-seconds 1 --until-first-segment   # time to the first streamed segment
+
 ``--small`` runs the small networks of ``tests/support/smallbundle.py`` (the plumbing tests' bundle).
+With ``--until-first-segment`` each job stops once its first segment is out: the row gives the seconds from the job's
+start to it, the stage seconds spent by then (read from the job's StageTimer) and the peak RSS of the process.
 """
 
 from __future__ import annotations
@@ -59,6 +64,17 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="stream segments of this length (STREAM_SEGMENT_SECONDS) and report the seconds from "
         "the job's start to the first one",
+    )
+    parser.add_argument(
+        "--first-segment-seconds",
+        type=float,
+        default=None,
+        help="the first segment's length (STREAM_FIRST_SEGMENT_SECONDS; default: as the others)",
+    )
+    parser.add_argument(
+        "--until-first-segment",
+        action="store_true",
+        help="with --segment-seconds: stop each job at its first segment and report the stage seconds spent until then",
     )
 
 
@@ -291,6 +307,92 @@ def run_one(
     return row
 
 
+class TimerTap:
+    """Keeps the StageTimer each job creates, so the stage seconds can be read while it runs."""
+
+    def __init__(self) -> None:
+        from sadtalker.core import jobtools
+
+        self.timers: list = []
+        real_init = jobtools.StageTimer.__init__
+        tap = self
+
+        def init(timer, *args, **kwargs) -> None:
+            real_init(timer, *args, **kwargs)
+            tap.timers.append(timer)
+
+        jobtools.StageTimer.__init__ = init  # type: ignore[method-assign,assignment]
+
+
+def run_until_first_segment(
+    bundle, settings, image: np.ndarray, wav: np.ndarray, size: int, args: argparse.Namespace, tap: TimerTap
+) -> dict:
+    """Seconds from the job's start to its first streamed segment and the stage seconds spent by then; the job is
+    stopped there (JobCancelled)."""
+    import threading
+
+    from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
+    from sadtalker.core.errors import JobCancelled
+    from sadtalker.pipeline import animate
+
+    options = RenderOptions(size=size, enhancer="none", preprocess="crop")
+    request = AnimationRequest(image, wav, options, seed=0, name="bench")
+    stop = threading.Event()
+    first: dict = {}
+
+    def on_segment(segment) -> None:
+        if not first:
+            seconds = tap.timers[-1].seconds
+            first.update(
+                seconds=time.perf_counter() - start,
+                frames=segment.frames,
+                timings={name: round(value, 3) for name, value in seconds.items()},
+            )
+            stop.set()
+
+    extra = {} if args.first_segment_seconds is None else {"first_segment_seconds": args.first_segment_seconds}
+    hooks = AnimationHooks(
+        ProgressLog(), stop=stop, on_segment=on_segment, segment_seconds=args.segment_seconds, **extra
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            animate(bundle, settings, request, workdir, hooks)
+        except JobCancelled:
+            pass
+    return {
+        "size": size,
+        "audio_seconds": round(len(wav) / 16000, 3),
+        "first_segment_seconds": round(first["seconds"], 3),
+        "first_segment_frames": first["frames"],
+        "timings": first["timings"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def first_segment_rows(args: argparse.Namespace, bundle, settings, image: np.ndarray, wav: np.ndarray) -> list[dict]:
+    """``--until-first-segment``: one row per size, each after a warm-up job."""
+    if args.segment_seconds <= 0:
+        raise SystemExit("--until-first-segment needs --segment-seconds")
+    tap, rows = TimerTap(), []
+    for size in args.sizes:
+        if not args.no_warmup:
+            run_one(bundle, settings, image, wav[: 16000 // 2], size, "none", "crop")
+        rows.append(run_until_first_segment(bundle, settings, image, wav, size, args, tap))
+        log.info("%s", rows[-1])
+    return rows
+
+
+def print_first_segment_table(rows: list[dict]) -> None:
+    stages = sorted({stage for row in rows for stage in row["timings"]})
+    head = ["audio_s", "first_segment_s", "first_segment_frames"] + [f"{s}_s" for s in stages] + ["peak_rss_mb"]
+    print(" | ".join(head))
+    for row in rows:
+        cells = [row["audio_seconds"], row["first_segment_seconds"], row["first_segment_frames"]]
+        cells += [row["timings"].get(s, "-") for s in stages] + [row["peak_rss_mb"]]
+        print(" | ".join(str(c) for c in cells))
+
+
 def print_table(rows: list[dict]) -> None:
     stages = sorted({stage for row in rows for stage in row["timings"]})
     head = [
@@ -431,6 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle, load_s = load_bundle(args, env)
     report = report_head(args, bundle, settings, load_s)
     image = np.array(Image.open(IMAGE).convert("RGB"))
+    if args.until_first_segment:
+        report["rows"] = first_segment_rows(args, bundle, settings, image, speech(args.seconds))
+        print(f"device: {report['device']}, threads {report['threads']}, batch {report['batch_size']}")
+        print_first_segment_table(report["rows"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
+        return 0
     report["rows"] = run_cases(args, bundle, settings, image, speech(args.seconds))
     if args.record_landmarks:
         bundle.face_finder.save(args.record_landmarks)

@@ -10,7 +10,9 @@
    mel windows; ``pose_scale`` scales the generated pose around the source's (docs/controls.md);
 3. **render** (:mod:`sadtalker.render`): semantic windows over the whole, continuous coefficient sequence (so no
    window is clamped at a seam), then the face renderer in batches, every frame from the same source image; camera
-   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`);
+   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`). The windows are built batch by batch
+   (:class:`TargetWindows`): a batch pulls stage 2's coefficients in pieces until the rows it needs exist, so the
+   first frames (the first streamed segment) do not wait for the whole audio's coefficients (docs/streaming.md);
 4. **enhance** (:mod:`sadtalker.enhance`) and, in ``full`` mode, **paste** back into the photo
    (:mod:`sadtalker.output.paste`);
 5. **encode** (:mod:`sadtalker.output.video`): frames stream into one ffmpeg process, the audio muxed once over the
@@ -26,10 +28,11 @@ the request's seed; the enhancer uses stored noise. Same request + same seed = s
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -43,13 +46,13 @@ from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.face.stage import Preprocessed, VideoCoefficients, preprocess_image, preprocess_video
 from sadtalker.motion.chunking import Chunk, plan_chunks
 from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
-from sadtalker.motion.stage import apply_ref_pose, chunked_coefficients, loop_frames, scale_pose
+from sadtalker.motion.stage import apply_ref_pose, coefficient_pieces, loop_frames, scale_pose
 from sadtalker.output.paste import Paster
 from sadtalker.output.segments import Segmenter
 from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.camera import camera_sequence
-from sadtalker.render.stage import render, source_semantics, target_semantics
+from sadtalker.render.stage import SEMANTIC_RADIUS, render, source_semantics, target_coefficients, window_range
 from sadtalker.weights.loader import ALIGNMENT_FILE, DETECTION_FILE
 from sadtalker.worker.settings import Settings
 
@@ -74,23 +77,26 @@ def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, 
     frames_total = num_frames(len(request.wav16k))
     if frames_total < 1:
         raise InvalidInput("the audio is shorter than one video frame (40 ms)")
+    hooks = dataclasses.replace(hooks, progress=_never_falling(hooks.progress))
     models = bundle.for_size(options.size)
     enhancer_for(bundle, options.enhancer)  # refuses before any model work
     timer, seed = StageTimer(), resolve_seed(request.seed)
     pre, reference = prepare_sources(bundle, settings, models, request, timer, hooks)
     chunks = plan_chunks(request.wav16k, settings.chunk_seconds)
-    sources, targets = coefficients(models, request, pre, reference, chunks, seed, timer, hooks)
+    batch = settings.render_batch_for(bundle.device.type)
+    sources, targets = coefficients(models, request, pre, reference, chunks, seed, timer, hooks,
+                                    max(batch, first_segment_frames(hooks)))
     post = _FramePost(bundle, settings, options, pre, request.image_rgb)
     batches = render(
-        models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets,
-        settings.render_batch_for(bundle.device.type), precision=settings.render_dtype,
+        models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets, batch,
+        precision=settings.render_dtype,
         camera=camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, frames_total),
     )
     writer, segments = open_writers(request, workdir, post.size, frames_total, hooks)
     try:
         with writer:
-            render_loop(_timed(batches, timer, "render"), post, [writer] + ([segments] if segments else []), chunks,
-                        timer, hooks)
+            outputs: List[Union[VideoWriter, Segmenter]] = [writer] + ([segments] if segments else [])
+            render_loop(_timed(batches, timer, "render", inside="audio2coeff"), post, outputs, chunks, timer, hooks)
             hooks.progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
             with timer.stage("encode"):
                 video = writer.close()
@@ -132,24 +138,58 @@ def prepare_sources(bundle: ModelBundle, settings: Settings, models: SizeModels,
 
 def coefficients(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
                  reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int, timer: StageTimer,
-                 hooks: AnimationHooks) -> Tuple[np.ndarray, np.ndarray]:
-    """Stage 2: the renderer's inputs, source semantics (C, 27) and every frame's target windows (T, C, 27)."""
+                 hooks: AnimationHooks, head_frames: int = 0) -> Tuple[np.ndarray, "TargetWindows"]:
+    """Stage 2: the renderer's inputs, source semantics (C, 27) and every frame's target windows (T, C, 27),
+    computed as the renderer reads them; the first ``head_frames`` frames' windows come before the rest of the first
+    chunk (:func:`~sadtalker.motion.stage.coefficient_pieces`)."""
     options = request.options
     hooks.progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
     with timer.stage("audio2coeff"):
-        coeffs = _motion_coefficients(models, request, pre, reference, chunks, seed, hooks)
-        targets = target_semantics(
-            coeffs, pre.coeff_3dmm, options.expression_scale, options.still_mode, options.preprocess
-        )
+        pieces = _motion_pieces(models, request, pre, reference, chunks, seed, hooks, head_frames + SEMANTIC_RADIUS)
         sources = source_semantics(pre.coeff_3dmm, options.preprocess)
-    return sources, targets
+    return sources, TargetWindows(pieces, num_frames(len(request.wav16k)), pre.coeff_3dmm, options, timer)
 
 
-def _motion_coefficients(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
-                         reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int,
-                         hooks: AnimationHooks) -> np.ndarray:
-    """(T, 70) expression and pose per frame: ExpNet and PoseVAE chunk by chunk, then the pose and reference-video
-    controls."""
+class TargetWindows:
+    """The renderer's (T, C, 27) target windows as a sequence read in slices: a slice pulls coefficient pieces
+    until the rows its windows need (13 past its last frame, clamped at the end) exist; time spent there counts
+    as ``audio2coeff``."""
+
+    def __init__(self, pieces: Iterator[np.ndarray], total: int, source_coeff: np.ndarray, options: RenderOptions,
+                 timer: StageTimer) -> None:
+        self.pieces, self.total, self.source, self.options, self.timer = pieces, total, source_coeff, options, timer
+        self.parts: List[np.ndarray] = []  # driving coefficients (K, C) so far, piece by piece
+        self.known = 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        start, stop, _ = frames.indices(self.total)
+        self.fill(min(stop + SEMANTIC_RADIUS, self.total))
+        return window_range(self.coefficients(), self.total, start, stop)
+
+    def fill(self, rows: int) -> None:
+        """Pull pieces until ``rows`` rows exist."""
+        with self.timer.stage("audio2coeff"):
+            while self.known < rows:
+                piece = next(self.pieces)
+                self.parts.append(target_coefficients(piece, self.source, self.options.expression_scale,
+                                                      self.options.still_mode, self.options.preprocess))
+                self.known += len(piece)
+
+    def coefficients(self) -> np.ndarray:
+        """The driving coefficients (K, C) computed so far."""
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0]
+
+
+def _motion_pieces(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
+                   reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int, hooks: AnimationHooks,
+                   head_rows: int) -> Iterator[np.ndarray]:
+    """(K, 70) expression and pose rows in time order: ExpNet and PoseVAE piece by piece, then the pose and
+    reference-video controls, which work row by row."""
     options = request.options
     frames_total = num_frames(len(request.wav16k))
     if options.idle_seconds is not None:  # the reference's idle mode: all-zero mel windows, not silence's mel
@@ -164,16 +204,26 @@ def _motion_coefficients(models: SizeModels, request: AnimationRequest, pre: Pre
     ref_exp = None  # the reference video's expressions drive ExpNet (its blinks) instead of random blinks
     if reference is not None and options.ref_info in ("blink", "pose+blink"):
         ref_exp = loop_frames(reference.coeff_3dmm[:, EXPRESSION_COLUMNS], frames_total)
-    coeffs = chunked_coefficients(
+    pieces = coefficient_pieces(
         models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done,
-        use_blink=options.use_blink and ref_exp is None, ref_exp=ref_exp,
+        use_blink=options.use_blink and ref_exp is None, ref_exp=ref_exp, head_rows=head_rows,
     )
-    coeffs = scale_pose(coeffs, pre.coeff_3dmm[POSE_COLUMNS], options.pose_scale)
-    if reference is not None and options.ref_info in ("pose", "pose+blink"):
-        coeffs = apply_ref_pose(coeffs, reference.coeff_3dmm[:, POSE_COLUMNS])
-    if reference is not None and options.ref_info == "all":  # the web demo: the video's coefficients as they are
-        coeffs = loop_frames(reference.coeff_3dmm[:, :MOTION_COEFFS], frames_total).astype(np.float32)
-    return coeffs
+    return _controlled(pieces, pre, reference, options)
+
+
+def _controlled(pieces: Iterator[np.ndarray], pre: Preprocessed, reference: Optional[VideoCoefficients],
+                options: RenderOptions) -> Iterator[np.ndarray]:
+    """``pose_scale``, the reference video's pose delta and ``ref_info: all`` on each piece (rows ``start..``)."""
+    start = 0
+    for coeffs in pieces:
+        rows = np.arange(start, start + len(coeffs))
+        coeffs = scale_pose(coeffs, pre.coeff_3dmm[POSE_COLUMNS], options.pose_scale)
+        if reference is not None and options.ref_info in ("pose", "pose+blink"):
+            coeffs = apply_ref_pose(coeffs, reference.coeff_3dmm[:, POSE_COLUMNS], rows)
+        if reference is not None and options.ref_info == "all":  # the web demo: the video's coefficients as they are
+            coeffs = reference.coeff_3dmm[rows % len(reference.coeff_3dmm), :MOTION_COEFFS].astype(np.float32)
+        start += len(coeffs)
+        yield coeffs
 
 
 def open_writers(request: AnimationRequest, workdir: str, size: Tuple[int, int], frames_total: int,
@@ -187,8 +237,18 @@ def open_writers(request: AnimationRequest, workdir: str, size: Tuple[int, int],
     if hooks.on_segment is None or hooks.segment_seconds <= 0:
         return writer, None
     segment_frames = max(1, round(hooks.segment_seconds * FPS))
-    segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, hooks.on_segment)
+    segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, hooks.on_segment,
+                         first_frames=first_segment_frames(hooks))
     return writer, segments
+
+
+def first_segment_frames(hooks: AnimationHooks) -> int:
+    """Frames of the first streamed segment (``first_segment_seconds``, 0: as long as the others); 0 when the hooks
+    do not stream."""
+    if not hooks.streaming:
+        return 0
+    seconds = hooks.first_segment_seconds if hooks.first_segment_seconds > 0 else hooks.segment_seconds
+    return max(1, round(seconds * FPS))
 
 
 def _reference_warnings(reference: Optional[VideoCoefficients], request: AnimationRequest) -> Tuple[str, ...]:
@@ -196,6 +256,17 @@ def _reference_warnings(reference: Optional[VideoCoefficients], request: Animati
         return ()
     return (f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video frames; "
             "they took the motion of the nearest frame with a face",)
+
+
+def _never_falling(progress: Callable[[str, int, int, float], None]) -> Callable[[str, int, int, float], None]:
+    """``progress`` with a percent that never falls: later chunks' coefficients are computed while frames render."""
+    highest = [0.0]
+
+    def report(stage: str, chunk: int = 0, chunks: int = 0, percent: float = 0.0) -> None:
+        highest[0] = max(highest[0], percent)
+        progress(stage, chunk, chunks, highest[0])
+
+    return report
 
 
 def _coeff_percent(done: int, total: int) -> float:
@@ -250,15 +321,16 @@ def _resize_frames(frames: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR) for frame in frames])
 
 
-def _timed(iterator: Iterator[np.ndarray], timer: StageTimer, name: str) -> Iterator[np.ndarray]:
-    """Yield from ``iterator``, adding the time spent producing each item to ``timer``'s stage ``name``."""
+def _timed(iterator: Iterator[np.ndarray], timer: StageTimer, name: str, inside: str = "") -> Iterator[np.ndarray]:
+    """Yield from ``iterator``, adding the time spent producing each item to ``timer``'s stage ``name``, less what
+    the stage ``inside`` (timed within the iterator: the coefficients the renderer pulls) took meanwhile."""
     while True:
-        start = time.perf_counter()
+        start, before = time.perf_counter(), timer.seconds.get(inside, 0.0)
         try:
             item = next(iterator)
         except StopIteration:
             return
-        timer.add(name, time.perf_counter() - start)
+        timer.add(name, time.perf_counter() - start - (timer.seconds.get(inside, 0.0) - before))
         yield item
 
 

@@ -129,6 +129,8 @@ class AnimationHooks:
     # on_segment as soon as it is encoded (sadtalker.output.segments).
     on_segment: Optional[Callable[[Segment], None]] = None
     segment_seconds: float = 0.0
+    # The first segment's length (0: segment_seconds); the renderer starts as soon as its coefficients exist.
+    first_segment_seconds: float = 0.0
 
     @property
     def streaming(self) -> bool:

@@ -3,7 +3,8 @@
 Each segment is its own H.264 + AAC file with ``+faststart`` (a :class:`~sadtalker.output.video.VideoWriter`), its
 sound the matching stretch of the caller's audio. The segments are contiguous in frames and their frame counts add
 up to the video's; the last one holds what is left. A segment is handed to ``on_segment`` as soon as its last frame
-is encoded, before the next one starts.
+is encoded, before the next one starts. The first segment may be shorter (``first_frames``) so that a player gets
+something to show early.
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ class Segmenter:
     """Feeds frames (the same arrays the whole video gets) into one segment writer at a time."""
 
     def __init__(self, workdir: str, name: str, width: int, height: int, audio: Union[SourceAudio, np.ndarray],
-                 total_frames: int, segment_frames: int, on_segment: Callable[[Segment], None]) -> None:
-        if segment_frames < 1:
-            raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
+                 total_frames: int, segment_frames: int, on_segment: Callable[[Segment], None],
+                 first_frames: int = 0) -> None:
+        if segment_frames < 1 or first_frames < 0:
+            raise ValueError(f"segment_frames must be >= 1 and first_frames >= 0, got {segment_frames}, "
+                             f"{first_frames}")
+        self.first_frames = first_frames or segment_frames  # the first segment's length (0: as the others)
         self.workdir, self.name = workdir, name
         self.size = (width, height)
         self.audio = audio
@@ -49,7 +53,7 @@ class Segmenter:
             self.writer = None
 
     def _open(self) -> VideoWriter:
-        frames = min(self.segment_frames, self.total - self.start)
+        frames = min(self.first_frames if self.index == 0 else self.segment_frames, self.total - self.start)
         path = os.path.join(self.workdir, f"{self.name}.segment-{self.index:03d}.mp4")
         self.writer = VideoWriter(path, *self.size, self.audio, n_frames=frames, start_frame=self.start)
         return self.writer

@@ -14,7 +14,7 @@ Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,14 +29,31 @@ from sadtalker.render.models import RendererModels
 SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
 
 
+class WindowSource(Protocol):
+    """Target windows read one batch at a time: ``len`` frames, a slice of frames -> (B, C, 27)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, frames: slice) -> np.ndarray: ...
+
+
 def semantic_windows(coeffs: np.ndarray, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
     """(T, C) -> (T, C, 2*radius+1) float32: frame i's window holds frames i-radius..i+radius, clamped."""
     coeffs = np.asarray(coeffs, dtype=np.float32)
     if coeffs.ndim != 2 or coeffs.shape[0] == 0:
         raise ValueError(f"coefficients must be (T, C) with T >= 1, got shape {coeffs.shape}")
     t = coeffs.shape[0]
-    index = np.clip(np.arange(t)[:, None] + np.arange(-radius, radius + 1)[None, :], 0, t - 1)
-    return np.ascontiguousarray(coeffs[index].transpose(0, 2, 1))
+    return window_range(coeffs, t, 0, t, radius)
+
+
+def window_range(coeffs: np.ndarray, total: int, start: int, stop: int, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
+    """Frames ``start..stop-1`` of :func:`semantic_windows` over a ``total``-frame sequence of which ``coeffs``
+    (K, C) holds the first K rows, K >= min(stop + radius, total): (stop - start, C, 2*radius+1) float32, clamped at
+    the ends of the whole sequence, so the renderer can start before the last rows exist."""
+    index = np.clip(np.arange(start, stop)[:, None] + np.arange(-radius, radius + 1)[None, :], 0, total - 1)
+    if index.size and index.max() >= len(coeffs):
+        raise ValueError(f"frames {start}..{stop - 1} need rows up to {index.max()}, only {len(coeffs)} exist")
+    return np.ascontiguousarray(np.asarray(coeffs, dtype=np.float32)[index].transpose(0, 2, 1))
 
 
 def source_semantics(source_coeff: np.ndarray, preprocess: str, radius: int = SEMANTIC_RADIUS) -> np.ndarray:
@@ -90,11 +107,14 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 def render(
     models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
-    target_windows: np.ndarray, batch_size: int, precision: str = "fp32", camera: Optional[np.ndarray] = None,
+    target_windows: Union[np.ndarray, WindowSource], batch_size: int, precision: str = "fp32",
+    camera: Optional[np.ndarray] = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).
 
-    source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27).
+    source_image: (S, S, 3) uint8 at the render size; source_semantics: (C, 27); target_windows: (T, C, 27), an
+    array or any sequence whose slices are such arrays, read one batch at a time (the pipeline's windows are
+    computed as the coefficients come, :class:`sadtalker.pipeline.TargetWindows`).
     ``camera``: optional (T, 3) (yaw, pitch, roll) degrees per frame replacing MappingNet's angles, NaN = keep
     (:func:`sadtalker.render.camera.camera_sequence`).
     Runs on the device and dtype of ``models``; ``precision`` (fp32, tf32, fp16, bf16) sets the arithmetic of the
@@ -104,9 +124,6 @@ def render(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device, dtype = models.device, models.dtype
-    windows = torch.from_numpy(np.asarray(target_windows, dtype=np.float32))
-    if device.type == "cuda":
-        windows = windows.pin_memory()
     downloads = FrameDownloads(device)
     # The precision region is entered per step and left before each yield, so the caller's code between
     # batches (enhancer, paste-back) never runs under the renderer's autocast or TF32 setting.
@@ -116,9 +133,12 @@ def render(
         semantics = torch.from_numpy(np.asarray(source_semantics, dtype=np.float32))[None].to(device, dtype)
         kp_source = transform_keypoints(kp_canonical, mapping(semantics))
         feature = models.generator.encode(source)  # the source's appearance volume, shared by all frames
-    for start in range(0, len(windows), batch_size):
+    for start in range(0, len(target_windows), batch_size):
+        windows = torch.from_numpy(np.asarray(target_windows[start : start + batch_size], dtype=np.float32))
+        if device.type == "cuda":
+            windows = windows.pin_memory()
         with torch.inference_mode(), precision_context(device, precision):
-            batch = windows[start : start + batch_size].to(device, dtype, non_blocking=True)
+            batch = windows.to(device, dtype, non_blocking=True)
             n = batch.shape[0]
             angles = None if camera is None else torch.from_numpy(np.asarray(camera[start : start + n], np.float32))
             kp_driving = transform_keypoints(kp_canonical.expand(n, -1, -1), mapping(batch), angles)

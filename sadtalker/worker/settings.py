@@ -146,6 +146,8 @@ class Settings:
     # Streaming worker: deliver the video in playable segments of this many seconds as it renders (RunPod's
     # /stream), then the whole video. 0 = off: one result at the end.
     stream_segment_seconds: float = 0.0
+    # The first streamed segment's length, so a player starts early (0 = STREAM_SEGMENT_SECONDS).
+    stream_first_segment_seconds: float = 1.0
 
     def __repr__(self) -> str:  # never print the secret
         secret = "***" if self.r2_secret_access_key else ""
@@ -200,4 +202,6 @@ class Settings:
             r2_check_at_startup=_bool(env, "R2_CHECK_AT_STARTUP", d.r2_check_at_startup),
             inline_result_max_bytes=_int(env, "INLINE_RESULT_MAX_BYTES", d.inline_result_max_bytes, 1),
             stream_segment_seconds=_float(env, "STREAM_SEGMENT_SECONDS", d.stream_segment_seconds, 0.0),
+            stream_first_segment_seconds=_float(env, "STREAM_FIRST_SEGMENT_SECONDS", d.stream_first_segment_seconds,
+                                                0.0),
         )

@@ -106,26 +106,26 @@ class TestPipelinePlumbing:
     def test_camera_pose_scale_and_use_blink_reach_the_renderer(self, bundle, settings, tmp_path, monkeypatch):
         import sadtalker.pipeline as pipeline
 
-        seen = {}
-        real_render, real_targets = pipeline.render, pipeline.target_semantics
+        seen = {"pieces": []}
+        real_render, real_targets = pipeline.render, pipeline.target_coefficients
 
         def spy_render(*args, **kwargs):
             seen["camera"] = kwargs.get("camera")
             return real_render(*args, **kwargs)
 
-        def spy_targets(coeffs, *args, **kwargs):
-            seen["coeffs"] = coeffs
+        def spy_targets(coeffs, *args, **kwargs):  # called once per piece of coefficients
+            seen["pieces"].append(coeffs)
             return real_targets(coeffs, *args, **kwargs)
 
         monkeypatch.setattr(pipeline, "render", spy_render)
-        monkeypatch.setattr(pipeline, "target_semantics", spy_targets)
+        monkeypatch.setattr(pipeline, "target_coefficients", spy_targets)
         result = run(bundle, settings, tmp_path, "cam", input_yaw=(0.0, 20.0), input_roll=(5.0,), pose_scale=0.0,
                      use_blink=False, still_mode=True)
         assert result.frames == 30
         camera = seen["camera"]
         assert camera.shape == (30, 3) and camera[0, 0] == 0 and camera[-1, 0] > 19
         assert np.all(np.isnan(camera[:, 1])) and np.all(camera[:, 2] == 5)
-        pose = seen["coeffs"][:, POSE_COLUMNS]
+        pose = np.concatenate(seen["pieces"])[:, POSE_COLUMNS]
         assert np.all(pose == pose[0]), "pose_scale 0 must hold the source pose"
 
 
@@ -146,13 +146,13 @@ class TestIdleAndReferenceVideo:
         import sadtalker.pipeline as pipeline
 
         seen = {}
-        real = pipeline.chunked_coefficients
+        real = pipeline.coefficient_pieces
 
         def spy(exp, pose, windows, *args, **kwargs):
             seen["windows"] = windows
             return real(exp, pose, windows, *args, **kwargs)
 
-        monkeypatch.setattr(pipeline, "chunked_coefficients", spy)
+        monkeypatch.setattr(pipeline, "coefficient_pieces", spy)
         options = RenderOptions(enhancer="none", idle_seconds=1.2)
         request = AnimationRequest(astronaut(), np.zeros(int(1.2 * 16000), np.float32), options, seed=2, name="idle")
         result = pipeline.animate(bundle, settings, request, str(tmp_path))
@@ -163,19 +163,19 @@ class TestIdleAndReferenceVideo:
     def test_reference_video_drives_the_coefficients(self, bundle, settings, tmp_path, monkeypatch, ref_info):
         import sadtalker.pipeline as pipeline
 
-        seen = {}
-        real_targets, real_chunks = pipeline.target_semantics, pipeline.chunked_coefficients
+        seen = {"pieces": []}
+        real_targets, real_chunks = pipeline.target_coefficients, pipeline.coefficient_pieces
 
-        def spy_targets(coeffs, *args, **kwargs):
-            seen["coeffs"] = coeffs
+        def spy_targets(coeffs, *args, **kwargs):  # called once per piece of coefficients
+            seen["pieces"].append(coeffs)
             return real_targets(coeffs, *args, **kwargs)
 
         def spy_chunks(*args, **kwargs):
             seen["chunk_kwargs"] = kwargs
             return real_chunks(*args, **kwargs)
 
-        monkeypatch.setattr(pipeline, "target_semantics", spy_targets)
-        monkeypatch.setattr(pipeline, "chunked_coefficients", spy_chunks)
+        monkeypatch.setattr(pipeline, "target_coefficients", spy_targets)
+        monkeypatch.setattr(pipeline, "coefficient_pieces", spy_chunks)
         frames = moved_frames(4)
         options = RenderOptions(enhancer="none", ref_info=ref_info)
         request = AnimationRequest(astronaut(), speech_like(0.4), options, seed=2, name=ref_info.replace("+", "_"),
@@ -183,7 +183,7 @@ class TestIdleAndReferenceVideo:
         result = pipeline.animate(bundle, settings, request, str(tmp_path))
         assert result.frames == 10 and result.warnings == ()
         video = pipeline.preprocess_video(frames, bundle.face_finder, bundle.sizes[256].recon_net, "crop")
-        coeffs = seen["coeffs"]
+        coeffs = np.concatenate(seen["pieces"])
         if ref_info == "all":
             np.testing.assert_array_equal(coeffs, motion.loop_frames(video.coeff_3dmm[:, :MOTION_COEFFS], 10))
         if "blink" in ref_info:

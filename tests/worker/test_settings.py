@@ -66,3 +66,11 @@ def test_render_and_enhancer_dtype_refuse_unknown_values():
     for name in ("RENDER_DTYPE", "ENHANCER_DTYPE"):
         with pytest.raises(ValueError, match=name):
             Settings.from_env({name: "fp8"})
+
+
+def test_stream_first_segment_seconds_defaults_to_one_and_takes_zero():
+    assert Settings.from_env({}).stream_first_segment_seconds == 1.0
+    assert Settings.from_env({"STREAM_FIRST_SEGMENT_SECONDS": "0"}).stream_first_segment_seconds == 0.0
+    assert Settings.from_env({"STREAM_FIRST_SEGMENT_SECONDS": "0.4"}).stream_first_segment_seconds == 0.4
+    with pytest.raises(ValueError, match="STREAM_FIRST_SEGMENT_SECONDS"):
+        Settings.from_env({"STREAM_FIRST_SEGMENT_SECONDS": "-1"})
