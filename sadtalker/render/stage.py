@@ -157,7 +157,7 @@ class FrameDownloads:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self.pending: Optional[Tuple[Tensor, object]] = None
+        self.pending: Optional[Tuple[Tensor, "torch.cuda.Event"]] = None
 
     def push(self, frames: Tensor) -> Iterator[np.ndarray]:
         if not self.cuda:
@@ -178,7 +178,7 @@ class FrameDownloads:
             yield self._ready(previous)
 
     @staticmethod
-    def _ready(item: Tuple[Tensor, object]) -> np.ndarray:
+    def _ready(item: Tuple[Tensor, "torch.cuda.Event"]) -> np.ndarray:
         host, event = item
         event.synchronize()
         return host.numpy()
