@@ -15,6 +15,7 @@ temporary folder, removed in ``finally``. Every failure becomes ``{"success": fa
 
 Importing this module loads no model and imports neither torch nor runpod, so tests can call ``handler(job)``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,11 @@ _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 Progress = Callable[..., None]
 
 
-def handler(job: Mapping[str, Any], stop: Optional[threading.Event] = None,
-            emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+def handler(
+    job: Mapping[str, Any],
+    stop: Optional[threading.Event] = None,
+    emit: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
     """Run one RunPod job and return the success dict or the failure dict (never raises).
 
     ``stop``, once set, ends the job at its next batch (RunPod's cancel, see :func:`job_handler`). ``emit``, on a
@@ -72,8 +76,12 @@ def handler(job: Mapping[str, Any], stop: Optional[threading.Event] = None,
         return _unexpected(error)
 
 
-def _run_job(job: Mapping[str, Any], started: float, stop: Optional[threading.Event],
-             emit: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
+def _run_job(
+    job: Mapping[str, Any],
+    started: float,
+    stop: Optional[threading.Event],
+    emit: Optional[Callable[[Dict[str, Any]], None]],
+) -> Dict[str, Any]:
     if not isinstance(job, Mapping):
         raise InternalError("the job is not an object")
     settings = _SETTINGS or Settings.from_env()
@@ -106,25 +114,44 @@ def _process(
     report("download")
     with timer.stage("download"):
         image_bytes = source_bytes(options.image, limits_from_settings(settings, settings.max_image_bytes))
-        audio_bytes = None if options.audio is None else source_bytes(
-            options.audio, limits_from_settings(settings, settings.max_audio_bytes))
-        video_bytes = None if options.ref_video is None else source_bytes(
-            options.ref_video, limits_from_settings(settings, settings.max_image_bytes))
+        audio_bytes = (
+            None
+            if options.audio is None
+            else source_bytes(options.audio, limits_from_settings(settings, settings.max_audio_bytes))
+        )
+        video_bytes = (
+            None
+            if options.ref_video is None
+            else source_bytes(options.ref_video, limits_from_settings(settings, settings.max_image_bytes))
+        )
     report("decode")
     with timer.stage("decode"):
         image_rgb = decode_image(image_bytes, settings.max_image_side)
-        ref_frames = None if video_bytes is None else decode_video(
-            video_bytes, workdir, settings.max_ref_video_seconds, settings.max_image_side)
+        ref_frames = (
+            None
+            if video_bytes is None
+            else decode_video(video_bytes, workdir, settings.max_ref_video_seconds, settings.max_image_side)
+        )
         audio = job_audio(audio_bytes, video_bytes, options.render.idle_seconds, workdir, settings.max_audio_seconds)
     del image_bytes, audio_bytes, video_bytes
-    request = AnimationRequest(image_rgb, audio.samples, options.render, options.seed, name=job_id,
-                               source_audio=audio.source, ref_frames=ref_frames)
+    request = AnimationRequest(
+        image_rgb,
+        audio.samples,
+        options.render,
+        options.seed,
+        name=job_id,
+        source_audio=audio.source,
+        ref_frames=ref_frames,
+    )
     pipeline = importlib.import_module("sadtalker.pipeline")  # torch and the models' code: on the first job only
     segments = _Segments(storage, job_id, settings.inline_result_max_bytes, emit) if emit is not None else None
-    hooks = AnimationHooks(progress=_pipeline_progress(report), stop=stop,
-                           on_segment=None if segments is None else segments.deliver,
-                           segment_seconds=settings.stream_segment_seconds,
-                           first_segment_seconds=settings.stream_first_segment_seconds)
+    hooks = AnimationHooks(
+        progress=_pipeline_progress(report),
+        stop=stop,
+        on_segment=None if segments is None else segments.deliver,
+        segment_seconds=settings.stream_segment_seconds,
+        first_segment_seconds=settings.stream_first_segment_seconds,
+    )
     animation = pipeline.animate(_loaded_bundle(), settings, request, workdir, hooks)
     report("upload")
     made_in = time.monotonic() - started
@@ -142,8 +169,13 @@ class _Segments:
     """Delivers each streamed segment as it is encoded (R2 key ``<prefix><job id>.segment-NNN.mp4``, or inline within
     the job's inline budget) and emits its item."""
 
-    def __init__(self, storage: Optional[StorageConfig], job_id: str, inline_max_bytes: int,
-                 emit: Callable[[Dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        storage: Optional[StorageConfig],
+        job_id: str,
+        inline_max_bytes: int,
+        emit: Callable[[Dict[str, Any]], None],
+    ) -> None:
         self.storage, self.job_id, self.inline_max_bytes, self.emit = storage, job_id, inline_max_bytes, emit
         self.inline_bytes = 0  # bytes returned inline so far: the final video counts them too
 
@@ -153,8 +185,15 @@ class _Segments:
         if delivery.video_base64 is not None:
             self.inline_bytes += os.path.getsize(segment.path)
         os.remove(segment.path)  # delivered: only the whole video stays until the end of the job
-        self.emit({"segment": segment.index, "start_seconds": segment.start_seconds,
-                   "duration_seconds": segment.duration_seconds, "frames": segment.frames, **delivery.as_result()})
+        self.emit(
+            {
+                "segment": segment.index,
+                "start_seconds": segment.start_seconds,
+                "duration_seconds": segment.duration_seconds,
+                "frames": segment.frames,
+                **delivery.as_result(),
+            }
+        )
 
 
 def _response(delivery: Delivery, animation: Animation, timer: StageTimer, started: float) -> Dict[str, Any]:
@@ -233,8 +272,9 @@ def _check_size(size: int, settings: Settings) -> None:
     sizes = servable_sizes(settings)
     if size not in sizes:
         logger.warning("a size-%d job was refused: %s", size, missing_size_hint(settings, size))
-        raise InvalidInput(f"size {size} is not available on this worker; it renders size "
-                           f"{' or '.join(str(s) for s in sizes)}")
+        raise InvalidInput(
+            f"size {size} is not available on this worker; it renders size {' or '.join(str(s) for s in sizes)}"
+        )
 
 
 def _loaded_bundle() -> Any:

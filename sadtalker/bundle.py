@@ -6,6 +6,7 @@ paths for its device (never per job): :func:`sadtalker.kernels.renderer.prepare_
 method they replace is listed in those modules' docstrings and in the docstring of the class that defines it.
 ``load_models(..., fast_paths=False)`` (``FAST_PATHS=false``) attaches none: the network classes run as written.
 """
+
 from __future__ import annotations
 
 import logging
@@ -106,8 +107,11 @@ def enhancer_precision(settings: Settings, device: torch.device) -> str:
 def renderer_paths(settings: Settings, fast_paths: bool) -> RendererPaths:
     """The renderer's inference paths from the settings (``FAST_PATHS``, ``UPSAMPLED_CONVS_ON_CUDA``,
     ``TORCH_COMPILE``)."""
-    return RendererPaths(fast=fast_paths, upsampled_convs_on_cuda=settings.upsampled_convs_on_cuda,
-                         compile_backend="inductor" if settings.torch_compile else None)
+    return RendererPaths(
+        fast=fast_paths,
+        upsampled_convs_on_cuda=settings.upsampled_convs_on_cuda,
+        compile_backend="inductor" if settings.torch_compile else None,
+    )
 
 
 def enhancer_paths(settings: Settings, fast_paths: bool) -> EnhancerPaths:
@@ -115,8 +119,9 @@ def enhancer_paths(settings: Settings, fast_paths: bool) -> EnhancerPaths:
     return EnhancerPaths(fast=fast_paths, channels_last_on_cuda=settings.enhancer_channels_last)
 
 
-def load_size_models(checkpoints_dir: str, size: int, device: torch.device,
-                     paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> SizeModels:
+def load_size_models(
+    checkpoints_dir: str, size: int, device: torch.device, paths: RendererPaths = DEFAULT_RENDERER_PATHS
+) -> SizeModels:
     """The renderer and the three coefficient networks of one size, strictly loaded, eval, on ``device``.
 
     The renderer's inference paths (``paths``) are attached here, so no job pays for them.
@@ -130,15 +135,28 @@ def load_size_models(checkpoints_dir: str, size: int, device: torch.device,
     return SizeModels(renderer, recon_net, audio2exp, audio2pose, image_size=size)
 
 
-def load_enhancer(checkpoints_dir: str, device="cpu", dtype: torch.dtype = torch.float32, dims=None,
-                  batch_size: int = DEFAULT_BATCH, file_name: str = loader.GFPGAN_FILE,
-                  precision: str = "fp32", paths: EnhancerPaths = DEFAULT_ENHANCER_PATHS) -> FaceEnhancer:
+def load_enhancer(
+    checkpoints_dir: str,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    dims=None,
+    batch_size: int = DEFAULT_BATCH,
+    file_name: str = loader.GFPGAN_FILE,
+    precision: str = "fp32",
+    paths: EnhancerPaths = DEFAULT_ENHANCER_PATHS,
+) -> FaceEnhancer:
     """GFPGAN loaded (:func:`sadtalker.weights.loader.load_gfpgan`), its inference paths (``paths``) attached, as a
     :class:`~sadtalker.enhance.stage.FaceEnhancer` running in ``precision`` (see :mod:`sadtalker.core.precision`)."""
     net = prepare_enhancer(loader.load_gfpgan(checkpoints_dir, device, dtype, dims, file_name), paths)
     kwargs = {} if dims is None else {"dims": dims}
-    return FaceEnhancer(net, batch_size=batch_size, precision=precision, forward=enhancer_forward(paths),
-                        memory_format=memory_format_for(torch.device(device), paths), **kwargs)
+    return FaceEnhancer(
+        net,
+        batch_size=batch_size,
+        precision=precision,
+        forward=enhancer_forward(paths),
+        memory_format=memory_format_for(torch.device(device), paths),
+        **kwargs,
+    )
 
 
 def load_restoreformer_enhancer(checkpoints_dir: str, device="cpu", precision: str = "fp32") -> Optional[FaceEnhancer]:
@@ -176,14 +194,24 @@ def load_models(settings: Settings, fast_paths: Optional[bool] = None) -> ModelB
         sizes=sizes,
         mappings={p: loader.load_mapping(settings.checkpoints_dir, p, device) for p in ("crop", "full")},
         face_finder=loader.load_face_finder(settings.checkpoints_dir, settings.face_detector, device),
-        enhancer=load_enhancer(settings.checkpoints_dir, device, precision=enhancer_precision(settings, device),
-                               paths=enhancer_paths(settings, fast)),
+        enhancer=load_enhancer(
+            settings.checkpoints_dir,
+            device,
+            precision=enhancer_precision(settings, device),
+            paths=enhancer_paths(settings, fast),
+        ),
         cache=LRUCache(settings.preprocess_cache_size),
         load_size=load_size,
-        restoreformer=load_restoreformer_enhancer(settings.checkpoints_dir, device,
-                                                  precision=enhancer_precision(settings, device)),
+        restoreformer=load_restoreformer_enhancer(
+            settings.checkpoints_dir, device, precision=enhancer_precision(settings, device)
+        ),
         unofficial_weights=() if settings.check_weight_sizes else unofficial_weights(settings),
     )
-    log.info("models loaded in %.2f s on %s (sizes %s, fast paths %s)", time.monotonic() - start, device,
-             sorted(sizes), "on" if fast else "off")
+    log.info(
+        "models loaded in %.2f s on %s (sizes %s, fast paths %s)",
+        time.monotonic() - start,
+        device,
+        sorted(sizes),
+        "on" if fast else "off",
+    )
     return bundle

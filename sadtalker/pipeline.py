@@ -26,6 +26,7 @@
 Randomness: blinks come from ``random.Random`` and PoseVAE z from a ``torch.Generator``, both seeded per chunk from
 the request's seed; the enhancer uses stored noise. Same request + same seed = same frames.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,9 @@ _PERCENT_RENDERED = 98.0
 _ENCODER_QUEUE = 2
 
 
-def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, workdir: str,
-            hooks: AnimationHooks = NO_HOOKS) -> Animation:
+def animate(
+    bundle: ModelBundle, settings: Settings, request: AnimationRequest, workdir: str, hooks: AnimationHooks = NO_HOOKS
+) -> Animation:
     """Run one animation with ``bundle``'s models under the worker's ``settings``; the MP4 is written into
     ``workdir`` as ``<request.name>.mp4``. ``hooks``: progress, the stop flag and streamed segments."""
     options = request.options
@@ -84,11 +86,17 @@ def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, 
     pre, reference = prepare_sources(bundle, settings, models, request, timer, hooks)
     chunks = plan_chunks(request.wav16k, settings.chunk_seconds)
     batch = settings.render_batch_for(bundle.device.type)
-    sources, targets = coefficients(models, request, pre, reference, chunks, seed, timer, hooks,
-                                    max(batch, first_segment_frames(hooks)))
+    sources, targets = coefficients(
+        models, request, pre, reference, chunks, seed, timer, hooks, max(batch, first_segment_frames(hooks))
+    )
     post = _FramePost(bundle, settings, options, pre, request.image_rgb)
     batches = render(
-        models.renderer, bundle.mapping(options.preprocess), _source_for(models, pre), sources, targets, batch,
+        models.renderer,
+        bundle.mapping(options.preprocess),
+        _source_for(models, pre),
+        sources,
+        targets,
+        batch,
         precision=settings.render_dtype,
         camera=camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, frames_total),
     )
@@ -104,8 +112,15 @@ def animate(bundle: ModelBundle, settings: Settings, request: AnimationRequest, 
         if segments is not None:
             segments.abort()  # an open segment after a failure or a cancel
     return Animation(
-        path=video.path, width=video.width, height=video.height, fps=video.fps, frames=video.frames,
-        chunks=len(chunks), duration_seconds=round(frames_total / FPS, 3), seed=seed, timings=timer.rounded(),
+        path=video.path,
+        width=video.width,
+        height=video.height,
+        fps=video.fps,
+        frames=video.frames,
+        chunks=len(chunks),
+        duration_seconds=round(frames_total / FPS, 3),
+        seed=seed,
+        timings=timer.rounded(),
         warnings=post.warnings + _reference_warnings(reference, request) + _weights_warnings(bundle, settings),
     )
 
@@ -115,13 +130,21 @@ def enhancer_for(bundle: ModelBundle, enhancer: str) -> Optional[FaceEnhancer]:
     if enhancer == "gfpgan" and bundle.enhancer is None:
         raise InvalidInput('the enhancer is not available on this worker; use "enhancer": "none"')
     if enhancer == "restoreformer" and bundle.restoreformer is None:
-        raise InvalidInput('the restoreformer enhancer is not available on this worker (its optional weights '
-                           'file RestoreFormer.pth is not installed); use "enhancer": "gfpgan" or "none"')
+        raise InvalidInput(
+            "the restoreformer enhancer is not available on this worker (its optional weights "
+            'file RestoreFormer.pth is not installed); use "enhancer": "gfpgan" or "none"'
+        )
     return {"gfpgan": bundle.enhancer, "restoreformer": bundle.restoreformer}.get(enhancer)
 
 
-def prepare_sources(bundle: ModelBundle, settings: Settings, models: SizeModels, request: AnimationRequest,
-                    timer: StageTimer, hooks: AnimationHooks) -> Tuple[Preprocessed, Optional[VideoCoefficients]]:
+def prepare_sources(
+    bundle: ModelBundle,
+    settings: Settings,
+    models: SizeModels,
+    request: AnimationRequest,
+    timer: StageTimer,
+    hooks: AnimationHooks,
+) -> Tuple[Preprocessed, Optional[VideoCoefficients]]:
     """Stage 1: the photo's crop and 3DMM coefficients (cached), and a reference video's per-frame coefficients."""
     options = request.options
     hooks.progress("preprocess", 0, 0, 0.0)
@@ -136,9 +159,17 @@ def prepare_sources(bundle: ModelBundle, settings: Settings, models: SizeModels,
     return pre, reference
 
 
-def coefficients(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
-                 reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int, timer: StageTimer,
-                 hooks: AnimationHooks, head_frames: int = 0) -> Tuple[np.ndarray, "TargetWindows"]:
+def coefficients(
+    models: SizeModels,
+    request: AnimationRequest,
+    pre: Preprocessed,
+    reference: Optional[VideoCoefficients],
+    chunks: List[Chunk],
+    seed: int,
+    timer: StageTimer,
+    hooks: AnimationHooks,
+    head_frames: int = 0,
+) -> Tuple[np.ndarray, "TargetWindows"]:
     """Stage 2: the renderer's inputs, source semantics (C, 27) and every frame's target windows (T, C, 27),
     computed as the renderer reads them; the first ``head_frames`` frames' windows come before the rest of the first
     chunk (:func:`~sadtalker.motion.stage.coefficient_pieces`)."""
@@ -155,8 +186,14 @@ class TargetWindows:
     until the rows its windows need (13 past its last frame, clamped at the end) exist; time spent there counts
     as ``audio2coeff``."""
 
-    def __init__(self, pieces: Iterator[np.ndarray], total: int, source_coeff: np.ndarray, options: RenderOptions,
-                 timer: StageTimer) -> None:
+    def __init__(
+        self,
+        pieces: Iterator[np.ndarray],
+        total: int,
+        source_coeff: np.ndarray,
+        options: RenderOptions,
+        timer: StageTimer,
+    ) -> None:
         self.pieces, self.total, self.source, self.options, self.timer = pieces, total, source_coeff, options, timer
         self.parts: List[np.ndarray] = []  # driving coefficients (K, C) so far, piece by piece
         self.known = 0
@@ -174,8 +211,15 @@ class TargetWindows:
         with self.timer.stage("audio2coeff"):
             while self.known < rows:
                 piece = next(self.pieces)
-                self.parts.append(target_coefficients(piece, self.source, self.options.expression_scale,
-                                                      self.options.still_mode, self.options.preprocess))
+                self.parts.append(
+                    target_coefficients(
+                        piece,
+                        self.source,
+                        self.options.expression_scale,
+                        self.options.still_mode,
+                        self.options.preprocess,
+                    )
+                )
                 self.known += len(piece)
 
     def coefficients(self) -> np.ndarray:
@@ -185,9 +229,16 @@ class TargetWindows:
         return self.parts[0]
 
 
-def _motion_pieces(models: SizeModels, request: AnimationRequest, pre: Preprocessed,
-                   reference: Optional[VideoCoefficients], chunks: List[Chunk], seed: int, hooks: AnimationHooks,
-                   head_rows: int) -> Iterator[np.ndarray]:
+def _motion_pieces(
+    models: SizeModels,
+    request: AnimationRequest,
+    pre: Preprocessed,
+    reference: Optional[VideoCoefficients],
+    chunks: List[Chunk],
+    seed: int,
+    hooks: AnimationHooks,
+    head_rows: int,
+) -> Iterator[np.ndarray]:
     """(K, 70) expression and pose rows in time order: ExpNet and PoseVAE piece by piece, then the pose and
     reference-video controls, which work row by row."""
     options = request.options
@@ -205,14 +256,24 @@ def _motion_pieces(models: SizeModels, request: AnimationRequest, pre: Preproces
     if reference is not None and options.ref_info in ("blink", "pose+blink"):
         ref_exp = loop_frames(reference.coeff_3dmm[:, EXPRESSION_COLUMNS], frames_total)
     pieces = coefficient_pieces(
-        models.audio2exp, models.audio2pose, windows, pre.coeff_3dmm, chunks, seed, options.pose_style, chunk_done,
-        use_blink=options.use_blink and ref_exp is None, ref_exp=ref_exp, head_rows=head_rows,
+        models.audio2exp,
+        models.audio2pose,
+        windows,
+        pre.coeff_3dmm,
+        chunks,
+        seed,
+        options.pose_style,
+        chunk_done,
+        use_blink=options.use_blink and ref_exp is None,
+        ref_exp=ref_exp,
+        head_rows=head_rows,
     )
     return _controlled(pieces, pre, reference, options)
 
 
-def _controlled(pieces: Iterator[np.ndarray], pre: Preprocessed, reference: Optional[VideoCoefficients],
-                options: RenderOptions) -> Iterator[np.ndarray]:
+def _controlled(
+    pieces: Iterator[np.ndarray], pre: Preprocessed, reference: Optional[VideoCoefficients], options: RenderOptions
+) -> Iterator[np.ndarray]:
     """``pose_scale``, the reference video's pose delta and ``ref_info: all`` on each piece (rows ``start..``)."""
     start = 0
     for coeffs in pieces:
@@ -226,8 +287,9 @@ def _controlled(pieces: Iterator[np.ndarray], pre: Preprocessed, reference: Opti
         yield coeffs
 
 
-def open_writers(request: AnimationRequest, workdir: str, size: Tuple[int, int], frames_total: int,
-                 hooks: AnimationHooks) -> Tuple[VideoWriter, Optional[Segmenter]]:
+def open_writers(
+    request: AnimationRequest, workdir: str, size: Tuple[int, int], frames_total: int, hooks: AnimationHooks
+) -> Tuple[VideoWriter, Optional[Segmenter]]:
     """Stage 5's writers: the MP4's, and when the hooks stream, the segmenter that encodes the same frames into
     standalone segments (:mod:`sadtalker.output.segments`)."""
     width, height = size
@@ -237,8 +299,17 @@ def open_writers(request: AnimationRequest, workdir: str, size: Tuple[int, int],
     if hooks.on_segment is None or hooks.segment_seconds <= 0:
         return writer, None
     segment_frames = max(1, round(hooks.segment_seconds * FPS))
-    segments = Segmenter(workdir, request.name, width, height, audio, frames_total, segment_frames, hooks.on_segment,
-                         first_frames=first_segment_frames(hooks))
+    segments = Segmenter(
+        workdir,
+        request.name,
+        width,
+        height,
+        audio,
+        frames_total,
+        segment_frames,
+        hooks.on_segment,
+        first_frames=first_segment_frames(hooks),
+    )
     return writer, segments
 
 
@@ -254,8 +325,10 @@ def first_segment_frames(hooks: AnimationHooks) -> int:
 def _reference_warnings(reference: Optional[VideoCoefficients], request: AnimationRequest) -> Tuple[str, ...]:
     if reference is None or not reference.filled or request.ref_frames is None:
         return ()
-    return (f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video frames; "
-            "they took the motion of the nearest frame with a face",)
+    return (
+        f"the face was not found on {reference.filled} of {len(request.ref_frames)} reference video frames; "
+        "they took the motion of the nearest frame with a face",
+    )
 
 
 def _never_falling(progress: Callable[[str, int, int, float], None]) -> Callable[[str, int, int, float], None]:
@@ -276,16 +349,18 @@ def _coeff_percent(done: int, total: int) -> float:
 class _FramePost:
     """Per-batch work after the renderer: enhancer, resize to the output size, full-mode paste-back."""
 
-    def __init__(self, bundle: ModelBundle, settings: Settings, options: RenderOptions, pre: Preprocessed,
-                 image_rgb: np.ndarray) -> None:
+    def __init__(
+        self, bundle: ModelBundle, settings: Settings, options: RenderOptions, pre: Preprocessed, image_rgb: np.ndarray
+    ) -> None:
         self.enhancer = enhancer_for(bundle, options.enhancer)
         max_side = settings.max_output_side
         self.paster = None
         if is_full(options.preprocess):
             height, width = image_rgb.shape[:2]
             frame = photo_frame_size((width, height), options.output_scale, max_side)
-            self.paster = Paster(*_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device,
-                                 method=options.paste)
+            self.paster = Paster(
+                *_scaled_photo(image_rgb, pre.crop_info.box, frame), bundle.device, method=options.paste
+            )
         else:
             frame = crop_frame_size(options.size, pre.crop_info.frame_size, options.output_scale, max_side)
         self.size = (frame.width, frame.height)
@@ -342,8 +417,9 @@ def _source_for(models: SizeModels, pre: Preprocessed) -> np.ndarray:
     return cv2.resize(pre.source_image, (side, side), interpolation=cv2.INTER_AREA)
 
 
-def _preprocess(bundle: ModelBundle, settings: Settings, models: SizeModels, options: RenderOptions,
-                image_rgb: np.ndarray) -> Preprocessed:
+def _preprocess(
+    bundle: ModelBundle, settings: Settings, models: SizeModels, options: RenderOptions, image_rgb: np.ndarray
+) -> Preprocessed:
     key = image_key(image_rgb, options.preprocess, options.size, settings.face_detector)
     try:
         return bundle.cache.get_or_create(
@@ -354,10 +430,15 @@ def _preprocess(bundle: ModelBundle, settings: Settings, models: SizeModels, opt
         detector = _unofficial_detector(bundle, settings)
         if not detector:
             raise
-        log.warning("no face found by RetinaFace with weights that are not the official files (%s): fetch the "
-                    "official weights or set FACE_DETECTOR=dlib, which needs none", ", ".join(detector))
-        raise NoFaceDetected(f"{error.message} (this worker's face detector runs on weights that are not the "
-                             "official files, so it may miss faces)") from None
+        log.warning(
+            "no face found by RetinaFace with weights that are not the official files (%s): fetch the "
+            "official weights or set FACE_DETECTOR=dlib, which needs none",
+            ", ".join(detector),
+        )
+        raise NoFaceDetected(
+            f"{error.message} (this worker's face detector runs on weights that are not the "
+            "official files, so it may miss faces)"
+        ) from None
 
 
 def _unofficial_detector(bundle: ModelBundle, settings: Settings) -> Tuple[str, ...]:
@@ -371,16 +452,24 @@ def _weights_warnings(bundle: ModelBundle, settings: Settings) -> Tuple[str, ...
     """A result made with weights that are not the official ones says so (CHECK_WEIGHT_SIZES=false)."""
     if not bundle.unofficial_weights:
         return ()
-    text = (f"made with {len(bundle.unofficial_weights)} weight file(s) that are not the official ones (their sizes "
-            "differ; CHECK_WEIGHT_SIZES=false): sizes, sound and timing are real, the picture is not SadTalker's")
+    text = (
+        f"made with {len(bundle.unofficial_weights)} weight file(s) that are not the official ones (their sizes "
+        "differ; CHECK_WEIGHT_SIZES=false): sizes, sound and timing are real, the picture is not SadTalker's"
+    )
     detector = _unofficial_detector(bundle, settings)
     if detector:
         text += f"; the face was found by RetinaFace running on such weights ({', '.join(detector)})"
     return (text,)
 
 
-def render_loop(batches: Iterator[np.ndarray], post: _FramePost, writers: List[Union[VideoWriter, Segmenter]],
-                chunks: List[Chunk], timer: StageTimer, hooks: AnimationHooks) -> None:
+def render_loop(
+    batches: Iterator[np.ndarray],
+    post: _FramePost,
+    writers: List[Union[VideoWriter, Segmenter]],
+    chunks: List[Chunk],
+    timer: StageTimer,
+    hooks: AnimationHooks,
+) -> None:
     """Stages 3 to 5: post-process every rendered batch and hand the same frames to each writer (the video, the
     segments), reporting progress as frames cross chunk boundaries; the stop flag is checked before each batch."""
     done, chunk_index = 0, 0

@@ -16,6 +16,7 @@ the bucket and ``video_url`` is printed as it is. Logs go to stderr.
 Exit status: 0 the video was made; 1 the start-up checks or the job failed (the error is printed); 2 a bad job file
 or environment. ``python handler.py`` stays the RunPod entry point.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ log = logging.getLogger("run_local")
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run one job through the worker and write the video to a file.")
-    parser.add_argument("job", nargs="?", default=str(REPO / "test_input.json"),
-                        help="job JSON, {\"input\": {...}} (default: test_input.json)")
+    parser.add_argument(
+        "job",
+        nargs="?",
+        default=str(REPO / "test_input.json"),
+        help='job JSON, {"input": {...}} (default: test_input.json)',
+    )
     parser.add_argument("--out", default="output", help="folder for <job id>.mp4 (default: output/)")
     parser.add_argument("--id", dest="job_id", default=None, help="job id (default: the file's id, else local-<time>)")
     return parser.parse_args(argv)
@@ -104,8 +109,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"run_local: the job failed: {result.get('error')}", file=sys.stderr)
         return 1
     where = shown.get("video_file") or shown.get("video_url")
-    print(f"run_local: video: {where} ({shown.get('duration_seconds')} s, {shown.get('width')}x"
-          f"{shown.get('height')}, {shown.get('processing_time_seconds')} s to make)", file=sys.stderr)
+    print(
+        f"run_local: video: {where} ({shown.get('duration_seconds')} s, {shown.get('width')}x"
+        f"{shown.get('height')}, {shown.get('processing_time_seconds')} s to make)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ cached in ``.cache/test_checkpoints`` (override with the env var ``TEST_CHECKPOI
 rebuilt when the writer or its manifest changed (a stamp holds their hash). Building all seven takes
 about a minute and 2.2 GB of disk; later runs reuse them.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -4,6 +4,7 @@
 storage and inline paths run for real. ``BAD_INPUTS`` is the table of refused inputs that
 ``bench/bad_inputs_table.py`` prints; every row is also a test here.
 """
+
 import base64
 import dataclasses
 import io
@@ -67,9 +68,24 @@ def silent_video_bytes(seconds):
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "v.mp4"
-        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                        "testsrc=size=64x64:rate=25", "-t", str(seconds), "-pix_fmt", "yuv420p", str(path)],
-                       check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x64:rate=25",
+                "-t",
+                str(seconds),
+                "-pix_fmt",
+                "yuv420p",
+                str(path),
+            ],
+            check=True,
+        )
         return path.read_bytes()
 
 
@@ -90,16 +106,24 @@ def url_image(url):
 
 # A recognisable secret: no response or log line may ever contain it.
 SECRET = "SeCrEt-r2-KEY-0123456789abcdef"
-R2_WITH_SECRET = {"endpoint_url": "https://acct.r2.cloudflarestorage.com", "access_key_id": "AKID",
-                  "secret_access_key": SECRET, "bucket_name": "b"}
+R2_WITH_SECRET = {
+    "endpoint_url": "https://acct.r2.cloudflarestorage.com",
+    "access_key_id": "AKID",
+    "secret_access_key": SECRET,
+    "bucket_name": "b",
+}
 
 
 # A 256-only worker: its CHECKPOINTS_DIR lacks SadTalker_V0.0.2_512.safetensors (the environment fixture gives every
 # other case a folder that has it).
 NO_512_DIR = str(REPO_ROOT / "tests" / "no-512-weights-here")
 # The caller's r2 pointing at a loopback port nothing listens on (port 1, tcpmux, is never served in a test).
-R2_NOWHERE = {"endpoint_url": "http://127.0.0.1:1", "access_key_id": "AKID", "secret_access_key": SECRET,
-              "bucket_name": "videos"}
+R2_NOWHERE = {
+    "endpoint_url": "http://127.0.0.1:1",
+    "access_key_id": "AKID",
+    "secret_access_key": SECRET,
+    "bucket_name": "videos",
+}
 
 # (case, job input, error_type expected, environment for the case). The input "NO_INPUT" means a job without one.
 BAD_INPUTS = [
@@ -141,17 +165,29 @@ BAD_INPUTS = [
     ("pose_scale 2.5", valid(pose_scale=2.5), "invalid_input", {}),
     ('pose_scale "1"', valid(pose_scale="1"), "invalid_input", {}),
     ("use_blink 0", valid(use_blink=0), "invalid_input", {}),
-    ("both ref_video_url and ref_video_base64", valid(ref_video_url="https://example.com/v.mp4",
-                                                       ref_video_base64=VIDEO_2S), "invalid_input", {}),
+    (
+        "both ref_video_url and ref_video_base64",
+        valid(ref_video_url="https://example.com/v.mp4", ref_video_base64=VIDEO_2S),
+        "invalid_input",
+        {},
+    ),
     ("ref_info without a reference video", valid(ref_info="pose"), "invalid_input", {}),
     ('ref_info "eyes"', valid(ref_video_base64=VIDEO_2S, ref_info="eyes"), "invalid_input", {}),
     ("ref_video_base64 not base64", valid(ref_video_base64="not base64!"), "invalid_input", {}),
     ("ref video is text", valid(ref_video_base64=b64(b"hello, not a video" * 20)), "unsupported_media", {}),
     ("ref video is a WAV (no video stream)", valid(ref_video_base64=b64(wav(1.0))), "unsupported_media", {}),
-    ("ref video 2 s over MAX_REF_VIDEO_SECONDS=1", valid(ref_video_base64=VIDEO_2S), "invalid_input",
-     {"MAX_REF_VIDEO_SECONDS": "1"}),
-    ("no audio and a reference video without sound", valid(audio_base64=..., ref_video_base64=VIDEO_2S),
-     "invalid_input", {}),
+    (
+        "ref video 2 s over MAX_REF_VIDEO_SECONDS=1",
+        valid(ref_video_base64=VIDEO_2S),
+        "invalid_input",
+        {"MAX_REF_VIDEO_SECONDS": "1"},
+    ),
+    (
+        "no audio and a reference video without sound",
+        valid(audio_base64=..., ref_video_base64=VIDEO_2S),
+        "invalid_input",
+        {},
+    ),
     ("ref_video_url private 10.0.0.1", valid(ref_video_url="http://10.0.0.1/v.mp4"), "download_failed", {}),
     ("audio and idle_seconds", valid(idle_seconds=5), "invalid_input", {}),
     ("idle_seconds 0.5", valid(audio_base64=..., idle_seconds=0.5), "invalid_input", {}),
@@ -162,23 +198,49 @@ BAD_INPUTS = [
     ('seed "42"', valid(seed="42"), "invalid_input", {}),
     ("unknown field sise", valid(sise=512), "invalid_input", {}),
     ("r2 a string", valid(r2="https://r2.example"), "invalid_input", {}),
-    ("r2 JSON-encoded (a string holding the secret)", valid(r2=json.dumps({"secret_access_key": SECRET})),
-     "invalid_input", {}),
+    (
+        "r2 JSON-encoded (a string holding the secret)",
+        valid(r2=json.dumps({"secret_access_key": SECRET})),
+        "invalid_input",
+        {},
+    ),
     ("r2 double-encoded", valid(r2=json.dumps(json.dumps(R2_WITH_SECRET))), "invalid_input", {}),
-    ("r2.secret_access_key a number", valid(r2={**R2_WITH_SECRET, "secret_access_key": 1234567}),
-     "invalid_input", {}),
+    ("r2.secret_access_key a number", valid(r2={**R2_WITH_SECRET, "secret_access_key": 1234567}), "invalid_input", {}),
     ("input is the JSON-encoded job", json.dumps(valid(r2=R2_WITH_SECRET)), "invalid_input", {}),
-    ("image_url with credentials is a list", url_image([f"https://user:{SECRET}@example.com/a.png"]),
-     "invalid_input", {}),
-    ("image_url with a signed query, unreachable", url_image(f"https://nonexistent.invalid/a.png?sig={SECRET}"),
-     "download_failed", {}),
+    (
+        "image_url with credentials is a list",
+        url_image([f"https://user:{SECRET}@example.com/a.png"]),
+        "invalid_input",
+        {},
+    ),
+    (
+        "image_url with a signed query, unreachable",
+        url_image(f"https://nonexistent.invalid/a.png?sig={SECRET}"),
+        "download_failed",
+        {},
+    ),
     ("r2 unknown field region", valid(r2={"region": "auto"}), "invalid_input", {}),
     ("r2 only bucket_name, no R2_* env", valid(r2={"bucket_name": "b"}), "invalid_input", {}),
-    ("r2 endpoint on metadata address", valid(r2={"endpoint_url": "http://169.254.169.254", "access_key_id": "a",
-                                               "secret_access_key": "s", "bucket_name": "b"}), "invalid_input", {}),
+    (
+        "r2 endpoint on metadata address",
+        valid(
+            r2={
+                "endpoint_url": "http://169.254.169.254",
+                "access_key_id": "a",
+                "secret_access_key": "s",
+                "bucket_name": "b",
+            }
+        ),
+        "invalid_input",
+        {},
+    ),
     ("image 100x100", valid(image_base64=b64(image_bytes(100, 100, "PNG"))), "invalid_input", {}),
-    ("image 300x1100 over MAX_IMAGE_SIDE=1024", valid(image_base64=b64(image_bytes(1100, 300, "PNG"))),
-     "invalid_input", {"MAX_IMAGE_SIDE": "1024"}),
+    (
+        "image 300x1100 over MAX_IMAGE_SIDE=1024",
+        valid(image_base64=b64(image_bytes(1100, 300, "PNG"))),
+        "invalid_input",
+        {"MAX_IMAGE_SIDE": "1024"},
+    ),
     ("audio with 0 samples", valid(audio_base64=b64(wav(0))), "invalid_input", {}),
     ("audio of 20 ms", valid(audio_base64=b64(wav(0.02))), "invalid_input", {}),
     ("image is a GIF", valid(image_base64=b64(image_bytes(300, 300, "GIF"))), "unsupported_media", {}),
@@ -187,24 +249,34 @@ BAD_INPUTS = [
     ("image is a truncated PNG", valid(image_base64=b64(PNG_300[:60])), "unsupported_media", {}),
     ("audio is garbage bytes", valid(audio_base64=b64(b"\x01\x02 not audio" * 50)), "unsupported_media", {}),
     ("audio is a PNG", valid(audio_base64=b64(PNG_300)), "unsupported_media", {}),
-    ("audio 3 s over MAX_AUDIO_SECONDS=2", valid(audio_base64=b64(wav(3.0))), "audio_too_long",
-     {"MAX_AUDIO_SECONDS": "2"}),
+    (
+        "audio 3 s over MAX_AUDIO_SECONDS=2",
+        valid(audio_base64=b64(wav(3.0))),
+        "audio_too_long",
+        {"MAX_AUDIO_SECONDS": "2"},
+    ),
     ("image_url http://127.0.0.1/", url_image("http://127.0.0.1/a.png"), "download_failed", {}),
     ("image_url http://localhost/", url_image("http://localhost/a.png"), "download_failed", {}),
     ("image_url decimal http://2130706433/", url_image("http://2130706433/a.png"), "download_failed", {}),
     ("image_url hex http://0x7f000001/", url_image("http://0x7f000001/a.png"), "download_failed", {}),
     ("image_url hex short http://0x7f.1/", url_image("http://0x7f.1/a.png"), "download_failed", {}),
     ("image_url octal http://0177.0.0.1/", url_image("http://0177.0.0.1/a.png"), "download_failed", {}),
-    ("image_url octal whole http://017700000001/", url_image("http://017700000001/a.png"),
-     "download_failed", {}),
+    ("image_url octal whole http://017700000001/", url_image("http://017700000001/a.png"), "download_failed", {}),
     ("image_url short http://127.1/", url_image("http://127.1/a.png"), "download_failed", {}),
     ("image_url IPv6 loopback [::1]", url_image("http://[::1]/a.png"), "download_failed", {}),
-    ("image_url IPv4-mapped [::ffff:127.0.0.1]", url_image("http://[::ffff:127.0.0.1]/a.png"),
-     "download_failed", {}),
-    ("image_url IPv4-mapped hex [::ffff:a9fe:a9fe]", url_image("http://[::ffff:a9fe:a9fe]/latest/meta-data/"),
-     "download_failed", {}),
-    ("image_url metadata 169.254.169.254", url_image("http://169.254.169.254/latest/meta-data/"),
-     "download_failed", {}),
+    ("image_url IPv4-mapped [::ffff:127.0.0.1]", url_image("http://[::ffff:127.0.0.1]/a.png"), "download_failed", {}),
+    (
+        "image_url IPv4-mapped hex [::ffff:a9fe:a9fe]",
+        url_image("http://[::ffff:a9fe:a9fe]/latest/meta-data/"),
+        "download_failed",
+        {},
+    ),
+    (
+        "image_url metadata 169.254.169.254",
+        url_image("http://169.254.169.254/latest/meta-data/"),
+        "download_failed",
+        {},
+    ),
     ("image_url private 10.0.0.1", url_image("http://10.0.0.1/a.png"), "download_failed", {}),
     ("image_url private 172.16.0.1", url_image("https://172.16.0.1/a.png"), "download_failed", {}),
     ("image_url private 192.168.0.1", url_image("http://192.168.0.1/a.png"), "download_failed", {}),
@@ -216,14 +288,25 @@ BAD_INPUTS = [
     ("image_url reserved 240.0.0.1", url_image("http://240.0.0.1/a.png"), "download_failed", {}),
     ("image_url CGNAT 100.64.0.1", url_image("http://100.64.0.1/a.png"), "download_failed", {}),
     ("image_url 6to4 wrapping 127.0.0.1", url_image("http://[2002:7f00:1::]/a.png"), "download_failed", {}),
-    ("audio_url private 10.1.2.3", valid(audio_base64=..., audio_url="http://10.1.2.3/a.wav"),
-     "download_failed", {}),
-    ("valid job, result over INLINE_RESULT_MAX_BYTES=100", valid(), "upload_failed",
-     {"INLINE_RESULT_MAX_BYTES": "100"}),
-    ("size 512 on a 256-only worker (no 512 weights, LOAD_512=lazy)", valid(size=512), "invalid_input",
-     {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}),
-    ("r2 endpoint where nothing listens (checked before any work)", valid(r2=R2_NOWHERE), "upload_failed",
-     {"ALLOW_LOOPBACK_URLS": "true"}),
+    ("audio_url private 10.1.2.3", valid(audio_base64=..., audio_url="http://10.1.2.3/a.wav"), "download_failed", {}),
+    (
+        "valid job, result over INLINE_RESULT_MAX_BYTES=100",
+        valid(),
+        "upload_failed",
+        {"INLINE_RESULT_MAX_BYTES": "100"},
+    ),
+    (
+        "size 512 on a 256-only worker (no 512 weights, LOAD_512=lazy)",
+        valid(size=512),
+        "invalid_input",
+        {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"},
+    ),
+    (
+        "r2 endpoint where nothing listens (checked before any work)",
+        valid(r2=R2_NOWHERE),
+        "upload_failed",
+        {"ALLOW_LOOPBACK_URLS": "true"},
+    ),
 ]
 
 
@@ -235,9 +318,21 @@ class PipelineDouble:
         self.raises = None
 
     def animate(self, bundle, settings, request, workdir, hooks):
-        self.calls.append(dict(bundle=bundle, settings=settings, request=request, options=request.options,
-                               image=request.image_rgb, wav=request.wav16k, seed=request.seed, job_id=request.name,
-                               workdir=workdir, workdir_existed=os.path.isdir(workdir), hooks=hooks))
+        self.calls.append(
+            dict(
+                bundle=bundle,
+                settings=settings,
+                request=request,
+                options=request.options,
+                image=request.image_rgb,
+                wav=request.wav16k,
+                seed=request.seed,
+                job_id=request.name,
+                workdir=workdir,
+                workdir_existed=os.path.isdir(workdir),
+                hooks=hooks,
+            )
+        )
         hooks.progress("render", 1, 2, 25.0)
         hooks.progress("render", 2, 2, 50.0)
         if self.raises is not None:
@@ -245,8 +340,17 @@ class PipelineDouble:
         hooks.progress("encode", 2, 2, 100.0)
         path = Path(workdir) / "result.mp4"
         write_test_video(path)
-        return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
-                         seed=1234, timings={"render": 0.5})
+        return Animation(
+            path=str(path),
+            width=64,
+            height=64,
+            fps=25,
+            frames=25,
+            chunks=1,
+            duration_seconds=1.0,
+            seed=1234,
+            timings={"render": 0.5},
+        )
 
     def as_module(self):
         return types.SimpleNamespace(animate=self.animate)
@@ -283,8 +387,15 @@ def weights_with_512(tmp_path_factory):
 def environment(monkeypatch, loopback_only, weights_with_512):
     """No storage and no loopback from the developer's shell; no connection except to loopback; a worker that has
     both sizes."""
-    for name in R2_ENV + ("ALLOW_LOOPBACK_URLS", "MAX_AUDIO_SECONDS", "INLINE_RESULT_MAX_BYTES", "MAX_IMAGE_SIDE",
-                          "MAX_REF_VIDEO_SECONDS", "LOAD_512", "CHECK_WEIGHT_SIZES"):
+    for name in R2_ENV + (
+        "ALLOW_LOOPBACK_URLS",
+        "MAX_AUDIO_SECONDS",
+        "INLINE_RESULT_MAX_BYTES",
+        "MAX_IMAGE_SIDE",
+        "MAX_REF_VIDEO_SECONDS",
+        "LOAD_512",
+        "CHECK_WEIGHT_SIZES",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHECKPOINTS_DIR", str(weights_with_512))
 
@@ -302,7 +413,7 @@ def test_bad_input_gets_its_error_type(case, job_input, error_type, env, monkeyp
     result = run_case(job_input, env, monkeypatch)
     assert set(result) == {"success", "error", "error_type"}
     assert result["success"] is False and result["error_type"] == error_type, result
-    assert result["error"].startswith(f"{error_type}: ") and result["error"][len(error_type) + 2:].strip()
+    assert result["error"].startswith(f"{error_type}: ") and result["error"][len(error_type) + 2 :].strip()
     assert SECRET not in json.dumps(result) and SECRET not in caplog.text
 
 
@@ -316,7 +427,8 @@ class TestBeforeAnyWork:
     """Refusals that come before any download or model work: a size the worker lacks, a caller's bad r2."""
 
     def test_a_256_only_worker_refuses_512_with_the_sizes_it_has_and_logs_the_operators_hint(
-            self, monkeypatch, pipeline, progress, caplog):
+        self, monkeypatch, pipeline, progress, caplog
+    ):
         caplog.set_level(logging.WARNING, logger="handler")
         result = run_case(valid(size=512), {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}, monkeypatch)
         assert result["error"] == "invalid_input: size 512 is not available on this worker; it renders size 256"
@@ -327,12 +439,13 @@ class TestBeforeAnyWork:
         result = run_case(valid(size=256), {"CHECKPOINTS_DIR": NO_512_DIR, "LOAD_512": "lazy"}, monkeypatch)
         assert result["success"] is True and len(pipeline.calls) == 1
 
-    def test_a_callers_unreachable_r2_fails_before_any_download_or_model(self, monkeypatch, pipeline, progress,
-                                                                         caplog):
+    def test_a_callers_unreachable_r2_fails_before_any_download_or_model(self, monkeypatch, pipeline, progress, caplog):
         caplog.set_level(logging.DEBUG)
         result = run_case(valid(r2=R2_NOWHERE), {"ALLOW_LOOPBACK_URLS": "true"}, monkeypatch)
-        assert result["error"] == ("upload_failed: cannot reach the storage endpoint http://127.0.0.1:1 for bucket "
-                                   "'videos': EndpointConnectionError")
+        assert result["error"] == (
+            "upload_failed: cannot reach the storage endpoint http://127.0.0.1:1 for bucket "
+            "'videos': EndpointConnectionError"
+        )
         assert pipeline.calls == [] and progress == []
         assert SECRET not in caplog.text
 
@@ -363,8 +476,19 @@ class TestSuccess:
     def test_inline_result_has_every_documented_field(self, pipeline, progress):
         result = handler.handler({"id": "job-ok", "input": valid(seed=99)})
         assert result["success"] is True, result
-        assert set(result) == {"success", "video_base64", "duration_seconds", "chunks_processed",
-                               "processing_time_seconds", "width", "height", "fps", "frames", "seed", "timings"}
+        assert set(result) == {
+            "success",
+            "video_base64",
+            "duration_seconds",
+            "chunks_processed",
+            "processing_time_seconds",
+            "width",
+            "height",
+            "fps",
+            "frames",
+            "seed",
+            "timings",
+        }
         assert base64.b64decode(result["video_base64"])[4:8] == b"ftyp"
         assert (result["width"], result["height"], result["fps"], result["frames"]) == (64, 64, 25, 25)
         assert result["duration_seconds"] == 1.0 and result["chunks_processed"] == 1 and result["seed"] == 1234
@@ -382,7 +506,14 @@ class TestSuccess:
         assert call["hooks"].stop is None and not call["hooks"].streaming  # a plain call: no cancel, no segments
         # what rendering needs and nothing else: no sources, no storage credentials
         assert {f.name for f in dataclasses.fields(call["request"])} == {
-            "image_rgb", "wav16k", "options", "seed", "name", "source_audio", "ref_frames"}
+            "image_rgb",
+            "wav16k",
+            "options",
+            "seed",
+            "name",
+            "source_audio",
+            "ref_frames",
+        }
         assert call["request"].source_audio.path.startswith(call["workdir"])  # the recording as sent, for the video
 
     def test_idle_mode_animates_silence_of_idle_seconds(self, pipeline, progress):
@@ -396,9 +527,30 @@ class TestSuccess:
         from sadtalker.output.ffmpeg import ffmpeg_exe
 
         path = tmp_path / "ref.mp4"
-        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                        "testsrc=size=64x48:rate=30", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=22050",
-                        "-t", "1.2", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x48:rate=30",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=300:sample_rate=22050",
+                "-t",
+                "1.2",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                str(path),
+            ],
+            check=True,
+        )
         job = valid(audio_base64=..., ref_video_base64=b64(path.read_bytes()), ref_info="pose+blink")
         result = handler.handler({"id": "job-ref", "input": job})
         assert result["success"] is True, result
@@ -409,14 +561,19 @@ class TestSuccess:
 
     def test_image_and_audio_can_come_from_urls(self, pipeline, progress, monkeypatch, file_server):
         monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")
-        result = handler.handler({"id": "job-urls", "input": {
-            "image_url": f"{file_server}/face.jpg?sig=abc", "audio_url": f"{file_server}/speech.wav"}})
+        result = handler.handler(
+            {
+                "id": "job-urls",
+                "input": {"image_url": f"{file_server}/face.jpg?sig=abc", "audio_url": f"{file_server}/speech.wav"},
+            }
+        )
         assert result["success"] is True, result
         assert pipeline.calls[0]["image"].shape == (512, 512, 3)
 
     def test_urls_on_loopback_are_refused_by_default(self, pipeline, progress, file_server):
-        result = handler.handler({"id": "job-urls", "input": valid(image_base64=...,
-                                                                  image_url=f"{file_server}/face.jpg")})
+        result = handler.handler(
+            {"id": "job-urls", "input": valid(image_base64=..., image_url=f"{file_server}/face.jpg")}
+        )
         assert result["error_type"] == "download_failed" and "loopback" in result["error"]
 
     def test_test_input_json_is_a_valid_job(self, pipeline, progress):
@@ -445,8 +602,11 @@ class TestMechanics:
     def test_the_job_folder_is_removed_after_failure(self, pipeline, progress):
         pipeline.raises = NoFaceDetected("no face in the image; send a photo with one clear, frontal face")
         result = handler.handler({"id": "job-fail", "input": valid()})
-        assert result == {"success": False, "error_type": "no_face_detected",
-                          "error": "no_face_detected: no face in the image; send a photo with one clear, frontal face"}
+        assert result == {
+            "success": False,
+            "error_type": "no_face_detected",
+            "error": "no_face_detected: no face in the image; send a photo with one clear, frontal face",
+        }
         assert not os.path.exists(pipeline.calls[0]["workdir"])
 
     def test_two_jobs_share_no_folder_or_input(self, pipeline, progress):
@@ -459,8 +619,11 @@ class TestMechanics:
     def test_an_unexpected_exception_is_internal_error_without_its_text(self, pipeline, progress, caplog):
         pipeline.raises = ValueError("detail with /secret/path in it")
         result = handler.handler({"id": "job-bug", "input": valid()})
-        assert result == {"success": False, "error_type": "internal_error",
-                          "error": "internal_error: internal error (ValueError); the worker log has the details"}
+        assert result == {
+            "success": False,
+            "error_type": "internal_error",
+            "error": "internal_error: internal error (ValueError); the worker log has the details",
+        }
         assert "detail with /secret/path" in caplog.text  # the traceback went to the log
 
     def test_cuda_out_of_memory_asks_runpod_to_refresh_the_worker(self, pipeline, progress):
@@ -498,16 +661,18 @@ class TestStartup:
     @pytest.mark.slow  # a worker process
     def test_without_weights_the_worker_stops_with_the_download_command(self, tmp_path):
         env = {**os.environ, "CHECKPOINTS_DIR": str(tmp_path / "empty"), "DEVICE": "cpu"}
-        run = subprocess.run([sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
+        run = subprocess.run(
+            [sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert run.returncode != 0
         assert "missing" in run.stderr and "download_models.sh" in run.stderr
         assert "SadTalker_V0.0.2_256.safetensors" in run.stderr
 
     def test_a_bad_environment_stops_the_worker_naming_the_variable(self):
         env = {**os.environ, "MAX_AUDIO_SECONDS": "ten"}
-        run = subprocess.run([sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                             timeout=120)
+        run = subprocess.run(
+            [sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 2 and "MAX_AUDIO_SECONDS" in run.stderr
 
 

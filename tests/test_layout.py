@@ -1,4 +1,5 @@
 """The package map in sadtalker/__init__.py holds: each package imports only packages below it."""
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,19 @@ import sadtalker
 
 PACKAGE = Path(sadtalker.__file__).resolve().parent
 # Rank of each top-level part of the package; a module may import parts of lower rank (and its own part).
-RANKS = {"core": 0, "face": 1, "motion": 1, "render": 1, "enhance": 1, "output": 1, "kernels": 2, "weights": 3,
-         "worker": 4, "bundle": 5, "pipeline": 6}
+RANKS = {
+    "core": 0,
+    "face": 1,
+    "motion": 1,
+    "render": 1,
+    "enhance": 1,
+    "output": 1,
+    "kernels": 2,
+    "weights": 3,
+    "worker": 4,
+    "bundle": 5,
+    "pipeline": 6,
+}
 
 
 def part_of(path: Path) -> str:

@@ -4,6 +4,7 @@ Plumbing tests use the real coefficient networks (strictly loaded from the gener
 weights) with small renderer and GFPGAN networks, so ~100 s of audio runs in a few minutes on CPU.
 The end-to-end test runs the worker as a user does, on the official network sizes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -233,15 +234,22 @@ def test_python_handler_py_serves_a_real_size_job_as_an_inline_mp4(test_checkpoi
         "seed": 1,
     }
     env = {
-        **os.environ, "CHECKPOINTS_DIR": str(test_checkpoints_dir), "FACE_DETECTOR": "dlib",
-        "CHECK_WEIGHT_SIZES": "false", "DEVICE": "cpu", "RENDER_BATCH_SIZE": "4",
+        **os.environ,
+        "CHECKPOINTS_DIR": str(test_checkpoints_dir),
+        "FACE_DETECTOR": "dlib",
+        "CHECK_WEIGHT_SIZES": "false",
+        "DEVICE": "cpu",
+        "RENDER_BATCH_SIZE": "4",
     }
     port = free_port()
     log_path = tmp_path / "worker.log"
     with open(log_path, "w") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for_port(worker, port, log_path)

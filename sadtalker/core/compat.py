@@ -9,6 +9,7 @@ facexlib's RetinaFace builds its backbone with ``torchvision.models.resnet50(pre
 torchvision deprecated in 0.13 (two UserWarnings on every start). :func:`resnet50_current_api` turns that one call
 into ``resnet50(weights=None)``, the same untrained network, while RetinaFace is built.
 """
+
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator

@@ -1,4 +1,5 @@
 """Every fixed number and allowed value of the worker, defined once and imported everywhere else."""
+
 from __future__ import annotations
 
 FPS = 25  # video frame rate: the renderer makes 25 frames per second of audio

@@ -4,6 +4,7 @@ A request carries only what rendering needs: the decoded photo and audio, the re
 the inputs came from and where the video goes (URLs, R2 credentials) stay with the worker. The caller follows and
 steers the work through :class:`AnimationHooks`.
 """
+
 from __future__ import annotations
 
 import threading

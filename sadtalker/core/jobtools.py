@@ -2,6 +2,7 @@
 
 Kept apart from ``pipeline.py`` so they are tested without any model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,6 @@ import numpy as np
 from sadtalker.core.constants import SEED_RANGE
 
 V = TypeVar("V")
-
 
 
 class LRUCache(Generic[V]):

@@ -1,4 +1,5 @@
 """Precision regions: the arithmetic (fp32, tf32, fp16, bf16) of one block of inference code."""
+
 from __future__ import annotations
 
 import contextlib

@@ -20,6 +20,7 @@ Determinism: the reference calls GFPGAN with ``randomize_noise=True`` (fresh Sty
 We call it with ``randomize_noise=False``, so each layer adds the fixed noise map stored in the weight file: the
 same frame always restores to the same image, on one device, and no random generator is involved.
 """
+
 from __future__ import annotations
 
 import math
@@ -161,7 +162,9 @@ def gfpgan_forward(net: GFPGANv1Clean, x: Tensor) -> Tensor:
     latent = net.final_linear(feat.reshape(feat.shape[0], -1)).view(feat.shape[0], -1, net.num_style_feat)
 
     conditions = []
-    for block, skip, scale, shift in zip(net.conv_body_up, reversed(skips), net.condition_scale, net.condition_shift, strict=True):
+    for block, skip, scale, shift in zip(
+        net.conv_body_up, reversed(skips), net.condition_scale, net.condition_shift, strict=True
+    ):
         feat = _res_block(block, feat + skip)
         conditions.append((scale(feat), shift(feat)))
 

@@ -9,6 +9,7 @@ resizing and batching as for GFPGAN.
 The weights file (GFPGAN release v1.3.4, ``RestoreFormer.pth``) has no published SHA-256 or size, so it is
 optional: a worker without it starts normally and refuses ``enhancer: "restoreformer"`` with ``invalid_input``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -18,8 +19,17 @@ from torch import Tensor, nn
 
 OFFICIAL_ARGS: Dict[str, Any] = {}  # RestoreFormer() defaults, as GFPGANer builds it
 # A small network of the same structure for plumbing tests (64 px faces).
-SMALL_ARGS: Dict[str, Any] = dict(n_embed=16, embed_dim=32, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-                                  attn_resolutions=(32,), resolution=64, z_channels=32, head_size=2)
+SMALL_ARGS: Dict[str, Any] = dict(
+    n_embed=16,
+    embed_dim=32,
+    ch=32,
+    ch_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(32,),
+    resolution=64,
+    z_channels=32,
+    head_size=2,
+)
 
 
 def build_restoreformer(args: Dict[str, Any] = OFFICIAL_ARGS, device: str = "cpu") -> nn.Module:

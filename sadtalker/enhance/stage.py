@@ -11,6 +11,7 @@ and doubles the frame size, we already know where the face is:
 Input in [0, 1] is mapped to [-1, 1] (the network's range) and back. The output keeps the input's size: no 2x
 upscale.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple, Union, overload
@@ -43,9 +44,15 @@ class FaceEnhancer:
     """A face restorer (GFPGAN, or RestoreFormer with its ``forward``) for aligned faces, on the network's device
     and dtype. ``forward(net, x)`` maps (B, 3, S, S) in [-1, 1] to the restored faces, S = ``dims.out_size``."""
 
-    def __init__(self, net: nn.Module, dims: EnhancerDims = OFFICIAL, batch_size: int = DEFAULT_BATCH,
-                 precision: str = "fp32", memory_format: torch.memory_format = torch.contiguous_format,
-                 forward: Callable[[nn.Module, Tensor], Tensor] = gfpgan_forward) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        dims: EnhancerDims = OFFICIAL,
+        batch_size: int = DEFAULT_BATCH,
+        precision: str = "fp32",
+        memory_format: torch.memory_format = torch.contiguous_format,
+        forward: Callable[[nn.Module, Tensor], Tensor] = gfpgan_forward,
+    ) -> None:
         self.net = net.eval().requires_grad_(False)  # prepared by sadtalker.kernels.enhancer.prepare_enhancer
         self.forward = forward
         self.dims = dims
@@ -76,8 +83,9 @@ class FaceEnhancer:
     @overload
     def restore(self, frames: Tensor, size: Optional[Tuple[int, int]] = None) -> Tensor: ...
 
-    def restore(self, frames: Union[np.ndarray, Tensor],
-                size: Optional[Tuple[int, int]] = None) -> Union[np.ndarray, Tensor]:
+    def restore(
+        self, frames: Union[np.ndarray, Tensor], size: Optional[Tuple[int, int]] = None
+    ) -> Union[np.ndarray, Tensor]:
         """uint8 (B, H, W, 3) RGB faces -> restored uint8 (B, h, w, 3); numpy in gives numpy out.
 
         Runs in sub-batches of ``batch_size``; each face is restored independently of the others.

@@ -12,6 +12,7 @@ From 68 landmarks (image pixels, y down) to the 224x224 ReconNet input and trans
 
 trans_params = [W, H, s, tx, ty] (tx, ty in y-flipped coordinates); SadTalker keeps the last three.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ floor/ceil/rint/int steps. Known reference quirks reproduced on purpose:
 Where the reference crashes (a face wider than about 2048 px, which makes it call Pillow's removed
 ``Image.ANTIALIAS``), the image is shrunk with OpenCV bilinear as its frame resize does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -159,8 +160,14 @@ def crop_face(image: np.ndarray, landmarks: Optional[np.ndarray], preprocess: st
         int(round((clx + lx + region.shape[1]) * scale_x)),
         int(round((cly + ly + region.shape[0]) * scale_y)),
     )
-    info = CropInfo(original_size=(width, height), box=box, rsize=fq.rsize, border_crop=fq.border_crop, quad=fq.quad,
-                    quad_size=quad_size)
+    info = CropInfo(
+        original_size=(width, height),
+        box=box,
+        rsize=fq.rsize,
+        border_crop=fq.border_crop,
+        quad=fq.quad,
+        quad_size=quad_size,
+    )
     return region, info
 
 

@@ -13,6 +13,7 @@ Two providers, chosen by the setting ``FACE_DETECTOR``:
 Whatever a detector returns is checked; boxes or landmarks that cannot be a face (empty,
 non-finite, far outside the image, collapsed) end in NoFaceDetected, never in a crash later on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,11 +40,29 @@ NO_FACE_MESSAGE = "no face was found in the image; use a photo with one clearly 
 # brow contours; eyes drop the WFLW mid-lid points; nose and mouth are copied in order.
 WFLW98_TO_68: Tuple[Tuple[int, ...], ...] = (
     *((i,) for i in range(0, 33, 2)),  # 0-16 jaw
-    (33,), (34, 41), (35, 40), (36, 39), (37, 38),  # 17-21 left brow
-    (42, 50), (43, 49), (44, 48), (45, 47), (46,),  # 22-26 right brow
+    (33,),
+    (34, 41),
+    (35, 40),
+    (36, 39),
+    (37, 38),  # 17-21 left brow
+    (42, 50),
+    (43, 49),
+    (44, 48),
+    (45, 47),
+    (46,),  # 22-26 right brow
     *((i,) for i in range(51, 60)),  # 27-35 nose bridge and nostrils
-    (60,), (61,), (63,), (64,), (65,), (67,),  # 36-41 left eye
-    (68,), (69,), (71,), (72,), (73,), (75,),  # 42-47 right eye
+    (60,),
+    (61,),
+    (63,),
+    (64,),
+    (65,),
+    (67,),  # 36-41 left eye
+    (68,),
+    (69,),
+    (71,),
+    (72,),
+    (73,),
+    (75,),  # 42-47 right eye
     *((i,) for i in range(76, 96)),  # 48-67 mouth
 )
 

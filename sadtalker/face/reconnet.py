@@ -7,6 +7,7 @@ trans 254:257 (tx, ty from one head, tz from another).
 Input is RGB in [0, 1] with no mean/std normalisation. SadTalker keeps exp, angle and trans.
 Pure architecture: no files, no devices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

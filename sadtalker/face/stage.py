@@ -14,6 +14,7 @@ The reference's ``CropAndExtract.generate`` without its files:
 
 Landmarks for either pass can be passed in (tests, callers with their own detector).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,9 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from sadtalker.core.errors import NoFaceDetected
 from sadtalker.face import align3dmm
 from sadtalker.face.crop import CropInfo, crop_face, resize_source
-from sadtalker.core.errors import NoFaceDetected
 from sadtalker.face.finders import FaceFinder
 from sadtalker.face.reconnet import ReconNet, select_coeff_70
 
@@ -74,9 +75,9 @@ def reconstruct(recon_net: ReconNet, source: np.ndarray, lm_yup: np.ndarray) -> 
     alignment = align3dmm.align_image(source, lm_yup)
     image = torch.tensor(alignment.image / 255.0, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
     full = recon_net(image.to(device=param.device, dtype=param.dtype)).float().cpu()
-    coeff = np.concatenate(
-        [select_coeff_70(full)[0].numpy(), alignment.trans_params[2:5].astype(np.float32)]
-    ).astype(np.float32)
+    coeff = np.concatenate([select_coeff_70(full)[0].numpy(), alignment.trans_params[2:5].astype(np.float32)]).astype(
+        np.float32
+    )
     return Reconstruction(coeff_3dmm=coeff, full_3dmm=full[0].numpy(), alignment=alignment)
 
 
@@ -192,8 +193,9 @@ def preprocess_video(
     crop_params = np.stack([a.trans_params[2:5] for a in aligned]).astype(np.float32)
     coeff = np.concatenate([select_coeff_70(full).numpy(), crop_params], axis=1).astype(np.float32)
     nearest = _nearest(np.asarray(found), len(frames))
-    return VideoCoefficients(coeff_3dmm=coeff[nearest], full_3dmm=full.numpy()[nearest],
-                             filled=len(frames) - len(found), crop_info=info)
+    return VideoCoefficients(
+        coeff_3dmm=coeff[nearest], full_3dmm=full.numpy()[nearest], filled=len(frames) - len(found), crop_info=info
+    )
 
 
 def _nearest(found: np.ndarray, count: int) -> np.ndarray:

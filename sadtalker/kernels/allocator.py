@@ -10,6 +10,7 @@ the renderer's time (docs/performance.md).
 stay there after ``free``. The price: the process keeps its high-water mark of memory instead of returning
 it. Only glibc has ``mallopt``; elsewhere (musl, macOS) it does nothing and says so.
 """
+
 from __future__ import annotations
 
 import ctypes

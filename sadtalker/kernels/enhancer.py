@@ -14,6 +14,7 @@ worker's ``FAST_PATHS=false``, changes nothing). What it attaches (listed where 
 With them the enhancer runs :func:`~sadtalker.enhance.gfpgan.gfpgan_forward`; without, gfpgan's own forward
 (:func:`~sadtalker.enhance.gfpgan.gfpgan_plain_forward`). Both compute the same function up to float rounding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from torch import Tensor, nn
 
 from sadtalker.enhance.gfpgan import batched_modulated_forward, gfpgan_forward, gfpgan_plain_forward, kernel_energy
 from sadtalker.kernels.winograd import (
-    AUTO, OFF, Tile, WinogradConv3x3, prepare_convs, resolve_tile, unprepare_convs, winograd_gains,
+    AUTO,
+    OFF,
+    Tile,
+    WinogradConv3x3,
+    prepare_convs,
+    resolve_tile,
+    unprepare_convs,
+    winograd_gains,
 )
 
 

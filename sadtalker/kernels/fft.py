@@ -1,4 +1,5 @@
 """Large-kernel convolutions through FFTs of overlapping tiles."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,6 +7,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 
 class TiledFFTConv(nn.Module):
     """A conv with a large k x k kernel over H and W (``weight`` (O, C, kd, k, k), odd k, padding k // 2 in H and
@@ -32,8 +34,9 @@ class TiledFFTConv(nn.Module):
         # conv2d correlates; the spectrum product convolves: flip the kernel in H and W
         spectrum = torch.fft.rfft2(torch.flip(weight.detach(), dims=(-2, -1)), s=(n, n))  # (O, C, kd, n, n//2+1)
         bins = n * (n // 2 + 1)
-        self.register_buffer("kernel", spectrum.reshape(*spectrum.shape[:3], bins).permute(3, 2, 0, 1).contiguous(),
-                             persistent=False)  # (bins, kd, O, C)
+        self.register_buffer(
+            "kernel", spectrum.reshape(*spectrum.shape[:3], bins).permute(3, 2, 0, 1).contiguous(), persistent=False
+        )  # (bins, kd, O, C)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
         self.out_channels = out_channels
 

@@ -31,6 +31,7 @@ The CPU-only paths pay off there (docs/performance.md, "CPU paths"); on CUDA cuD
 decoder's weights become channels-last (tensor cores work in NHWC), and the upsampled convs are used only with
 ``RendererPaths.upsampled_convs_on_cuda``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,11 +44,20 @@ from torch import Tensor, nn
 
 from sadtalker.kernels.fft import TiledFFTConv
 from sadtalker.kernels.winograd import (
-    AUTO, DEFAULT_TILE, OFF, Tile, UpsampledConv, make_conv3x3, prepare_convs, resolve_tile, unprepare_convs,
+    AUTO,
+    DEFAULT_TILE,
+    OFF,
+    Tile,
+    UpsampledConv,
+    make_conv3x3,
+    prepare_convs,
+    resolve_tile,
+    unprepare_convs,
 )
 from sadtalker.render.blocks import SPADE, SPADEResBlock, UpBlock3d
 from sadtalker.render.dense_motion import DenseMotionNetwork
 from sadtalker.render.generator import OcclusionAwareSPADEGenerator, SPADEDecoder
+
 
 def _bias(conv: nn.Conv2d) -> Tensor:
     """The SPADE convs' bias (they are all built with one)."""
@@ -85,13 +95,17 @@ class FusedSPADEBlock(nn.Module):
         # conv: that conv can run on the small map (UpsampledConv). Other sizes take the general path, which
         # is then only a fallback: a direct conv, so no Winograd kernel is built at start-up for it.
         self.label_scale = label_scale
-        self.shared_upsampled = (UpsampledConv(shared_weight, shared_bias, (label_scale, label_scale))
-                                 if label_scale > 1 else None)
+        self.shared_upsampled = (
+            UpsampledConv(shared_weight, shared_bias, (label_scale, label_scale)) if label_scale > 1 else None
+        )
         self.shared = make_conv3x3(shared_weight, shared_bias, winograd_tile if label_scale == 1 else OFF)
         # gamma's bias carries the "1 +" of x * (1 + gamma) + beta, saving a pass over a full-size map
         self.modulation = nn.ModuleList(
-            make_conv3x3(torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
-                         torch.cat([_bias(s.mlp_gamma) + 1, _bias(s.mlp_beta)]), winograd_tile)
+            make_conv3x3(
+                torch.cat([s.mlp_gamma.weight, s.mlp_beta.weight]),
+                torch.cat([_bias(s.mlp_gamma) + 1, _bias(s.mlp_beta)]),
+                winograd_tile,
+            )
             for s in spades
         )
         self.conv_0 = make_conv3x3(block.conv_0.weight(), block.conv_0.bias, winograd_tile)
@@ -149,8 +163,9 @@ def named_spade_blocks(decoder: nn.Module) -> List[Tuple[str, SPADEResBlock]]:
 LABEL_SCALES = {"up_0": 2, "up_1": 4}
 
 
-def prepare_decoder(decoder: SPADEDecoder, winograd_tile: Tile = DEFAULT_TILE,
-                    small_label_convs: bool = True) -> SPADEDecoder:
+def prepare_decoder(
+    decoder: SPADEDecoder, winograd_tile: Tile = DEFAULT_TILE, small_label_convs: bool = True
+) -> SPADEDecoder:
     """Run each SPADE block as a :class:`FusedSPADEBlock` and ``fc`` as a fused conv, built from the current weights.
 
     Part of :func:`prepare_renderer`. ``winograd_tile`` ``"off"`` gives fused direct convs (the CUDA choice).
@@ -252,8 +267,9 @@ class RendererPaths:
 DEFAULT_RENDERER_PATHS = RendererPaths()  # every fast path for the device, not compiled
 
 
-def prepare_renderer(generator: OcclusionAwareSPADEGenerator,
-                     paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> OcclusionAwareSPADEGenerator:
+def prepare_renderer(
+    generator: OcclusionAwareSPADEGenerator, paths: RendererPaths = DEFAULT_RENDERER_PATHS
+) -> OcclusionAwareSPADEGenerator:
     """Attach ``paths`` for the generator's device and dtype, once; returns ``generator``.
 
     The one step that replaces methods of the renderer's networks (the list in this module's docstring). What an
@@ -305,8 +321,9 @@ def unprepare_renderer(generator: OcclusionAwareSPADEGenerator) -> OcclusionAwar
     return generator
 
 
-def compile_generator(generator: OcclusionAwareSPADEGenerator,
-                      backend: str = "inductor") -> OcclusionAwareSPADEGenerator:
+def compile_generator(
+    generator: OcclusionAwareSPADEGenerator, backend: str = "inductor"
+) -> OcclusionAwareSPADEGenerator:
     """``torch.compile`` the generator's per-frame steps (motion, decode) in place (part of :func:`prepare_renderer`).
 
     The module and its state dict are unchanged (the compiled callables are instance attributes). Runs after the

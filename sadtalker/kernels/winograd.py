@@ -9,6 +9,7 @@
 
 They pay off on the CPU (see docs/performance.md); on CUDA cuDNN picks its own algorithm.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,10 +29,22 @@ _WINOGRAD: Dict[int, Tuple[list, list, list]] = {
     ),
     4: (
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
-        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
     ),
 }
 DEFAULT_TILE = 4
@@ -81,11 +94,13 @@ class WinogradConv3x3(nn.Module):
         w = w if self.volume else w.unsqueeze(2)  # (Cout, Cin, taps, 3, 3)
         u = torch.einsum("ik,ocdkl,jl->dijoc", g, w, g)  # (taps, n, n, Cout, Cin): G w G^T per channel pair
         n2 = self.n * self.n
-        self.register_buffer("kernel", u.reshape(w.shape[2], n2, w.shape[0], w.shape[1]).to(weight.dtype)
-                             .contiguous(), persistent=False)  # (taps, n^2, Cout, Cin)
+        self.register_buffer(
+            "kernel", u.reshape(w.shape[2], n2, w.shape[0], w.shape[1]).to(weight.dtype).contiguous(), persistent=False
+        )  # (taps, n^2, Cout, Cin)
         # Input transform B^T d B of every tile as a stride-m conv with n^2 fixed (n, n) kernels.
-        self.register_buffer("input_tf", torch.kron(bt, bt).reshape(n2, 1, self.n, self.n).to(weight.dtype),
-                             persistent=False)
+        self.register_buffer(
+            "input_tf", torch.kron(bt, bt).reshape(n2, 1, self.n, self.n).to(weight.dtype), persistent=False
+        )
         self.register_buffer("output_tf", torch.kron(at, at).to(weight.dtype), persistent=False)  # (m^2, n^2)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
 
@@ -227,8 +242,7 @@ class UpsampledConv(nn.Module):
                     kernel = torch.tensordot(merge, kernel, dims=([1], [2 + axis])).movedim(0, 2 + axis)
                 kernels.append(kernel)
                 phases.append(tuple(phase for phase, _ in members))
-            self.register_buffer(f"weight_{index}", torch.cat(kernels).to(weight.dtype).contiguous(),
-                                 persistent=False)
+            self.register_buffer(f"weight_{index}", torch.cat(kernels).to(weight.dtype).contiguous(), persistent=False)
             stacked = None if bias is None else bias.detach().repeat(len(phases)).clone()
             self.register_buffer(f"bias_{index}", stacked, persistent=False)
             self.parts.append((tuple(low for low, _, _ in combo), tuple(taps for _, taps, _ in combo), phases))
@@ -240,8 +254,11 @@ class UpsampledConv(nn.Module):
         blocks: Optional[Tensor] = None
         for index, (lows, taps, phases) in enumerate(self.parts):
             window = tuple(slice(1 + low, 1 + low + n + t - 1) for low, t, n in zip(lows, taps, size, strict=True))
-            y = self.conv(padded[(slice(None), slice(None)) + window], getattr(self, f"weight_{index}"),
-                          getattr(self, f"bias_{index}"))
+            y = self.conv(
+                padded[(slice(None), slice(None)) + window],
+                getattr(self, f"weight_{index}"),
+                getattr(self, f"bias_{index}"),
+            )
             if out is None:  # the conv's dtype (autocast may lower it)
                 out = y.new_empty(x.shape[0], self.cout, *(n * s for n, s in zip(size, self.scales, strict=True)))
                 # (B, C, n0, s0, n1, s1, ...): phase (a0, a1, ...) of every block is one strided view
@@ -263,8 +280,14 @@ def winograd_convs(module: nn.Module) -> List[Union[nn.Conv2d, nn.Conv3d]]:
         if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
             continue
         taps = conv.weight.dim() - 2
-        plain = (conv.kernel_size == (3,) * taps and conv.stride == (1,) * taps and conv.padding == (1,) * taps
-                 and conv.dilation == (1,) * taps and conv.groups == 1 and conv.padding_mode == "zeros")
+        plain = (
+            conv.kernel_size == (3,) * taps
+            and conv.stride == (1,) * taps
+            and conv.padding == (1,) * taps
+            and conv.dilation == (1,) * taps
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+        )
         if plain and winograd_gains(conv.weight):
             found.append(conv)
     return found

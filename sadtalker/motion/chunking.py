@@ -14,6 +14,7 @@ How "quietest" is scored: every candidate boundary gets the RMS of the 20 ms win
 lowest wins. Exact ties (digital silence) go to the middle of the longest run of tied boundaries, so
 the cut falls in the middle of a silent pause, not at its edge.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,9 +73,7 @@ def quietest_boundary(wav16k: np.ndarray, first_frame: int, last_frame: int) -> 
     return int(frames[longest[len(longest) // 2]])
 
 
-def plan_chunks(
-    wav16k: np.ndarray, chunk_seconds: float = 45.0, search_seconds: float = SEARCH_SECONDS
-) -> List[Chunk]:
+def plan_chunks(wav16k: np.ndarray, chunk_seconds: float = 45.0, search_seconds: float = SEARCH_SECONDS) -> List[Chunk]:
     """Contiguous chunks covering all ``num_frames(len(wav16k))`` frames, each at most ``chunk_seconds`` long.
 
     Audio no longer than ``chunk_seconds`` gives one chunk. Otherwise each chunk ends at the quietest

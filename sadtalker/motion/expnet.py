@@ -8,6 +8,7 @@ to the source). Frames are independent (eval BatchNorm), so any batching gives t
 The Wav2Lip encoder is also used, with its own weights, by the PoseVAE (:mod:`sadtalker.motion.posevae`).
 Pure architecture: no files, no devices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

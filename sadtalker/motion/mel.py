@@ -7,6 +7,7 @@ float32 wave); only the windows handed to the networks are float32.
 
 All functions take and return numpy arrays; nothing here touches torch or files.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,6 @@ import functools
 import numpy as np
 
 from sadtalker.core.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames  # noqa: F401 (re-exported)
-
 
 # Wav2Lip hyper-parameters used by SadTalker.
 N_FFT = 800

@@ -10,6 +10,7 @@ The official weight file also holds the CVAE *encoder* and a pose-sequence *disc
 used only in training. They are built here (``netG.encoder``, ``netD_motion``) so the file loads
 strictly with its exact key set, and never run. Pure architecture: no files, no devices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

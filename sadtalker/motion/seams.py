@@ -17,6 +17,7 @@ Only the pose is touched. The expression (0:64) follows the audio frame by frame
 across frames), so it is continuous across a seam when the mel windows come from the whole audio, and
 the chunk planner puts the cut in a pause (mouth at rest). All functions are pure: arrays in, new arrays out.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ Randomness is explicit: blinks from a ``random.Random``, z from a CPU ``torch.Ge
 the CPU, one (1, 64) draw per chunk in chunk order, then moved to the network's device, as the
 reference does), or injected with ``pose_z`` (tests feed the golden draws).
 """
+
 from __future__ import annotations
 
 import logging
@@ -133,8 +134,9 @@ def pose_chunk_inputs(audio2pose: PoseVAE, indiv_mels: np.ndarray) -> Tensor:
 
 
 @torch.no_grad()
-def decode_pose(audio2pose: PoseVAE, chunk_emb: Tensor, ref_pose: np.ndarray, pose_style: int, z: Tensor,
-                batch: int) -> np.ndarray:
+def decode_pose(
+    audio2pose: PoseVAE, chunk_emb: Tensor, ref_pose: np.ndarray, pose_style: int, z: Tensor, batch: int
+) -> np.ndarray:
     """PoseVAE's decoder on the first windows: (n, 32, 512) -> motion (n, 32, 6) float32, run as one call of
     ``batch`` >= n rows (the rest repeat the last window) so that every row sees the batch shape of the whole
     chunk's call: the decoder's matrix products round differently with another batch size."""
@@ -151,7 +153,11 @@ def decode_pose(audio2pose: PoseVAE, chunk_emb: Tensor, ref_pose: np.ndarray, po
 
 @torch.no_grad()
 def predict_pose_motion(
-    audio2pose: PoseVAE, indiv_mels: np.ndarray, ref_pose: np.ndarray, pose_style: int, z: Tensor,
+    audio2pose: PoseVAE,
+    indiv_mels: np.ndarray,
+    ref_pose: np.ndarray,
+    pose_style: int,
+    z: Tensor,
     emb: Optional[Tensor] = None,
 ) -> np.ndarray:
     """Raw PoseVAE motion (T, 6) float32: a zero row for frame 0, then the decoded chunks in order.
@@ -248,8 +254,16 @@ def _rows_of(ref_exp: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 def chunk_pieces(
-    audio2exp: ExpNet, audio2pose: PoseVAE, indiv_mels: np.ndarray, coeff_3dmm: np.ndarray, blink: np.ndarray,
-    pose_style: int, generator: torch.Generator, head_rows: int = 0, *, ref_exp: Optional[np.ndarray] = None,
+    audio2exp: ExpNet,
+    audio2pose: PoseVAE,
+    indiv_mels: np.ndarray,
+    coeff_3dmm: np.ndarray,
+    blink: np.ndarray,
+    pose_style: int,
+    generator: torch.Generator,
+    head_rows: int = 0,
+    *,
+    ref_exp: Optional[np.ndarray] = None,
 ) -> Iterator[np.ndarray]:
     """:func:`audio_to_coeffs`'s (T, 70) rows in up to two pieces: first at least ``head_rows`` rows from the
     PoseVAE windows they and their smoothing need (:func:`head_split`), then the rest.
@@ -261,8 +275,9 @@ def chunk_pieces(
     z = draw_pose_z(pose_chunk_count(frames, seq_len), generator, audio2pose.dims.latent)
     known = head_split(frames, head_rows, seq_len)
     if not known or not 0 <= pose_style < NUM_POSE_STYLES:  # a bad style raises in audio_to_coeffs
-        yield audio_to_coeffs(audio2exp, audio2pose, indiv_mels, coeff_3dmm, blink, pose_style, generator,
-                              pose_z=z, ref_exp=ref_exp)
+        yield audio_to_coeffs(
+            audio2exp, audio2pose, indiv_mels, coeff_3dmm, blink, pose_style, generator, pose_z=z, ref_exp=ref_exp
+        )
         return
     exp_ref = coeff_3dmm[EXPRESSION_COLUMNS] if ref_exp is None else ref_exp
     source_pose = np.asarray(coeff_3dmm[POSE_COLUMNS], dtype=np.float32)[None]
@@ -270,8 +285,9 @@ def chunk_pieces(
     exp_head = predict_exp(audio2exp, indiv_mels[:rows], _rows_of(exp_ref, 0, rows), blink[:rows])
     emb_head = audio_embeddings(audio2pose, indiv_mels[1:known])
     windows = (known - 1) // seq_len
-    motion = decode_pose(audio2pose, pose_windows(emb_head, seq_len), coeff_3dmm[POSE_COLUMNS], pose_style,
-                         z[:windows], len(z))
+    motion = decode_pose(
+        audio2pose, pose_windows(emb_head, seq_len), coeff_3dmm[POSE_COLUMNS], pose_style, z[:windows], len(z)
+    )
     pose_head = source_pose + np.concatenate([np.zeros((1, 6), np.float32), motion.reshape(-1, 6)])
     yield np.concatenate([exp_head, smooth_pose(pose_head)[:rows]], axis=1).astype(np.float32)
     exp_rest = predict_exp(audio2exp, indiv_mels[rows:], _rows_of(exp_ref, rows, frames), blink[rows:])
@@ -281,9 +297,18 @@ def chunk_pieces(
 
 
 def coefficient_pieces(
-    audio2exp: ExpNet, audio2pose: PoseVAE, indiv_mels: np.ndarray, coeff_3dmm: np.ndarray, chunks: List[Chunk],
-    seed: int, pose_style: int, on_chunk: Callable[[int], None] = lambda done: None, *, use_blink: bool = True,
-    ref_exp: Optional[np.ndarray] = None, head_rows: int = 0,
+    audio2exp: ExpNet,
+    audio2pose: PoseVAE,
+    indiv_mels: np.ndarray,
+    coeff_3dmm: np.ndarray,
+    chunks: List[Chunk],
+    seed: int,
+    pose_style: int,
+    on_chunk: Callable[[int], None] = lambda done: None,
+    *,
+    use_blink: bool = True,
+    ref_exp: Optional[np.ndarray] = None,
+    head_rows: int = 0,
 ) -> Iterator[np.ndarray]:
     """The rows of :func:`chunked_coefficients`, in time order, as soon as they are final: the first chunk in two
     pieces (:func:`chunk_pieces`, its first ``head_rows`` rows early), every later chunk whole (its pose carry
@@ -297,8 +322,15 @@ def coefficient_pieces(
         blink = blink_sequence(chunk.n_frames, random.Random(cseed))
         if not use_blink:
             blink = np.zeros_like(blink)
-        args = (audio2exp, audio2pose, indiv_mels[chunk.start_frame : chunk.end_frame], coeff_3dmm, blink,
-                pose_style, torch.Generator().manual_seed(cseed))
+        args = (
+            audio2exp,
+            audio2pose,
+            indiv_mels[chunk.start_frame : chunk.end_frame],
+            coeff_3dmm,
+            blink,
+            pose_style,
+            torch.Generator().manual_seed(cseed),
+        )
         cref = None if ref_exp is None else ref_exp[chunk.start_frame : chunk.end_frame]
         pieces = chunk_pieces(*args, head_rows if previous is None else 0, ref_exp=cref)
         done: List[np.ndarray] = []
@@ -321,8 +353,16 @@ def _log_seams(pose: np.ndarray, chunks: List[Chunk]) -> None:
 
 
 def chunked_coefficients(
-    audio2exp: ExpNet, audio2pose: PoseVAE, indiv_mels: np.ndarray, coeff_3dmm: np.ndarray, chunks: List[Chunk],
-    seed: int, pose_style: int, on_chunk: Callable[[int], None] = lambda done: None, *, use_blink: bool = True,
+    audio2exp: ExpNet,
+    audio2pose: PoseVAE,
+    indiv_mels: np.ndarray,
+    coeff_3dmm: np.ndarray,
+    chunks: List[Chunk],
+    seed: int,
+    pose_style: int,
+    on_chunk: Callable[[int], None] = lambda done: None,
+    *,
+    use_blink: bool = True,
     ref_exp: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """(T, 70) coefficients of the whole audio: each chunk from the source coefficients, with blinks and PoseVAE
@@ -333,8 +373,22 @@ def chunked_coefficients(
     for ExpNet (a reference video's, :func:`loop_frames`), sliced per chunk. The pipeline takes the same rows piece
     by piece (:func:`coefficient_pieces`).
     """
-    return np.concatenate(list(coefficient_pieces(audio2exp, audio2pose, indiv_mels, coeff_3dmm, chunks, seed,
-                                                  pose_style, on_chunk, use_blink=use_blink, ref_exp=ref_exp)))
+    return np.concatenate(
+        list(
+            coefficient_pieces(
+                audio2exp,
+                audio2pose,
+                indiv_mels,
+                coeff_3dmm,
+                chunks,
+                seed,
+                pose_style,
+                on_chunk,
+                use_blink=use_blink,
+                ref_exp=ref_exp,
+            )
+        )
+    )
 
 
 def scale_pose(coeffs: np.ndarray, source_pose: np.ndarray, scale: float) -> np.ndarray:

@@ -3,6 +3,7 @@
 ``ffmpeg_exe()`` prefers the system ``ffmpeg`` on PATH (the Docker image and the Makefile install Debian/Ubuntu's,
 which comes with ffprobe) and falls back to the static build shipped in the ``imageio-ffmpeg`` wheel.
 """
+
 from __future__ import annotations
 
 import shutil

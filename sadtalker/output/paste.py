@@ -16,6 +16,7 @@ multiply), so it has no step anywhere: the largest change between neighbouring p
 Output size: the original image's, rounded up to even (the last row/column is repeated, as
 ``sadtalker.output.video.pad_to_even`` does), ready for yuv420p.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union, overload
@@ -40,8 +41,9 @@ def _ramp(n: int, feather: float, device: torch.device, dtype: torch.dtype) -> t
     return (t * t * (3.0 - 2.0 * t)).to(dtype)
 
 
-def feather_mask(height: int, width: int, feather: float, device: Optional[torch.device] = None,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def feather_mask(
+    height: int, width: int, feather: float, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(height, width) mask in [0, 1]: 1 inside, smoothly 0 towards the edges over ``feather`` pixels."""
     device = torch.device("cpu") if device is None else device
     return _ramp(height, feather, device, dtype)[:, None] * _ramp(width, feather, device, dtype)[None, :]
@@ -61,9 +63,15 @@ class Paster:
     ``solve_dtype``: the float type of the Poisson solve's last transform (float32; see docs/fidelity.md).
     """
 
-    def __init__(self, original: np.ndarray, box: Box, device: Union[str, torch.device] = "cpu",
-                 feather_fraction: float = FEATHER_FRACTION, method: str = "seamless",
-                 solve_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        original: np.ndarray,
+        box: Box,
+        device: Union[str, torch.device] = "cpu",
+        feather_fraction: float = FEATHER_FRACTION,
+        method: str = "seamless",
+        solve_dtype: torch.dtype = torch.float32,
+    ) -> None:
         if method not in PASTE_METHODS:
             raise ValueError(f"paste method must be one of {PASTE_METHODS}, got {method!r}")
         self.method = method
@@ -147,8 +155,7 @@ class Paster:
         """Write (B, 3, h, w) float 0..255 faces into ``out`` with the feathered mask."""
         x1, y1, x2, y2 = self.box
         if faces.shape[2:] != (y2 - y1, x2 - x1):
-            faces = F.interpolate(faces, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False,
-                                  antialias=True)
+            faces = F.interpolate(faces, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False, antialias=True)
         sx1, sy1, sx2, sy2 = self._src
         dx1, dy1, dx2, dy2 = self._dst
         face = faces[:, :, sy1:sy2, sx1:sx2]

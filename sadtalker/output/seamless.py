@@ -35,6 +35,7 @@ tridiagonal factors, the sine tables) is computed once per job in :class:`Poisso
 products, a tridiagonal sweep along y and one real FFT per row along x, per colour plane; planes go through the
 solve in chunks that hold at most ``budget_bytes``.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,13 @@ def _edge_source(strip: torch.Tensor, mask: torch.Tensor, first_is_ring: bool, l
         inside[..., 0, :] = 0.0
     if last_is_ring:
         inside[..., -1, :] = 0.0
-    laplacian = (inside[..., :-2, 1:-1] + inside[..., 2:, 1:-1] + inside[..., 1:-1, :-2] + inside[..., 1:-1, 2:]
-                 - 4.0 * inside[..., 1:-1, 1:-1])
+    laplacian = (
+        inside[..., :-2, 1:-1]
+        + inside[..., 2:, 1:-1]
+        + inside[..., 1:-1, :-2]
+        + inside[..., 1:-1, 2:]
+        - 4.0 * inside[..., 1:-1, 1:-1]
+    )
     return _masked_divergence(strip, mask) - laplacian
 
 
@@ -173,8 +179,14 @@ class PoissonPaste:
     with thin products.
     """
 
-    def __init__(self, photo: torch.Tensor, box: Box, bounds: Tuple[int, int],
-                 dtype: torch.dtype = torch.float32, budget_bytes: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        photo: torch.Tensor,
+        box: Box,
+        bounds: Tuple[int, int],
+        dtype: torch.dtype = torch.float32,
+        budget_bytes: Optional[int] = None,
+    ) -> None:
         x1, y1 = box[0], box[1]
         self.roi = clone_region(box, bounds)
         rx1, ry1, rx2, ry2 = self.roi
@@ -191,8 +203,10 @@ class PoissonPaste:
         self.row_bands, self.col_bands = _bands(self.interior[0]), _bands(self.interior[1])
         under = photo[:, ry1:ry2, rx1:rx2]  # (3, h, w): the photo under the region, ring included
         # The photo's rows (False) and columns (True) that the edge bands read, keyed by (columns, first).
-        self.strips = {(columns, first): _lines(under, columns, first, last).to(torch.float64)
-                       for columns, first, last in self._runs()}
+        self.strips = {
+            (columns, first): _lines(under, columns, first, last).to(torch.float64)
+            for columns, first, last in self._runs()
+        }
         self._tables(photo.device)
         self._buffer: Optional[torch.Tensor] = None
         itemsize = torch.empty((), dtype=dtype).element_size()
@@ -277,9 +291,16 @@ class PoissonPaste:
         """(b, c, h, w) uint8 face planes -> (b, c, ny, nx) float64: g transformed along x (``g S_x``)."""
         ny, nx = self.interior
         top, bottom = self.row_bands
-        bands = {(columns, first): _band(_lines(region, columns, 0, -1), self.strips[columns, first][colours],
-                                         self.mask.T if columns else self.mask, first, last)
-                 for columns, first, last in self._runs()}
+        bands = {
+            (columns, first): _band(
+                _lines(region, columns, 0, -1),
+                self.strips[columns, first][colours],
+                self.mask.T if columns else self.mask,
+                first,
+                last,
+            )
+            for columns, first, last in self._runs()
+        }
         spectrum = torch.empty(*region.shape[:-2], ny, nx, dtype=torch.float64, device=region.device)  # all set
         edges = -_dst1(torch.cat([band for (columns, _), band in bands.items() if not columns], -2))
         spectrum[..., :top, :] = edges[..., :top, :]

@@ -6,6 +6,7 @@ up to the video's; the last one holds what is left. A segment is handed to ``on_
 is encoded, before the next one starts. The first segment may be shorter (``first_frames``) so that a player gets
 something to show early.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,20 @@ from sadtalker.output.video import VideoWriter
 class Segmenter:
     """Feeds frames (the same arrays the whole video gets) into one segment writer at a time."""
 
-    def __init__(self, workdir: str, name: str, width: int, height: int, audio: Union[SourceAudio, np.ndarray],
-                 total_frames: int, segment_frames: int, on_segment: Callable[[Segment], None],
-                 first_frames: int = 0) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        name: str,
+        width: int,
+        height: int,
+        audio: Union[SourceAudio, np.ndarray],
+        total_frames: int,
+        segment_frames: int,
+        on_segment: Callable[[Segment], None],
+        first_frames: int = 0,
+    ) -> None:
         if segment_frames < 1 or first_frames < 0:
-            raise ValueError(f"segment_frames must be >= 1 and first_frames >= 0, got {segment_frames}, "
-                             f"{first_frames}")
+            raise ValueError(f"segment_frames must be >= 1 and first_frames >= 0, got {segment_frames}, {first_frames}")
         self.first_frames = first_frames or segment_frames  # the first segment's length (0: as the others)
         self.workdir, self.name = workdir, name
         self.size = (width, height)
@@ -62,8 +71,14 @@ class Segmenter:
         writer, self.writer = self.writer, None
         assert writer is not None  # called right after a write to the open segment
         video = writer.close()
-        segment = Segment(index=self.index, path=video.path, start_frame=self.start, frames=video.frames,
-                          start_seconds=round(self.start / FPS, 3), duration_seconds=round(video.frames / FPS, 3))
+        segment = Segment(
+            index=self.index,
+            path=video.path,
+            start_frame=self.start,
+            frames=video.frames,
+            start_seconds=round(self.start / FPS, 3),
+            duration_seconds=round(video.frames / FPS, 3),
+        )
         self.index += 1
         self.start += video.frames
         self.on_segment(segment)

@@ -5,6 +5,7 @@ The reference's enhancer returns every frame at twice its size (``GFPGANer(upsca
 A frame never gets a side above ``max_side``: a larger one is scaled down to fit, keeping its aspect, and the caller
 gets a warning instead of a failure.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,6 +47,8 @@ def _fit(width: int, height: int, max_side: int) -> FrameSize:
         return FrameSize(width, height)
     scale = max_side / max(width, height)
     fitted_w, fitted_h = _even_below(width * scale), _even_below(height * scale)
-    warning = (f"the output would be {width}x{height}, above MAX_OUTPUT_SIDE={max_side}; "
-               f"it was scaled down to {fitted_w}x{fitted_h}")
+    warning = (
+        f"the output would be {width}x{height}, above MAX_OUTPUT_SIDE={max_side}; "
+        f"it was scaled down to {fitted_w}x{fitted_h}"
+    )
     return FrameSize(fitted_w, fitted_h, warning)

@@ -21,6 +21,7 @@ Encoder: ``h264_nvenc`` when CUDA is available and a probe encode with it actual
 once per process: many ffmpeg builds list NVENC on machines without the hardware, and data-centre GPUs
 like the H100 have no NVENC unit), else ``libx264``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -83,16 +84,36 @@ def nvenc_works(ffmpeg: str) -> bool:
 
     if not torch.cuda.is_available():
         return False
-    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-            "-i", "color=black:s=256x256:r=25", "-frames:v", "5", *NVENC_ARGS, "-pix_fmt", "yuv420p", "-f", "null", "-"]
+    argv = [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=black:s=256x256:r=25",
+        "-frames:v",
+        "5",
+        *NVENC_ARGS,
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "null",
+        "-",
+    ]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("h264_nvenc probe could not run (%s); using libx264", exc)
         return False
     if done.returncode != 0:
-        log.info("h264_nvenc probe failed (exit %s): %s; using libx264", done.returncode,
-                 done.stderr.decode(errors="replace")[-300:].strip())
+        log.info(
+            "h264_nvenc probe failed (exit %s): %s; using libx264",
+            done.returncode,
+            done.stderr.decode(errors="replace")[-300:].strip(),
+        )
         return False
     return True
 
@@ -136,8 +157,17 @@ def aac_layout(rate: int, channels: int) -> AudioLayout:
 MONO_16K = aac_layout(SAMPLE_RATE, 1)  # the models' own audio: 16 kHz mono
 
 
-def ffmpeg_argv(ffmpeg: str, path: str, width: int, height: int, n_frames: int, audio_path: str,
-                codec: str, audio: AudioLayout = MONO_16K, start_frame: int = 0) -> List[str]:
+def ffmpeg_argv(
+    ffmpeg: str,
+    path: str,
+    width: int,
+    height: int,
+    n_frames: int,
+    audio_path: str,
+    codec: str,
+    audio: AudioLayout = MONO_16K,
+    start_frame: int = 0,
+) -> List[str]:
     """The encoder's argv: raw RGB24 frames on stdin + the audio from ``start_frame / 25`` s, cut to
     ``n_frames / 25`` s -> MP4 at ``path``."""
     video_codec = NVENC_ARGS if codec == "h264_nvenc" else X264_ARGS
@@ -232,9 +262,17 @@ class VideoWriter:
     frame count) or :meth:`abort` yourself.
     """
 
-    def __init__(self, path: Union[str, Path], width: int, height: int, audio: Union[SourceAudio, np.ndarray],
-                 n_frames: Optional[int] = None, codec: str = "auto", queue_batches: int = 0,
-                 start_frame: int = 0) -> None:
+    def __init__(
+        self,
+        path: Union[str, Path],
+        width: int,
+        height: int,
+        audio: Union[SourceAudio, np.ndarray],
+        n_frames: Optional[int] = None,
+        codec: str = "auto",
+        queue_batches: int = 0,
+        start_frame: int = 0,
+    ) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
         self.path = str(path)
@@ -253,8 +291,9 @@ class VideoWriter:
         self.codec = choose_codec(codec)
         self.written = 0
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
-        argv = ffmpeg_argv(_ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio,
-                           start_frame)
+        argv = ffmpeg_argv(
+            _ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio, start_frame
+        )
         log.debug("ffmpeg argv: %s", argv)
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)

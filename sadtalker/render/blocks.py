@@ -4,6 +4,7 @@ Conventions: 2-D maps are (B, C, H, W), 3-D volumes (B, C, D, H, W). Every Batch
 stored statistics (the networks are only used in eval mode). Attribute names follow the official
 checkpoints' state-dict keys, so the weight files load without renaming.
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -199,7 +200,7 @@ class SpectralNormConv2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(cout)) if bias else None
         nn.init.kaiming_uniform_(self.weight_orig, a=5**0.5)
         if self.bias is not None:
-            nn.init.uniform_(self.bias, -(cin * kernel_size**2) ** -0.5, (cin * kernel_size**2) ** -0.5)
+            nn.init.uniform_(self.bias, -((cin * kernel_size**2) ** -0.5), (cin * kernel_size**2) ** -0.5)
         # Random init only (checkpoints overwrite u and v): a few power iterations so sigma is the
         # top singular value and a randomly initialised network stays finite.
         matrix = self.weight_orig.detach().reshape(cout, -1)

@@ -16,6 +16,7 @@ an interior keyframe is hit exactly at its segment's start. :func:`camera_degree
 The degrees replace MappingNet's predicted angle for every frame (the reference's ``yaw_in`` etc.); an angle
 without a list stays predicted. A single-value list is that value on every frame.
 """
+
 from __future__ import annotations
 
 import itertools

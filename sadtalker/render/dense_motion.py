@@ -12,6 +12,7 @@ The weights of the mix come from a 3-D hourglass over K + 1 channel groups, each
 keypoint heatmap difference (driving minus source Gaussian; zero for the background) followed by
 the compressed feature warped by that motion.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple

@@ -4,6 +4,7 @@ The official values are those of the reference's ``facerender.yaml`` / ``faceren
 (the released weights fix them, so nothing is read from yaml at run time). ``SMALL`` dims build
 tiny, randomly initialised networks with the same structure for plumbing tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ SMALL = RendererDims(
         dense_motion=DenseMotionDims(block_expansion=4, max_features=8, num_blocks=2, compress=2),
     ),
 )
-SMALL_MAPPING = {"crop": MappingDims(coeff_nc=MOTION_COEFFS, descriptor_nc=16, num_kp=4),
-                 "full": MappingDims(coeff_nc=SOURCE_COEFFS, descriptor_nc=16, num_kp=4)}
+SMALL_MAPPING = {
+    "crop": MappingDims(coeff_nc=MOTION_COEFFS, descriptor_nc=16, num_kp=4),
+    "full": MappingDims(coeff_nc=SOURCE_COEFFS, descriptor_nc=16, num_kp=4),
+}
 SMALL_IMAGE_SIZE = 32

@@ -8,8 +8,8 @@ a SPADE decoder (the warped feature is also its label map) to the frame (B, 3, S
 The work is split in three steps so a caller can encode the source once for many frames:
 :meth:`encode` (source only), :meth:`motion` (per frame) and :meth:`decode` (per frame).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F

@@ -8,6 +8,7 @@ turned into expected coordinates (softmax over all voxels with temperature 0.1).
 :func:`transform_keypoints`: kp = R(yaw, pitch, roll) kp_canonical + (0, t_y, 0) + exp, with the
 pose from MappingNet's bins (see :mod:`sadtalker.render.mapping`).
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -6,6 +6,7 @@ translation 3) or 73 (plus the crop's scale and offset, for preprocess full). A 
 (21 -> 15 -> 9 -> 3), an average over time, then linear heads: yaw, pitch, roll (66 bins of 3 degrees
 each), t (3) and exp (3K = 45 keypoint offsets).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -1,4 +1,5 @@
 """The face renderer's model set and constructors from dims (random weights until loaded)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ def build_renderer(
 
 
 def build_mapping(
-    dims: MappingDims = OFFICIAL_MAPPING["crop"], device: str = "cpu", dtype: torch.dtype = torch.float32,
+    dims: MappingDims = OFFICIAL_MAPPING["crop"],
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
     seed: Optional[int] = 0,
 ) -> MappingNet:
     """Randomly initialised MappingNet in eval mode."""

@@ -12,6 +12,7 @@ Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
    Frames come out in time order as uint8 (rint(x * 255)). Every frame is computed independently of the
    others, so the batch size changes speed and memory, never the frames.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Optional, Protocol, Tuple, Union
@@ -22,8 +23,8 @@ from torch import Tensor
 
 from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, SOURCE_COEFFS, is_full
 from sadtalker.core.precision import precision_context
-from sadtalker.render.mapping import MappingNet
 from sadtalker.render.keypoints import transform_keypoints
+from sadtalker.render.mapping import MappingNet
 from sadtalker.render.models import RendererModels
 
 SEMANTIC_RADIUS = 13  # window of 2 * 13 + 1 = 27 frames around each frame
@@ -64,7 +65,10 @@ def source_semantics(source_coeff: np.ndarray, preprocess: str, radius: int = SE
 
 
 def target_coefficients(
-    coeffs: np.ndarray, source_coeff: np.ndarray, expression_scale: float = 1.0, still_mode: bool = False,
+    coeffs: np.ndarray,
+    source_coeff: np.ndarray,
+    expression_scale: float = 1.0,
+    still_mode: bool = False,
     preprocess: str = "crop",
 ) -> np.ndarray:
     """Generated (T, >=70) + source (73,) -> driving coefficients (T, 70 or 73) float32."""
@@ -80,8 +84,12 @@ def target_coefficients(
 
 
 def target_semantics(
-    coeffs: np.ndarray, source_coeff: np.ndarray, expression_scale: float = 1.0, still_mode: bool = False,
-    preprocess: str = "crop", radius: int = SEMANTIC_RADIUS,
+    coeffs: np.ndarray,
+    source_coeff: np.ndarray,
+    expression_scale: float = 1.0,
+    still_mode: bool = False,
+    preprocess: str = "crop",
+    radius: int = SEMANTIC_RADIUS,
 ) -> np.ndarray:
     """:func:`target_coefficients` then :func:`semantic_windows`: (T, C, 27) float32."""
     return semantic_windows(target_coefficients(coeffs, source_coeff, expression_scale, still_mode, preprocess), radius)
@@ -106,8 +114,13 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
 
 
 def render(
-    models: RendererModels, mapping: MappingNet, source_image: np.ndarray, source_semantics: np.ndarray,
-    target_windows: Union[np.ndarray, WindowSource], batch_size: int, precision: str = "fp32",
+    models: RendererModels,
+    mapping: MappingNet,
+    source_image: np.ndarray,
+    source_semantics: np.ndarray,
+    target_windows: Union[np.ndarray, WindowSource],
+    batch_size: int,
+    precision: str = "fp32",
     camera: Optional[np.ndarray] = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames (B, S, S, 3) uint8 in time order, ``batch_size`` frames per batch (the last may be shorter).

@@ -15,6 +15,7 @@ Every network is loaded with :func:`load_strict`: no key is renamed beyond the c
 a file that does not fit raises one :class:`~sadtalker.core.errors.CheckpointError` listing every missing
 key, unexpected key and shape mismatch together with the file's name.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -66,9 +67,7 @@ def _require_file(path: str) -> None:
         raise CheckpointError(f"weight file not found: {path} ({DOWNLOAD_HINT})")
 
 
-def read_components(
-    path: str, components: Optional[Iterable[str]] = None
-) -> Dict[str, Dict[str, Tensor]]:
+def read_components(path: str, components: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Tensor]]:
     """Split a SadTalker safetensors file by component prefix, prefix stripped.
 
     Returns ``{component: state_dict}`` for each of :data:`SADTALKER_COMPONENTS` (or only those in
@@ -134,9 +133,7 @@ def state_dict_problems(module: nn.Module, state_dict: Dict[str, Tensor]) -> Lis
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def load_strict(
-    module: ModuleT, state_dict: Dict[str, Tensor], source: str, assign: bool = False
-) -> ModuleT:
+def load_strict(module: ModuleT, state_dict: Dict[str, Tensor], source: str, assign: bool = False) -> ModuleT:
     """Strict ``load_state_dict``; one CheckpointError lists every problem and names ``source``.
 
     ``assign=True`` adopts the given tensors instead of copying into the module's (use it for a
@@ -144,9 +141,7 @@ def load_strict(
     """
     problems = state_dict_problems(module, state_dict)
     if problems:
-        raise CheckpointError(
-            f"{source} does not fit {type(module).__name__}: " + " | ".join(problems)
-        )
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + " | ".join(problems))
     module.load_state_dict(state_dict, strict=True, assign=assign)
     return module
 
@@ -191,7 +186,9 @@ def load_renderer(
 
 
 def load_mapping(
-    checkpoints_dir: str, preprocess: str, device: Union[str, torch.device] = "cpu",
+    checkpoints_dir: str,
+    preprocess: str,
+    device: Union[str, torch.device] = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> "MappingNet":
     """MappingNet for ``preprocess`` (00229: 70 inputs; 00109 for full/extfull: 73), strict, eval."""
@@ -221,7 +218,9 @@ def _ready(module: ModuleT, device: Union[str, torch.device]) -> ModuleT:
 
 
 def load_audio_models(
-    audio2exp_state: Dict[str, Tensor], audio2pose_state: Dict[str, Tensor], source: str,
+    audio2exp_state: Dict[str, Tensor],
+    audio2pose_state: Dict[str, Tensor],
+    source: str,
     device: Union[str, torch.device],
 ) -> "Tuple[ExpNet, PoseVAE]":
     """ExpNet and PoseVAE strictly loaded from their components (see :func:`read_coefficient_state_dicts`), eval."""
@@ -241,8 +240,11 @@ def load_recon_net(state_dict: Dict[str, Tensor], source: str, device: Union[str
 
 
 def load_gfpgan(
-    checkpoints_dir: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-    dims=None, file_name: str = GFPGAN_FILE,
+    checkpoints_dir: str,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    dims=None,
+    file_name: str = GFPGAN_FILE,
 ) -> nn.Module:
     """GFPGANv1Clean from ``checkpoints_dir/GFPGANv1.4.pth``: strict load of ``params_ema``, eval, on ``device``.
 
@@ -264,8 +266,11 @@ RESTOREFORMER_FILE = "RestoreFormer.pth"
 
 
 def load_restoreformer(
-    checkpoints_dir: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-    args=None, file_name: str = RESTOREFORMER_FILE,
+    checkpoints_dir: str,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    args=None,
+    file_name: str = RESTOREFORMER_FILE,
 ) -> Optional[nn.Module]:
     """RestoreFormer from ``checkpoints_dir/RestoreFormer.pth`` (``params_ema``, else ``params``, strict), or None
     when the file is absent (it is optional: no published hash). A present but broken file raises CheckpointError."""
@@ -292,7 +297,7 @@ def load_retinaface(path: str, device: Union[str, torch.device]) -> nn.Module:
     state = read_torch_file(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{os.path.basename(path)}: expected a state dict, found {type(state).__name__}")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     with resnet50_current_api():  # facexlib's resnet50(pretrained=False) warns on every start
         net = RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
     load_strict(net, state, os.path.basename(path))

@@ -9,6 +9,7 @@ release assets; no hash is published in the GitHub releases themselves). The dow
 hash; the start-up check verifies presence and size only (hashing 2.4 GB would add seconds to every cold start).
 Mirrors are tried after the official URL; a mirror whose bytes differ fails the hash check like any bad download.
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,7 +45,10 @@ WEIGHTS: Tuple[WeightFile, ...] = (
         sha256="c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff",
         render_sizes=("256",),
         # The HF copy is not shown to be byte-identical; the hash check decides.
-        urls=(_SADTALKER_RELEASE + "SadTalker_V0.0.2_256.safetensors", _SADTALKER_HF + "SadTalker_V0.0.2_256.safetensors"),
+        urls=(
+            _SADTALKER_RELEASE + "SadTalker_V0.0.2_256.safetensors",
+            _SADTALKER_HF + "SadTalker_V0.0.2_256.safetensors",
+        ),
         purpose="renderer (256), audio2exp, audio2pose, 3DMM face reconstruction",
     ),
     WeightFile(
@@ -52,7 +56,10 @@ WEIGHTS: Tuple[WeightFile, ...] = (
         size_bytes=725066984,
         sha256="0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340",
         render_sizes=("512",),
-        urls=(_SADTALKER_RELEASE + "SadTalker_V0.0.2_512.safetensors", _SADTALKER_HF + "SadTalker_V0.0.2_512.safetensors"),
+        urls=(
+            _SADTALKER_RELEASE + "SadTalker_V0.0.2_512.safetensors",
+            _SADTALKER_HF + "SadTalker_V0.0.2_512.safetensors",
+        ),
         purpose="renderer (512) for size=512 jobs",
     ),
     WeightFile(

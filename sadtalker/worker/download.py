@@ -11,6 +11,7 @@ where there is one, and never the URL's query string or credentials.
 Address spellings such as ``2130706433``, ``0x7f000001`` or ``0177.0.0.1`` need no special parsing: the
 resolver turns them into the address they mean, and that address is what gets checked.
 """
+
 from __future__ import annotations
 
 import base64
@@ -104,8 +105,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Add
     return None
 
 
-def resolve_checked(host: str, port: int, allow_loopback: bool = False,
-                    refusal: str = "refused to download from") -> List[str]:
+def resolve_checked(
+    host: str, port: int, allow_loopback: bool = False, refusal: str = "refused to download from"
+) -> List[str]:
     """Resolve ``host`` and return its addresses, refusing them all if any one is not allowed.
 
     ``refusal`` starts the message of a refused address (the storage check says what it refuses). Resolving an
@@ -122,8 +124,7 @@ def resolve_checked(host: str, port: int, allow_loopback: bool = False,
         reason = refusal_reason(address, allow_loopback)
         if reason is not None:
             raise DownloadFailed(
-                f"{refusal} {host!r}: it resolves to {address}, {reason}; "
-                "only public internet addresses are allowed"
+                f"{refusal} {host!r}: it resolves to {address}, {reason}; only public internet addresses are allowed"
             )
         if text not in addresses:
             addresses.append(text)
@@ -214,9 +215,15 @@ def _request(target: _Target, address: str, limits: DownloadLimits, deadline: fl
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(
-            address, target.port, timeout=timeout, retries=False, maxsize=1,
-            cert_reqs="CERT_REQUIRED", ca_certs=limits.ca_certs or certifi.where(),
-            server_hostname=target.host, assert_hostname=target.host,
+            address,
+            target.port,
+            timeout=timeout,
+            retries=False,
+            maxsize=1,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=limits.ca_certs or certifi.where(),
+            server_hostname=target.host,
+            assert_hostname=target.host,
         )
     else:
         pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
@@ -225,8 +232,14 @@ def _request(target: _Target, address: str, limits: DownloadLimits, deadline: fl
         headers["Authorization"] = target.authorization
     with pool, _translated_errors(target):
         response = pool.urlopen(
-            "GET", target.request_path, headers=headers, redirect=False, retries=False,
-            preload_content=False, decode_content=False, assert_same_host=False,
+            "GET",
+            target.request_path,
+            headers=headers,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            decode_content=False,
+            assert_same_host=False,
         )
         try:
             yield response

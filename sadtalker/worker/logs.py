@@ -4,6 +4,7 @@ One stream handler on stderr with timestamp, level and logger name. The HTTP and
 at WARNING: at DEBUG they print request URLs and headers, which for S3 include signatures and presigned query
 strings. Warnings are not silenced.
 """
+
 from __future__ import annotations
 
 import logging

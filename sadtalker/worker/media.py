@@ -15,6 +15,7 @@ Undecodable data is ``unsupported_media`` with ffmpeg's stderr; too long is ``au
 video frame of audio (40 ms) is ``invalid_input``. Silent audio is accepted on purpose (it gives a video of
 the face at rest: blinks and head motion, closed mouth) and logged.
 """
+
 from __future__ import annotations
 
 import io
@@ -74,9 +75,7 @@ def source_bytes(source: MediaSource, limits: DownloadLimits) -> bytes:
     if source.data is None:
         return fetch(source.url or "", limits, what=source.field)
     if len(source.data) > limits.max_bytes:
-        raise InvalidInput(
-            f"{source.field} is {len(source.data)} bytes, above the {limits.max_bytes} byte limit"
-        )
+        raise InvalidInput(f"{source.field} is {len(source.data)} bytes, above the {limits.max_bytes} byte limit")
     return source.data
 
 
@@ -101,18 +100,12 @@ def decode_image(data: bytes, max_side: int) -> np.ndarray:
 
 def _check_image_header(image: Image.Image, max_side: int) -> None:
     if image.format not in IMAGE_FORMATS:
-        raise UnsupportedMedia(
-            f"the image is {image.format or 'of an unknown format'}; send PNG, JPEG or WebP"
-        )
+        raise UnsupportedMedia(f"the image is {image.format or 'of an unknown format'}; send PNG, JPEG or WebP")
     width, height = image.size
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise InvalidInput(
-            f"the image is {width}x{height}; it must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
-        )
+        raise InvalidInput(f"the image is {width}x{height}; it must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
     if max(width, height) > max_side:
-        raise InvalidInput(
-            f"the image is {width}x{height}; the largest side allowed is {max_side} (MAX_IMAGE_SIDE)"
-        )
+        raise InvalidInput(f"the image is {width}x{height}; the largest side allowed is {max_side} (MAX_IMAGE_SIDE)")
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -155,9 +148,23 @@ def decode_audio(data: bytes, workdir: Union[str, Path], max_seconds: float) -> 
 def _ffmpeg_to_wav(path: str, max_seconds: float) -> bytes:
     """Run ffmpeg on ``path``: the first audio stream as float32 WAV on stdout, at most ``max_seconds``."""
     argv = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", path, "-map", "0:a:0", "-vn", "-t", f"{max_seconds:.3f}",
-        "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
+        ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        path,
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-t",
+        f"{max_seconds:.3f}",
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "wav",
+        "pipe:1",
     ]
     return _run_ffmpeg(argv, path, "the audio file has no audio stream", "decode the audio")
 
@@ -185,7 +192,7 @@ def parse_float_wav(wav: bytes) -> Tuple[int, int, np.ndarray]:
         raise UnsupportedMedia("ffmpeg produced no audio (is there an audio stream?)")
     offset, rate, channels = 12, 0, 0
     while offset + 8 <= len(wav):
-        chunk_id, size = wav[offset:offset + 4], struct.unpack_from("<I", wav, offset + 4)[0]
+        chunk_id, size = wav[offset : offset + 4], struct.unpack_from("<I", wav, offset + 4)[0]
         body = offset + 8
         if chunk_id == b"fmt ":
             fmt_tag, channels, rate = struct.unpack_from("<HHI", wav, body)
@@ -278,8 +285,20 @@ def decode_video(data: bytes, workdir: Union[str, Path], max_seconds: float, max
 
 
 def _ffmpeg_video(path: str, output_args: list, what: str) -> bytes:
-    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-map", "0:v:0", "-an",
-            *output_args, "pipe:1"]
+    argv = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        path,
+        "-map",
+        "0:v:0",
+        "-an",
+        *output_args,
+        "pipe:1",
+    ]
     stdout = _run_ffmpeg(argv, path, "the reference video has no video stream", f"{what} the reference video")
     if not stdout:
         raise UnsupportedMedia("the reference video has no frame ffmpeg could decode")
@@ -287,8 +306,11 @@ def _ffmpeg_video(path: str, output_args: list, what: str) -> bytes:
 
 
 def job_audio(
-    audio_bytes: Optional[bytes], video_bytes: Optional[bytes], idle_seconds: Optional[float],
-    workdir: Union[str, Path], max_seconds: float,
+    audio_bytes: Optional[bytes],
+    video_bytes: Optional[bytes],
+    idle_seconds: Optional[float],
+    workdir: Union[str, Path],
+    max_seconds: float,
 ) -> DecodedAudio:
     """The job's sound: the caller's audio; else idle mode's silence; else the reference video's own sound."""
     if audio_bytes is not None:
@@ -301,6 +323,5 @@ def job_audio(
         return decode_audio(video_bytes, Path(workdir), max_seconds)
     except UnsupportedMedia:
         raise InvalidInput(
-            "the reference video has no sound to use as the job's audio; send audio_url / audio_base64 or "
-            "idle_seconds"
+            "the reference video has no sound to use as the job's audio; send audio_url / audio_base64 or idle_seconds"
         ) from None

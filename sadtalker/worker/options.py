@@ -9,6 +9,7 @@ broken base64 fails before any download or model work. Nothing here touches the 
 ``null`` counts as "absent" only for the fields whose default is none (the four sources, ``r2``, ``seed``); a
 field with a default (``still_mode``, ``size``, ...) must have a value of its type.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,20 @@ from typing import Any, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import urlsplit
 
 from sadtalker.core.constants import (
-    CAMERA_ANGLE_RANGE, CAMERA_KEYFRAMES_MAX, ENHANCERS, EXPRESSION_SCALE_RANGE, IDLE_SECONDS_RANGE, PASTE_METHODS,
-    POSE_SCALE_RANGE, POSE_STYLE_RANGE, PREPROCESS_MODES, REF_INFOS, SEED_RANGE, SIZES, UPSCALES, is_full,
+    CAMERA_ANGLE_RANGE,
+    CAMERA_KEYFRAMES_MAX,
+    ENHANCERS,
+    EXPRESSION_SCALE_RANGE,
+    IDLE_SECONDS_RANGE,
+    PASTE_METHODS,
+    POSE_SCALE_RANGE,
+    POSE_STYLE_RANGE,
+    PREPROCESS_MODES,
+    REF_INFOS,
+    SEED_RANGE,
+    SIZES,
+    UPSCALES,
+    is_full,
 )
 from sadtalker.core.contract import RenderOptions
 from sadtalker.core.errors import InvalidInput
@@ -114,13 +127,28 @@ def parse_job_input(raw: Any) -> JobOptions:
         ref_info=ref_info,
         paste=_paste(raw, preprocess, defaults.paste),
     )
-    return JobOptions(image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")),
-                      ref_video=ref_video)
+    return JobOptions(
+        image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")), ref_video=ref_video
+    )
 
 
 _ALLOWED_FIELDS = _SOURCE_FIELDS + (
-    "still_mode", "enhancer", "preprocess", "size", "expression_scale", "pose_style", "upscale",
-    "input_yaw", "input_pitch", "input_roll", "pose_scale", "use_blink", "idle_seconds", "ref_info", "paste", "r2",
+    "still_mode",
+    "enhancer",
+    "preprocess",
+    "size",
+    "expression_scale",
+    "pose_style",
+    "upscale",
+    "input_yaw",
+    "input_pitch",
+    "input_roll",
+    "pose_scale",
+    "use_blink",
+    "idle_seconds",
+    "ref_info",
+    "paste",
+    "r2",
     "seed",
 )
 
@@ -243,8 +271,10 @@ def _paste(raw: Mapping, preprocess: str, default: str) -> str:
     """``paste``: one of PASTE_METHODS, and only with a preprocess mode that pastes back (full / extfull)."""
     method = _choice(raw, "paste", default, PASTE_METHODS)
     if "paste" in raw and not is_full(preprocess):
-        raise InvalidInput(f"paste applies only to preprocess 'full' or 'extfull' (the face is pasted back into "
-                           f"the photo there); with preprocess {preprocess!r} leave it out")
+        raise InvalidInput(
+            f"paste applies only to preprocess 'full' or 'extfull' (the face is pasted back into "
+            f"the photo there); with preprocess {preprocess!r} leave it out"
+        )
     return method
 
 
@@ -260,9 +290,7 @@ def _int_choice(raw: Mapping, name: str, default: _Default, allowed: tuple) -> U
         return default
     value = raw[name]
     if not _is_integer(value) or value not in allowed:
-        raise InvalidInput(
-            f"{name} must be the integer {' or '.join(map(str, allowed))}, got {_json_type(value)}"
-        )
+        raise InvalidInput(f"{name} must be the integer {' or '.join(map(str, allowed))}, got {_json_type(value)}")
     return value
 
 

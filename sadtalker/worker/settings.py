@@ -3,6 +3,7 @@
 ``Settings.from_env(env)`` takes any mapping (default ``os.environ``) so tests pass a dict. Every
 setting has a default and a comment; docs/configuration.md lists the same names (a test checks it).
 """
+
 from __future__ import annotations
 
 import os
@@ -202,6 +203,7 @@ class Settings:
             r2_check_at_startup=_bool(env, "R2_CHECK_AT_STARTUP", d.r2_check_at_startup),
             inline_result_max_bytes=_int(env, "INLINE_RESULT_MAX_BYTES", d.inline_result_max_bytes, 1),
             stream_segment_seconds=_float(env, "STREAM_SEGMENT_SECONDS", d.stream_segment_seconds, 0.0),
-            stream_first_segment_seconds=_float(env, "STREAM_FIRST_SEGMENT_SECONDS", d.stream_first_segment_seconds,
-                                                0.0),
+            stream_first_segment_seconds=_float(
+                env, "STREAM_FIRST_SEGMENT_SECONDS", d.stream_first_segment_seconds, 0.0
+            ),
         )

@@ -17,6 +17,7 @@ the first job and marks the worker unhealthy if it fails. There, a GPU is requir
 Sizes, not hashes, are checked here: the download script verifies SHA-256 once, and hashing 2.4 GB on every
 cold start would cost seconds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -131,8 +132,10 @@ def _check_weights(settings: Settings) -> Tuple[List[str], Tuple[str, ...], List
     problems += [f"  - {line}" for line in bad]
     problems.append(f"Fetch them with: {download_command(folder, size)}")
     if exact and any("bytes, expected" in line for line in bad):
-        problems.append("Files of another size are not the official weights (generated test weights, for example): "
-                        "`make demo` runs the worker on those, with CHECK_WEIGHT_SIZES=false")
+        problems.append(
+            "Files of another size are not the official weights (generated test weights, for example): "
+            "`make demo` runs the worker on those, with CHECK_WEIGHT_SIZES=false"
+        )
     return problems, found, notes
 
 
@@ -150,8 +153,10 @@ def servable_sizes(settings: Settings) -> Tuple[int, ...]:
 def missing_size_hint(settings: Settings, size: int) -> str:
     """The operator's side of a refused size, for the worker log (never the caller's error)."""
     folder = Path(settings.checkpoints_dir).expanduser().resolve()
-    return (f"{SADTALKER_512} is absent or incomplete in {folder} (CHECKPOINTS_DIR); size={size} jobs are refused "
-            f"until it is fetched with {download_command(folder, str(size))}")
+    return (
+        f"{SADTALKER_512} is absent or incomplete in {folder} (CHECKPOINTS_DIR); size={size} jobs are refused "
+        f"until it is fetched with {download_command(folder, str(size))}"
+    )
 
 
 def unofficial_weights(settings: Settings) -> Tuple[str, ...]:
@@ -167,23 +172,32 @@ def _unofficial_note(settings: Settings) -> str:
     differ = unofficial_weights(settings)
     if not differ:
         return "CHECK_WEIGHT_SIZES=false: weight files are checked for presence only"
-    return (f"CHECK_WEIGHT_SIZES=false: {len(differ)} weight file(s) are not the official ones (their sizes differ): "
-            f"{', '.join(differ)}; videos will not look like SadTalker's")
+    return (
+        f"CHECK_WEIGHT_SIZES=false: {len(differ)} weight file(s) are not the official ones (their sizes differ): "
+        f"{', '.join(differ)}; videos will not look like SadTalker's"
+    )
 
 
 def _check_storage(settings: Settings) -> Tuple[List[str], str, List[str]]:
     """(problems, description, notes) of the operator's R2 destination (R2_*)."""
     from sadtalker.worker.storage import check_destination, endpoint_host, resolve_storage
 
-    given = [settings.r2_endpoint_url, settings.r2_access_key_id, settings.r2_secret_access_key,
-             settings.r2_bucket_name]
+    given = [
+        settings.r2_endpoint_url,
+        settings.r2_access_key_id,
+        settings.r2_secret_access_key,
+        settings.r2_bucket_name,
+    ]
     try:
         config = resolve_storage(None, settings)
     except InvalidInput as error:
         if all(given):
             return [f"R2 storage: {error.message}"], "misconfigured", []
-        return [], "R2_* partly set", [f"R2_* partly set ({error.message}): a job that does not send the rest "
-                                        "in its r2 is refused"]
+        return (
+            [],
+            "R2_* partly set",
+            [f"R2_* partly set ({error.message}): a job that does not send the rest in its r2 is refused"],
+        )
     if config is None:
         return [], "no R2_*: results come back inline unless a job sends r2", []
     where = f"bucket {config.bucket_name!r} at {endpoint_host(config.endpoint_url)}"
@@ -243,8 +257,14 @@ def run_checks(settings: Settings, require_cuda: bool = False) -> StartupReport:
     if problems:
         raise StartupError(["The worker cannot start:"] + problems)
     folder = str(Path(settings.checkpoints_dir).expanduser().resolve())
-    return StartupReport(device=device, ffmpeg=ffmpeg, checkpoints_dir=folder, weights=found,
-                         notes=tuple(notes + storage_notes), storage=storage)
+    return StartupReport(
+        device=device,
+        ffmpeg=ffmpeg,
+        checkpoints_dir=folder,
+        weights=found,
+        notes=tuple(notes + storage_notes),
+        storage=storage,
+    )
 
 
 def check_or_exit(settings: Settings) -> StartupReport:

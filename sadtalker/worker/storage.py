@@ -14,6 +14,7 @@ delete of an empty object under the key prefix, whose answer names the problem (
 Failures are :class:`UploadFailed` naming the bucket and the S3 error code, never a secret. A presigned URL
 is a bearer credential: it is returned to the caller and never logged.
 """
+
 from __future__ import annotations
 
 import base64
@@ -204,8 +205,9 @@ class _OutOfTime(Exception):
     """Raised by :class:`_Deadline` to stop botocore's retries."""
 
 
-def upload_video(path: str, config: StorageConfig, job_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> Delivery:
+def upload_video(
+    path: str, config: StorageConfig, job_id: str, clock: Callable[[], float] = time.monotonic
+) -> Delivery:
     """PUT the video as ``video/mp4`` and return a presigned GET for it. Raises UploadFailed.
 
     Retries (botocore "standard") stop when ``config.max_attempts`` are spent or ``config.total_timeout_s`` has
@@ -252,8 +254,14 @@ def check_destination(config: StorageConfig) -> None:
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = make_client(replace(config, connect_timeout_s=CHECK_CONNECT_TIMEOUT_S,
-                                 read_timeout_s=CHECK_READ_TIMEOUT_S, max_attempts=CHECK_ATTEMPTS))
+    client = make_client(
+        replace(
+            config,
+            connect_timeout_s=CHECK_CONNECT_TIMEOUT_S,
+            read_timeout_s=CHECK_READ_TIMEOUT_S,
+            max_attempts=CHECK_ATTEMPTS,
+        )
+    )
     bucket = config.bucket_name
     try:
         client.head_bucket(Bucket=bucket)
@@ -261,24 +269,34 @@ def check_destination(config: StorageConfig) -> None:
     except ClientError:
         pass  # the put below says why
     except BotoCoreError as error:
-        raise UploadFailed(f"cannot reach the storage endpoint {endpoint_host(config.endpoint_url)} "
-                           f"for bucket {bucket!r}: {type(error).__name__}") from None
+        raise UploadFailed(
+            f"cannot reach the storage endpoint {endpoint_host(config.endpoint_url)} "
+            f"for bucket {bucket!r}: {type(error).__name__}"
+        ) from None
     key = f"{config.key_prefix}.write-check-{uuid.uuid4().hex}"
     try:
         client.put_object(Bucket=bucket, Key=key, Body=b"")
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "unknown")
         meaning = f" ({_S3_MEANING[code]})" if code in _S3_MEANING else ""
-        raise UploadFailed(f"bucket {bucket!r} does not take uploads: {_s3_error(error)}{meaning}; "
-                           "check the R2 credentials, bucket name and endpoint") from None
+        raise UploadFailed(
+            f"bucket {bucket!r} does not take uploads: {_s3_error(error)}{meaning}; "
+            "check the R2 credentials, bucket name and endpoint"
+        ) from None
     except BotoCoreError as error:
-        raise UploadFailed(f"cannot reach the storage endpoint {endpoint_host(config.endpoint_url)} "
-                           f"for bucket {bucket!r}: {type(error).__name__}") from None
+        raise UploadFailed(
+            f"cannot reach the storage endpoint {endpoint_host(config.endpoint_url)} "
+            f"for bucket {bucket!r}: {type(error).__name__}"
+        ) from None
     try:
         client.delete_object(Bucket=bucket, Key=key)
     except (ClientError, BotoCoreError) as error:
-        logger.warning("storage check: the empty object %s stays in bucket %s (delete failed: %s)",
-                       key, bucket, type(error).__name__)
+        logger.warning(
+            "storage check: the empty object %s stays in bucket %s (delete failed: %s)",
+            key,
+            bucket,
+            type(error).__name__,
+        )
 
 
 def inline_video(path: str, max_bytes: int, already_inline: int = 0) -> Delivery:
@@ -295,8 +313,9 @@ def inline_video(path: str, max_bytes: int, already_inline: int = 0) -> Delivery
         return Delivery(video_base64=base64.b64encode(handle.read()).decode("ascii"))
 
 
-def deliver(path: str, config: Optional[StorageConfig], name: str, inline_max_bytes: int,
-            already_inline: int = 0) -> Delivery:
+def deliver(
+    path: str, config: Optional[StorageConfig], name: str, inline_max_bytes: int, already_inline: int = 0
+) -> Delivery:
     """Upload as ``<prefix><name>.mp4`` when storage is configured, else inline (see :func:`inline_video`)."""
     if config is None:
         return inline_video(path, inline_max_bytes, already_inline)

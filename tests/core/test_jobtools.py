@@ -1,4 +1,5 @@
 """Job bookkeeping: the preprocessing cache, seeds and stage timers."""
+
 import numpy as np
 
 from sadtalker.core.constants import SEED_RANGE

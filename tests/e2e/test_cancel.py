@@ -1,7 +1,9 @@
-"""RunPod's cancel stops a job within one batch (counted in batches, never in seconds), through the SDK's own job runner: its JobScaler takes the jobs,
-runs the real handler (``handler.job_handler``) on the real pipeline (small networks), and cancels the job's task
-when its stop channel names the job (the code path of ``/cancel`` and of a timeout on the platform). Only the
-network is replaced: the job source, the stop channel and the result post are in-process stand-ins."""
+"""RunPod's cancel stops a job within one batch (counted in batches, never in seconds), through the SDK's own job
+runner: its JobScaler takes the jobs, runs the real handler (``handler.job_handler``) on the real pipeline (small
+networks), and cancels the job's task when its stop channel names the job (the code path of ``/cancel`` and of a
+timeout on the platform). Only the network is replaced: the job source, the stop channel and the result post are
+in-process stand-ins."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +24,15 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 
 
 def job(job_id: str, seconds: float) -> dict:
-    return {"id": job_id, "input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(seconds),
-                                    "enhancer": "none", "seed": 1}}
+    return {
+        "id": job_id,
+        "input": {
+            "image_base64": astronaut_base64(),
+            "audio_base64": wav_base64(seconds),
+            "enhancer": "none",
+            "seed": 1,
+        },
+    }
 
 
 def job_folders(job_id: str) -> list:
@@ -41,8 +50,11 @@ def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(bundle
     monkeypatch.setattr(handler, "_BUNDLE", bundle)
     monkeypatch.setattr(handler, "_SETTINGS", dataclasses.replace(settings, render_batch_size=2))
     batches = []  # when each rendered batch was reported
-    monkeypatch.setattr(handler, "_send_progress",
-                        lambda job, payload: batches.append(time.monotonic()) if payload["stage"] == "render" else None)
+    monkeypatch.setattr(
+        handler,
+        "_send_progress",
+        lambda job, payload: batches.append(time.monotonic()) if payload["stage"] == "render" else None,
+    )
     results = {}
 
     async def record_result(session, job_data, job, is_stream=False):
@@ -66,9 +78,15 @@ def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(bundle
             return ["cancel-me"]
         return []
 
-    scaler = JobScaler({"handler": handler.job_handler, "jobs_fetcher": take_jobs,
-                        "stop_signals_fetcher": stop_signals, "jobs_fetcher_timeout": 5,
-                        "stop_signals_fetcher_timeout": 5})
+    scaler = JobScaler(
+        {
+            "handler": handler.job_handler,
+            "jobs_fetcher": take_jobs,
+            "stop_signals_fetcher": stop_signals,
+            "jobs_fetcher_timeout": 5,
+            "stop_signals_fetcher_timeout": 5,
+        }
+    )
     original_stop = scaler.stop_job
 
     async def stop_job(job_id):
@@ -102,8 +120,10 @@ def test_a_cancelled_job_stops_within_one_batch_and_the_next_one_succeeds(bundle
     assert "cancel-me" not in results, "a cancelled job posted a result"
     batch_s = float(np.median(np.diff(batches[:3])))
     flag_s, stop_s = stopped["flag"] - stopped["cancel-me"], stopped["ended"] - stopped["flag"]
-    print(f"one batch: {batch_s:.3f} s; stop flag set {flag_s:.3f} s after the stop signal; "
-          f"the job's thread ended {stop_s:.3f} s after the flag")
+    print(
+        f"one batch: {batch_s:.3f} s; stop flag set {flag_s:.3f} s after the stop signal; "
+        f"the job's thread ended {stop_s:.3f} s after the flag"
+    )
     rendered_after = [t for t in batches if stopped["flag"] < t <= stopped["ended"]]
     # Counted in batches, not seconds: the batch that was rendering when the flag was set may finish, no other.
     assert len(rendered_after) <= 1, f"{len(rendered_after)} batches were rendered after the stop flag"

@@ -3,6 +3,7 @@
 The end-to-end test runs the script as `make run` does, in a subprocess, on the generated official-format weights
 with a tiny job (0.2 s of speech, no enhancer: five real-size frames). The others need no weights.
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,21 +53,34 @@ def write_job(path: Path, job_input: dict, **extra) -> Path:
 
 def run(args, env_extra: dict, cwd: Path = REPO_ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 def test_a_tiny_real_size_job_writes_a_playable_mp4_and_prints_its_path_not_base64(test_checkpoints_dir, tmp_path):
     audio = speech_clip(tmp_path / "clip.wav", 1.0, 0.2)
-    job = write_job(tmp_path / "job.json", {
-        "image_base64": base64.b64encode(ASTRONAUT.read_bytes()).decode(),
-        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
-        "enhancer": "none",
-        "seed": 1,
-    })
-    env = {"CHECKPOINTS_DIR": str(test_checkpoints_dir), "CHECK_WEIGHT_SIZES": "false", "FACE_DETECTOR": "dlib",
-           "DEVICE": "cpu"}
+    job = write_job(
+        tmp_path / "job.json",
+        {
+            "image_base64": base64.b64encode(ASTRONAUT.read_bytes()).decode(),
+            "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
+            "enhancer": "none",
+            "seed": 1,
+        },
+    )
+    env = {
+        "CHECKPOINTS_DIR": str(test_checkpoints_dir),
+        "CHECK_WEIGHT_SIZES": "false",
+        "FACE_DETECTOR": "dlib",
+        "DEVICE": "cpu",
+    }
     out = tmp_path / "out"
     result = run([job, "--out", out, "--id", "tiny job/1"], env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -85,17 +99,21 @@ def test_a_tiny_real_size_job_writes_a_playable_mp4_and_prints_its_path_not_base
 @pytest.mark.slow  # a worker process
 def test_missing_weights_exit_1_with_the_download_command_and_no_video(tmp_path):
     out = tmp_path / "out"
-    result = run([REPO_ROOT / "test_input.json", "--out", out], {"CHECKPOINTS_DIR": str(tmp_path / "empty"),
-                                                             "DEVICE": "cpu"})
+    result = run(
+        [REPO_ROOT / "test_input.json", "--out", out], {"CHECKPOINTS_DIR": str(tmp_path / "empty"), "DEVICE": "cpu"}
+    )
     assert result.returncode == 1
     assert "weight file(s) missing" in result.stderr and "Fetch them with: CHECKPOINTS_DIR=" in result.stderr
     assert result.stdout == "" and not out.exists()
 
 
-@pytest.mark.parametrize("content, reason", [
-    ("not json", "is not JSON"),
-    ('{"image_url": "https://example.com/a.png"}', 'must hold a job object, {"input": {...}}'),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("not json", "is not JSON"),
+        ('{"image_url": "https://example.com/a.png"}', 'must hold a job object, {"input": {...}}'),
+    ],
+)
 def test_a_bad_job_file_exits_2_before_anything_loads(tmp_path, content, reason):
     job = tmp_path / "job.json"
     job.write_text(content)
@@ -116,8 +134,9 @@ def test_a_failed_job_exits_1_printing_the_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bundle, "load_models", lambda settings: object())
     monkeypatch.setattr(handler, "_SETTINGS", None)
     monkeypatch.setattr(handler, "_BUNDLE", None)
-    job = write_job(tmp_path / "job.json", {"image_url": "https://example.com/a.png", "audio_base64": "AAAA",
-                                            "size": 384})
+    job = write_job(
+        tmp_path / "job.json", {"image_url": "https://example.com/a.png", "audio_base64": "AAAA", "size": 384}
+    )
     code = load_run_local().main([str(job), "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 1
@@ -133,8 +152,12 @@ class TestWriteVideo:
         result = {"success": True, "video_base64": base64.b64encode(b"mp4 bytes").decode(), "frames": 5}
         shown = run_local.write_video(result, tmp_path / "out", "job-1")
         assert (tmp_path / "out" / "job-1.mp4").read_bytes() == b"mp4 bytes"
-        assert shown == {"success": True, "video_file": str(tmp_path / "out" / "job-1.mp4"), "video_bytes": 9,
-                         "frames": 5}
+        assert shown == {
+            "success": True,
+            "video_file": str(tmp_path / "out" / "job-1.mp4"),
+            "video_bytes": 9,
+            "frames": 5,
+        }
         assert not list((tmp_path / "out").glob("*.part"))
 
     def test_a_video_in_r2_and_a_failure_are_printed_as_they_are(self, tmp_path):
@@ -169,10 +192,14 @@ class TestMakefile:
         write = next(i for i, line in enumerate(lines) if writer in line)
         assert "SadTalker_V0.0.2_256.safetensors" in lines[write] and "512" not in lines[write]
         job = next(i for i, line in enumerate(lines) if "scripts/run_local.py test_input.json --out output" in line)
-        settings = " ".join(lines[write + 1:job + 1])
+        settings = " ".join(lines[write + 1 : job + 1])
         assert write < job and "download_models.sh" not in "\n".join(lines)
-        for setting in ("CHECKPOINTS_DIR=.cache/demo_checkpoints", "CHECK_WEIGHT_SIZES=false", "FACE_DETECTOR=dlib",
-                        "DEVICE=cpu"):
+        for setting in (
+            "CHECKPOINTS_DIR=.cache/demo_checkpoints",
+            "CHECK_WEIGHT_SIZES=false",
+            "FACE_DETECTOR=dlib",
+            "DEVICE=cpu",
+        ):
             assert setting in settings, setting
 
     def test_the_weights_folder_follows_checkpoints_dir_as_the_worker_does(self):
@@ -184,8 +211,14 @@ class TestMakefile:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         env = {**os.environ, "WEIGHTS_BASE_URL": f"http://127.0.0.1:{port}/w", "WEIGHTS_CURL_RETRIES": "0"}
-        result = subprocess.run(["make", "--no-print-directory", "weights", f"CHECKPOINTS_DIR={tmp_path / 'ck'}"],
-                                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["make", "--no-print-directory", "weights", f"CHECKPOINTS_DIR={tmp_path / 'ck'}"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode != 0
         assert f"http://127.0.0.1:{port}/w/SadTalker_V0.0.2_256.safetensors: curl: (7)" in result.stderr
         assert "Still missing in" in result.stderr and "6 file(s)" in result.stderr

@@ -1,5 +1,6 @@
 """The handler under the runpod SDK's own local API server: what a caller of /runsync receives, and what the
 worker log holds (no video URL, no inline video, the error code in the failure text)."""
+
 from __future__ import annotations
 
 import base64
@@ -38,15 +39,27 @@ def png_b64() -> str:
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """``tests/support/workerproc.py --rp_serve_api``: the real handler and SDK, a pipeline double. Yields (url, log)."""
+    """``python -m tests.support.workerproc --rp_serve_api``: the real handler and SDK, a pipeline double.
+    Yields (url, log)."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("sdk") / "worker.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.workerproc", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-             "--rp_api_port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tests.support.workerproc",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for_port(process, port, log_path, limit_s=60)
@@ -58,8 +71,9 @@ def worker(tmp_path_factory):
 
 def test_a_successful_job_leaves_neither_the_video_nor_its_address_in_the_log(worker):
     url, log_path = worker
-    response = requests.post(f"{url}/runsync", json={"input": {"image_base64": png_b64(),
-                                                              "audio_base64": wav_b64(1.0)}}, timeout=120)
+    response = requests.post(
+        f"{url}/runsync", json={"input": {"image_base64": png_b64(), "audio_base64": wav_b64(1.0)}}, timeout=120
+    )
     body = response.json()
     assert body["status"] == "COMPLETED", body
     video = body["output"]["video_base64"]
@@ -73,9 +87,11 @@ def test_a_successful_job_leaves_neither_the_video_nor_its_address_in_the_log(wo
 
 def test_a_failed_job_tells_the_caller_its_error_code(worker):
     url, _ = worker
-    response = requests.post(f"{url}/runsync", json={"input": {"image_base64": png_b64(),
-                                                              "audio_base64": wav_b64(1.0), "size": 384}},
-                             timeout=120)
+    response = requests.post(
+        f"{url}/runsync",
+        json={"input": {"image_base64": png_b64(), "audio_base64": wav_b64(1.0), "size": 384}},
+        timeout=120,
+    )
     body = response.json()
     assert body["status"] == "FAILED"
     assert body["error"].startswith("invalid_input: size must be the integer 256 or 512"), body

@@ -5,6 +5,7 @@ fixture ``swift`` runs ``tests/support/swift_server.sh start`` once (configs and
 ports), waits for ``/healthcheck``, and runs ``tests/support/swift_server.sh stop`` after the last test. Without the
 Swift packages the tests fail (they are part of what ``make test`` installs), they are never skipped.
 """
+
 import base64
 import dataclasses
 import http.client
@@ -35,8 +36,14 @@ from tests.support.workerproc import fake_animate
 pytestmark = pytest.mark.slow  # a real S3 server: `make test-fast` leaves it out
 
 SCRIPT = REPO_ROOT / "tests" / "support" / "swift_server.sh"
-PROGRAMS = ("swift-proxy-server", "swift-object-server", "swift-container-server", "swift-account-server",
-            "swift-ring-builder", "memcached")
+PROGRAMS = (
+    "swift-proxy-server",
+    "swift-object-server",
+    "swift-container-server",
+    "swift-account-server",
+    "swift-ring-builder",
+    "memcached",
+)
 START_TIMEOUT_S = 90
 VIDEO = os.urandom(300_000)
 
@@ -49,8 +56,13 @@ class Swift:
     started_in_s: float
 
     def config(self, bucket: str, **overrides) -> StorageConfig:
-        config = StorageConfig(endpoint_url=self.endpoint_url, access_key_id=self.access_key_id,
-                               secret_access_key=self.secret_access_key, bucket_name=bucket, max_attempts=2)
+        config = StorageConfig(
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            bucket_name=bucket,
+            max_attempts=2,
+        )
         return dataclasses.replace(config, **overrides)
 
 
@@ -88,9 +100,18 @@ def swift(tmp_path_factory):
         )
     root = tmp_path_factory.mktemp("swift")
     proxy, memcache, obj, container, account = free_ports(5)
-    env = {**os.environ, "SWIFT_ROOT": str(root), "SWIFT_PORT": str(proxy), "SWIFT_MEMCACHE_PORT": str(memcache),
-           "SWIFT_OBJECT_PORT": str(obj), "SWIFT_CONTAINER_PORT": str(container), "SWIFT_ACCOUNT_PORT": str(account),
-           "SWIFT_ACCOUNT": "r2", "SWIFT_USER": "uploader", "SWIFT_SECRET": "swift-test-secret"}
+    env = {
+        **os.environ,
+        "SWIFT_ROOT": str(root),
+        "SWIFT_PORT": str(proxy),
+        "SWIFT_MEMCACHE_PORT": str(memcache),
+        "SWIFT_OBJECT_PORT": str(obj),
+        "SWIFT_CONTAINER_PORT": str(container),
+        "SWIFT_ACCOUNT_PORT": str(account),
+        "SWIFT_ACCOUNT": "r2",
+        "SWIFT_USER": "uploader",
+        "SWIFT_SECRET": "swift-test-secret",
+    }
     started = time.monotonic()
     subprocess.run([str(SCRIPT), "start"], env=env, check=True, timeout=60)
     try:
@@ -153,7 +174,7 @@ def test_a_tampered_signature_is_refused(swift, bucket, video_file):
     delivery = upload_video(str(video_file), swift.config(bucket), "job-tamper")
     signature_at = delivery.url.index("X-Amz-Signature=") + len("X-Amz-Signature=")
     flipped = "0" if delivery.url[signature_at] != "0" else "1"
-    tampered = delivery.url[:signature_at] + flipped + delivery.url[signature_at + 1:]
+    tampered = delivery.url[:signature_at] + flipped + delivery.url[signature_at + 1 :]
     assert requests.get(tampered, timeout=30).status_code == 403
 
 
@@ -179,12 +200,21 @@ def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, monkeypatch,
         monkeypatch.delenv(name, raising=False)
     image = REPO_ROOT / "assets" / "astronaut.jpg"
     audio = REPO_ROOT / "assets" / "speech.wav"
-    result = handler.handler({"id": "swift-job", "input": {
-        "image_base64": base64.b64encode(image.read_bytes()).decode(),
-        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
-        "r2": {"endpoint_url": swift.endpoint_url, "access_key_id": swift.access_key_id,
-               "secret_access_key": swift.secret_access_key, "bucket_name": bucket},
-    }})
+    result = handler.handler(
+        {
+            "id": "swift-job",
+            "input": {
+                "image_base64": base64.b64encode(image.read_bytes()).decode(),
+                "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
+                "r2": {
+                    "endpoint_url": swift.endpoint_url,
+                    "access_key_id": swift.access_key_id,
+                    "secret_access_key": swift.secret_access_key,
+                    "bucket_name": bucket,
+                },
+            },
+        }
+    )
     assert result["success"] is True, result
     assert result["r2_key"] == "sadtalker/results/swift-job.mp4" and "video_base64" not in result
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result["expires_at"])  # ISO 8601, UTC
@@ -207,12 +237,15 @@ def test_the_check_passes_on_a_real_bucket(swift, bucket):
     check_destination(swift.config(bucket))
 
 
-@pytest.mark.parametrize("overrides, code, meaning", [
-    ({"secret_access_key": WRONG_SECRET}, "SignatureDoesNotMatch", "wrong secret access key"),
-    # Swift's tempauth answers an unknown key id as a bad signature (R2 and AWS say InvalidAccessKeyId).
-    ({"access_key_id": "r2:nobody"}, "SignatureDoesNotMatch", "an access key id the server does not know"),
-    ({"bucket_name": "no-such-bucket"}, "NoSuchBucket", "the bucket does not exist"),
-])
+@pytest.mark.parametrize(
+    "overrides, code, meaning",
+    [
+        ({"secret_access_key": WRONG_SECRET}, "SignatureDoesNotMatch", "wrong secret access key"),
+        # Swift's tempauth answers an unknown key id as a bad signature (R2 and AWS say InvalidAccessKeyId).
+        ({"access_key_id": "r2:nobody"}, "SignatureDoesNotMatch", "an access key id the server does not know"),
+        ({"bucket_name": "no-such-bucket"}, "NoSuchBucket", "the bucket does not exist"),
+    ],
+)
 def test_the_check_names_a_wrong_key_or_a_missing_bucket(swift, bucket, overrides, code, meaning):
     config = swift.config(bucket, **overrides)
     with pytest.raises(UploadFailed) as caught:
@@ -228,18 +261,35 @@ def startup_settings(folder, endpoint, access_key_id, secret, bucket_name):
     for weight in weight_table.WEIGHTS:
         with open(folder / weight.name, "wb") as handle:
             handle.truncate(weight.size_bytes)
-    return Settings.from_env({"CHECKPOINTS_DIR": str(folder), "DEVICE": "cpu", "R2_ENDPOINT_URL": endpoint,
-                              "R2_ACCESS_KEY_ID": access_key_id, "R2_SECRET_ACCESS_KEY": secret,
-                              "R2_BUCKET_NAME": bucket_name})
+    return Settings.from_env(
+        {
+            "CHECKPOINTS_DIR": str(folder),
+            "DEVICE": "cpu",
+            "R2_ENDPOINT_URL": endpoint,
+            "R2_ACCESS_KEY_ID": access_key_id,
+            "R2_SECRET_ACCESS_KEY": secret,
+            "R2_BUCKET_NAME": bucket_name,
+        }
+    )
 
 
 def test_startup_names_a_wrong_key_a_missing_bucket_and_a_closed_port(swift, bucket, tmp_path):
     cases = {
         "wrong key": (swift.endpoint_url, swift.access_key_id, WRONG_SECRET, bucket, "SignatureDoesNotMatch"),
-        "missing bucket": (swift.endpoint_url, swift.access_key_id, swift.secret_access_key, "no-such-bucket",
-                           "NoSuchBucket"),
-        "closed port": (f"http://127.0.0.1:{closed_port()}", swift.access_key_id, swift.secret_access_key, bucket,
-                        "cannot reach the storage endpoint"),
+        "missing bucket": (
+            swift.endpoint_url,
+            swift.access_key_id,
+            swift.secret_access_key,
+            "no-such-bucket",
+            "NoSuchBucket",
+        ),
+        "closed port": (
+            f"http://127.0.0.1:{closed_port()}",
+            swift.access_key_id,
+            swift.secret_access_key,
+            bucket,
+            "cannot reach the storage endpoint",
+        ),
     }
     for case, (endpoint, key_id, secret, bucket_name, expected) in cases.items():
         with pytest.raises(StartupError) as err:
@@ -248,18 +298,26 @@ def test_startup_names_a_wrong_key_a_missing_bucket_and_a_closed_port(swift, buc
         sys.stderr.write(f"\n[start-up, {case}] {line}\n")
         assert line.startswith("R2 storage (R2_*): ") and expected in line, case
         assert secret not in str(err.value), case
-    good = startup_settings(tmp_path / "weights", swift.endpoint_url, swift.access_key_id, swift.secret_access_key,
-                            bucket)
+    good = startup_settings(
+        tmp_path / "weights", swift.endpoint_url, swift.access_key_id, swift.secret_access_key, bucket
+    )
     assert run_checks(good).storage.startswith(f"bucket {bucket!r} at {swift.endpoint_url} takes uploads")
 
 
 def test_the_worker_process_refuses_to_start_with_a_wrong_key(swift, bucket, tmp_path):
-    env = {**os.environ, "CHECKPOINTS_DIR": str(tmp_path / "weights"), "DEVICE": "cpu",
-           "R2_ENDPOINT_URL": swift.endpoint_url, "R2_ACCESS_KEY_ID": swift.access_key_id,
-           "R2_SECRET_ACCESS_KEY": WRONG_SECRET, "R2_BUCKET_NAME": bucket}
+    env = {
+        **os.environ,
+        "CHECKPOINTS_DIR": str(tmp_path / "weights"),
+        "DEVICE": "cpu",
+        "R2_ENDPOINT_URL": swift.endpoint_url,
+        "R2_ACCESS_KEY_ID": swift.access_key_id,
+        "R2_SECRET_ACCESS_KEY": WRONG_SECRET,
+        "R2_BUCKET_NAME": bucket,
+    }
     startup_settings(tmp_path / "weights", "", "", "", "")  # the stand-in weights
-    run = subprocess.run([sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "handler.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 1
     assert "S3 error SignatureDoesNotMatch (HTTP 403) (wrong secret access key" in run.stderr
     assert WRONG_SECRET not in run.stderr + run.stdout
@@ -284,8 +342,10 @@ def job_handler(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     image = REPO_ROOT / "assets" / "astronaut.jpg"
     audio = REPO_ROOT / "assets" / "speech.wav"
-    media = {"image_base64": base64.b64encode(image.read_bytes()).decode(),
-             "audio_base64": base64.b64encode(audio.read_bytes()).decode()}
+    media = {
+        "image_base64": base64.b64encode(image.read_bytes()).decode(),
+        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
+    }
 
     def run(job_id, r2):
         return handler.handler({"id": job_id, "input": {**media, "r2": r2}})
@@ -295,15 +355,20 @@ def job_handler(monkeypatch):
 
 
 def test_a_callers_wrong_key_fails_in_seconds_before_any_model_work(swift, bucket, job_handler):
-    r2 = {"endpoint_url": swift.endpoint_url, "access_key_id": swift.access_key_id,
-          "secret_access_key": WRONG_SECRET, "bucket_name": bucket}
+    r2 = {
+        "endpoint_url": swift.endpoint_url,
+        "access_key_id": swift.access_key_id,
+        "secret_access_key": WRONG_SECRET,
+        "bucket_name": bucket,
+    }
     started = time.monotonic()
     result = job_handler("swift-wrong-key", r2)
     elapsed = time.monotonic() - started
     sys.stderr.write(f"\n[job, wrong key] upload_failed after {elapsed:.2f} s: {result.get('error')}\n")
     assert result["error_type"] == "upload_failed" and job_handler.renders == []
-    assert result["error"].startswith(f"upload_failed: bucket {bucket!r} does not take uploads: "
-                                      "S3 error SignatureDoesNotMatch")
+    assert result["error"].startswith(
+        f"upload_failed: bucket {bucket!r} does not take uploads: S3 error SignatureDoesNotMatch"
+    )
     assert WRONG_SECRET not in repr(result)
 
 
@@ -360,13 +425,18 @@ def put_failing_proxy(swift):
     httpd.server_close()
 
 
-def test_an_upload_that_fails_after_the_check_passed_says_how_long_the_video_took(swift, bucket, put_failing_proxy,
-                                                                                  job_handler):
+def test_an_upload_that_fails_after_the_check_passed_says_how_long_the_video_took(
+    swift, bucket, put_failing_proxy, job_handler
+):
     from sadtalker.worker.storage import MAX_ATTEMPTS
 
     endpoint = f"http://127.0.0.1:{put_failing_proxy.server_address[1]}"
-    r2 = {"endpoint_url": endpoint, "access_key_id": swift.access_key_id,
-          "secret_access_key": swift.secret_access_key, "bucket_name": bucket}
+    r2 = {
+        "endpoint_url": endpoint,
+        "access_key_id": swift.access_key_id,
+        "secret_access_key": swift.secret_access_key,
+        "bucket_name": bucket,
+    }
     result = job_handler("swift-put-fails", r2)
     assert put_failing_proxy.seen == ["HEAD"] + ["PUT"] * MAX_ATTEMPTS  # the check passed on Swift's own answer
     assert len(job_handler.renders) == 1
@@ -374,4 +444,6 @@ def test_an_upload_that_fails_after_the_check_passed_says_how_long_the_video_too
     assert re.fullmatch(
         rf"upload_failed: upload to bucket '{bucket}' failed: S3 error ServiceUnavailable \(HTTP 503\) after "
         rf"{MAX_ATTEMPTS} attempt\(s\); check the R2 credentials, bucket name and endpoint "
-        r"\(the video took \d+\.\d s to make and is not kept\)", result["error"]), result["error"]
+        r"\(the video took \d+\.\d s to make and is not kept\)",
+        result["error"],
+    ), result["error"]

@@ -1,5 +1,6 @@
 """Streaming: playable segments while the video renders, the same frames as the whole video, delivered through the
 runpod SDK's local API server (/run + /stream, /runsync) with the real pipeline on small networks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -109,12 +110,31 @@ def streaming_worker(test_checkpoints_dir, tmp_path_factory, render_gate):
     port = free_port()
     log_path = tmp_path_factory.mktemp("streaming") / "worker.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
-    env.update({"SMALL_MODELS": str(test_checkpoints_dir), "STREAM_SEGMENT_SECONDS": "1", "DEVICE": "cpu",
-                "RENDER_GATE_DIR": str(render_gate)})
+    env.update(
+        {
+            "SMALL_MODELS": str(test_checkpoints_dir),
+            "STREAM_SEGMENT_SECONDS": "1",
+            "DEVICE": "cpu",
+            "RENDER_GATE_DIR": str(render_gate),
+        }
+    )
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.workerproc", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-             "--rp_api_port", str(port)], cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "tests.support.workerproc",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for_port(process, port, log_path, limit_s=120)
             yield f"http://127.0.0.1:{port}"
@@ -124,7 +144,14 @@ def streaming_worker(test_checkpoints_dir, tmp_path_factory, render_gate):
 
 
 def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker, tmp_path):
-    job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(SECONDS), "enhancer": "none", "seed": 3}}
+    job = {
+        "input": {
+            "image_base64": astronaut_base64(),
+            "audio_base64": wav_base64(SECONDS),
+            "enhancer": "none",
+            "seed": 3,
+        }
+    }
     job_id = requests.post(f"{streaming_worker}/run", json=job, timeout=30).json()["id"]
     body = requests.post(f"{streaming_worker}/stream/{job_id}", timeout=300).json()
     assert body["status"] == "COMPLETED", body
@@ -132,8 +159,9 @@ def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker
     *segments, final = items
     assert [item["segment"] for item in segments] == [0, 1, 2]
     assert [item["frames"] for item in segments] == [25, 25, 7]
-    assert all(set(item) == {"segment", "start_seconds", "duration_seconds", "frames", "video_base64"}
-               for item in segments)
+    assert all(
+        set(item) == {"segment", "start_seconds", "duration_seconds", "frames", "video_base64"} for item in segments
+    )
     assert final["final"] is True and final["success"] is True and final["frames"] == 57
     for item in segments:
         path = tmp_path / f"segment-{item['segment']}.mp4"
@@ -149,8 +177,7 @@ def test_runsync_returns_the_list_and_a_bad_input_one_error_item(streaming_worke
     job = {"input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(1.2), "enhancer": "none"}}
     body = requests.post(f"{streaming_worker}/runsync", json=job, timeout=300).json()
     assert body["status"] == "COMPLETED" and [item.get("segment") for item in body["output"]] == [0, 1, None]
-    bad = requests.post(f"{streaming_worker}/runsync", json={"input": {**job["input"], "size": 300}},
-                        timeout=60).json()
+    bad = requests.post(f"{streaming_worker}/runsync", json={"input": {**job["input"], "size": 300}}, timeout=60).json()
     assert len(bad["output"]) == 1 and bad["output"][0]["error_type"] == "invalid_input", bad
 
 
@@ -190,8 +217,15 @@ def test_the_api_answers_while_a_job_renders(streaming_worker, render_gate):
 
 
 def handler_job(seconds: float) -> dict:
-    return {"id": "inline", "input": {"image_base64": astronaut_base64(), "audio_base64": wav_base64(seconds),
-                                      "enhancer": "none", "seed": 3}}
+    return {
+        "id": "inline",
+        "input": {
+            "image_base64": astronaut_base64(),
+            "audio_base64": wav_base64(seconds),
+            "enhancer": "none",
+            "seed": 3,
+        },
+    }
 
 
 def test_inline_segments_and_the_whole_video_share_the_inline_cap(bundle, settings, monkeypatch):
@@ -230,5 +264,5 @@ def test_a_refused_streaming_job_is_failed_by_the_sdk(monkeypatch):
     monkeypatch.setattr(rp_job, "stream_result", record)
     config = {"handler": handler.stream_handler, "return_aggregate_stream": True}
     asyncio.run(rp_job.handle_job(None, config, {"id": "bad", "input": {"image_base64": "eA==", "size": 300}}))
-    (final, is_stream), = [entry for entry in sent if "error" in entry[0] or "output" in entry[0]][-1:]
+    ((final, is_stream),) = [entry for entry in sent if "error" in entry[0] or "output" in entry[0]][-1:]
     assert final["error"].startswith("invalid_input: "), final

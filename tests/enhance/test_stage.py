@@ -1,4 +1,5 @@
 """GFPGAN restorer: sizes, determinism, batch independence, strict loading (small config; one real-size run)."""
+
 import copy
 import dataclasses
 
@@ -257,8 +258,10 @@ def _enhancer_attachments(net: torch.nn.Module) -> int:
     """What prepare_enhancer hangs on gfpgan's modules: instance forwards, Winograd convs, kernel energies and
     noise strengths."""
     names = ("forward", "noise_strength")
-    return sum(any(n in m.__dict__ for n in names) + hasattr(m, "winograd") + hasattr(m, "kernel_energy")
-               for m in net.modules())
+    return sum(
+        any(n in m.__dict__ for n in names) + hasattr(m, "winograd") + hasattr(m, "kernel_energy")
+        for m in net.modules()
+    )
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
 """Face finders: dlib on real faces, RetinaFace + FAN plumbing with generated weights, garbage handling."""
+
 import cv2
 import numpy as np
 import pytest

@@ -2,8 +2,8 @@
 
 Both bundles come from ``load_models`` on the generated test checkpoints (real-size networks, the golden recipe):
 the default one and ``load_models(..., fast_paths=False)``, which runs the network classes as written. Each renders
-golden scenario A's first 2 windows (one batch of 2, as the reference ran; the plain CPU renderer is slow) and restores the
-first frame with GFPGAN.
+golden scenario A's first 2 windows (one batch of 2, as the reference ran; the plain CPU renderer is slow) and
+restores the first frame with GFPGAN.
 Tolerances are the golden README's: generator output within 1e-4 of the reference, uint8 frames within 1 level on
 under 0.5 % of values.
 """

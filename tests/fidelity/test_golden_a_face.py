@@ -1,4 +1,5 @@
 """Crop, 3DMM alignment, ReconNet and preprocess_image: golden scenario A plus the crop rules."""
+
 import cv2
 import numpy as np
 import pytest
@@ -129,8 +130,13 @@ def test_recon_coefficients_match_golden_a(recon_net, golden):
 
 def test_preprocess_image_with_injected_landmarks_matches_golden_a(recon_net, golden):
     out = preprocess.preprocess_image(
-        golden["image"], None, recon_net, "crop", 256,
-        landmarks=golden["crop"]["lm68_full"], crop_landmarks=golden["align"]["lm68_crop"],
+        golden["image"],
+        None,
+        recon_net,
+        "crop",
+        256,
+        landmarks=golden["crop"]["lm68_full"],
+        crop_landmarks=golden["align"]["lm68_crop"],
     )
     np.testing.assert_array_equal(out.source_image, golden["source"])
     assert out.coeff_3dmm.shape == (73,) and out.coeff_3dmm.dtype == np.float32
@@ -171,5 +177,7 @@ def test_resize_mode_uses_the_whole_image_resized(recon_net, golden):
 
 def test_reconnet_holds_exactly_the_files_face_3drecon_keys(checkpoint_writer):
     manifest = checkpoint_writer.load_manifest(sadtalker_file_name(256))["tensors"]
-    expected = {k[len("face_3drecon."):]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("face_3drecon.")}
+    expected = {
+        k[len("face_3drecon.") :]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("face_3drecon.")
+    }
     assert {k: tuple(v.shape) for k, v in ReconNet().state_dict().items()} == expected

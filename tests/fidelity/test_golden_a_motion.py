@@ -1,4 +1,5 @@
 """Audio -> coefficients: ExpNet, PoseVAE, blinks, z draws, smoothing; golden scenario A and edge cases."""
+
 import random
 
 import numpy as np
@@ -43,7 +44,9 @@ def test_pose_z_from_seed_0_matches_the_reference_draws(golden):
 def test_expnet_matches_golden_a(models, golden):
     exp_net, _ = models
     exp = coeffs.predict_exp(
-        exp_net, golden["audio"]["indiv_mels"], golden["align3dmm"]["coeff_3dmm"][EXPRESSION_COLUMNS],
+        exp_net,
+        golden["audio"]["indiv_mels"],
+        golden["align3dmm"]["coeff_3dmm"][EXPRESSION_COLUMNS],
         golden["expnet"]["blink_ratio"],
     )
     assert exp.shape == (75, 64)
@@ -70,8 +73,14 @@ def test_posevae_raw_and_smoothed_pose_match_golden_a(models, golden):
 def test_final_coefficients_match_golden_a(models, golden):
     exp_net, pose_vae = models
     out = coeffs.audio_to_coeffs(
-        exp_net, pose_vae, golden["audio"]["indiv_mels"], golden["align3dmm"]["coeff_3dmm"],
-        golden["expnet"]["blink_ratio"], 0, torch.Generator(), pose_z=torch.from_numpy(golden["posevae"]["z"]),
+        exp_net,
+        pose_vae,
+        golden["audio"]["indiv_mels"],
+        golden["align3dmm"]["coeff_3dmm"],
+        golden["expnet"]["blink_ratio"],
+        0,
+        torch.Generator(),
+        pose_z=torch.from_numpy(golden["posevae"]["z"]),
     )
     assert out.shape == (75, 70) and out.dtype == np.float32
     expected = golden["posevae"]["coeffs"]
@@ -81,7 +90,14 @@ def test_final_coefficients_match_golden_a(models, golden):
 
 def test_generator_seeded_like_the_golden_run_reproduces_the_golden_coefficients(models, golden):
     exp_net, pose_vae = models
-    args = (exp_net, pose_vae, golden["audio"]["indiv_mels"], golden["align3dmm"]["coeff_3dmm"], golden["expnet"]["blink_ratio"], 0)
+    args = (
+        exp_net,
+        pose_vae,
+        golden["audio"]["indiv_mels"],
+        golden["align3dmm"]["coeff_3dmm"],
+        golden["expnet"]["blink_ratio"],
+        0,
+    )
     out = coeffs.audio_to_coeffs(*args, torch.Generator().manual_seed(0))
     assert np.abs(out - golden["posevae"]["coeffs"]).max() <= EXP_TOLERANCE
     other = coeffs.audio_to_coeffs(*args, torch.Generator().manual_seed(1))
@@ -94,7 +110,9 @@ def test_any_clip_length_gives_one_row_per_frame_and_keeps_frame_0_pose(models, 
     exp_net, pose_vae = models
     mels = np.resize(golden["audio"]["indiv_mels"], (frames, 80, 16)).astype(np.float32)
     coeff = golden["align3dmm"]["coeff_3dmm"]
-    out = coeffs.audio_to_coeffs(exp_net, pose_vae, mels, coeff, np.zeros((frames, 1), np.float32), 5, torch.Generator().manual_seed(3))
+    out = coeffs.audio_to_coeffs(
+        exp_net, pose_vae, mels, coeff, np.zeros((frames, 1), np.float32), 5, torch.Generator().manual_seed(3)
+    )
     assert out.shape == (frames, 70) and np.all(np.isfinite(out))
     if frames < 3:  # too short to smooth: frame 0 is exactly the source pose
         np.testing.assert_array_equal(out[0, POSE_COLUMNS], coeff[POSE_COLUMNS])
@@ -104,14 +122,23 @@ def test_pose_style_outside_0_to_45_is_refused(models, golden):
     exp_net, pose_vae = models
     mels = golden["audio"]["indiv_mels"][:5]
     with pytest.raises(ValueError, match="pose_style"):
-        coeffs.audio_to_coeffs(exp_net, pose_vae, mels, golden["align3dmm"]["coeff_3dmm"], np.zeros((5, 1), np.float32),
-                               NUM_POSE_STYLES, torch.Generator())
+        coeffs.audio_to_coeffs(
+            exp_net,
+            pose_vae,
+            mels,
+            golden["align3dmm"]["coeff_3dmm"],
+            np.zeros((5, 1), np.float32),
+            NUM_POSE_STYLES,
+            torch.Generator(),
+        )
 
 
 def test_wrong_number_of_injected_z_draws_is_refused(models, golden):
     _, pose_vae = models
     with pytest.raises(ValueError, match="z draws"):
-        coeffs.predict_pose_motion(pose_vae, golden["audio"]["indiv_mels"], np.zeros(6, np.float32), 0, torch.zeros(2, 64))
+        coeffs.predict_pose_motion(
+            pose_vae, golden["audio"]["indiv_mels"], np.zeros(6, np.float32), 0, torch.zeros(2, 64)
+        )
 
 
 @pytest.mark.parametrize("frames,draws", [(0, 0), (1, 0), (2, 1), (33, 1), (34, 2), (75, 3), (97, 3), (98, 4)])
@@ -164,7 +191,7 @@ def test_loading_a_component_with_a_missing_key_names_it():
 
 def test_posevae_holds_exactly_the_files_audio2pose_keys_including_training_only_parts(checkpoint_writer):
     manifest = checkpoint_writer.load_manifest(sadtalker_file_name(256))["tensors"]
-    expected = {k[len("audio2pose."):]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("audio2pose.")}
+    expected = {k[len("audio2pose.") :]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("audio2pose.")}
     have = {k: tuple(v.shape) for k, v in PoseVAE().state_dict().items()}
     assert have == expected
     assert any(k.startswith("netD_motion.") for k in have) and any(k.startswith("netG.encoder.") for k in have)
@@ -172,5 +199,5 @@ def test_posevae_holds_exactly_the_files_audio2pose_keys_including_training_only
 
 def test_expnet_holds_exactly_the_files_audio2exp_keys(checkpoint_writer):
     manifest = checkpoint_writer.load_manifest(sadtalker_file_name(256))["tensors"]
-    expected = {k[len("audio2exp."):]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("audio2exp.")}
+    expected = {k[len("audio2exp.") :]: tuple(v["shape"]) for k, v in manifest.items() if k.startswith("audio2exp.")}
     assert {k: tuple(v.shape) for k, v in ExpNet().state_dict().items()} == expected

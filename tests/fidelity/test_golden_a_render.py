@@ -6,6 +6,7 @@ target semantic windows). One call of :func:`render` over the 8 golden frames (b
 reference ran) is shared by the tests; forward hooks record every intermediate stage.
 Tolerances are the golden README's (its measured thread-count / float64 variation, with margin).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -70,6 +71,7 @@ def golden_run(renderer_256, mapping_crop, source_png, golden) -> Dict[str, np.n
     def recorder(name: str):
         def hook(module, args, output) -> None:  # must return None, or it would replace the output
             record[name].append((args, output))
+
         return hook
 
     gen = renderer_256.generator
@@ -81,8 +83,14 @@ def golden_run(renderer_256, mapping_crop, source_png, golden) -> Dict[str, np.n
     ]
     try:
         batches = list(
-            stage.render(renderer_256, mapping_crop, source_png, golden["source_semantics"],
-                         golden["target_semantics"], batch_size=2)
+            stage.render(
+                renderer_256,
+                mapping_crop,
+                source_png,
+                golden["source_semantics"],
+                golden["target_semantics"],
+                batch_size=2,
+            )
         )
     finally:
         for hook in hooks:
@@ -144,8 +152,9 @@ def test_source_and_driving_keypoints_match_reference(golden_run, golden):
 
 def test_dense_motion_matches_reference(golden_run, golden):
     assert_close("dense motion occlusion_map", golden_run["occlusion_map"], golden["occlusion_map"], atol=1e-4)
-    assert_close("dense motion deformation (frame 0)", golden_run["deformation_frame0"],
-                 golden["deformation_frame0"], atol=1e-4)
+    assert_close(
+        "dense motion deformation (frame 0)", golden_run["deformation_frame0"], golden["deformation_frame0"], atol=1e-4
+    )
 
 
 def test_generator_output_matches_reference_for_all_8_frames(golden_run, golden):

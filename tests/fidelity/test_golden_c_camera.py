@@ -4,6 +4,7 @@ Stages checked: the reference's gen_camera_pose per-frame degrees (exact), then 
 with the degrees overriding the predicted angles for all 75 frames (kp_driving_all, atol 1e-5), and, marked slow,
 the generator for frames 0-1 (atol 1e-4, mean < 1e-5) and their uint8 frames (1 level on < 0.5 % of values).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,9 @@ def test_gen_camera_pose_degrees_are_exact(camera, angle):
     degrees = camera_degrees(camera[f"{angle}_list"].tolist(), frames)
     reference = camera[f"{angle}_c_seq"].reshape(-1)[:frames].astype(np.float64)
     assert_close(f"gen_camera_pose {angle} (float64)", degrees, reference, atol=0.0)
-    assert_close(f"gen_camera_pose {angle} (float32 tensor)", degrees.astype(np.float32),
-                 camera[f"{angle}_per_frame"], atol=0.0)
+    assert_close(
+        f"gen_camera_pose {angle} (float32 tensor)", degrees.astype(np.float32), camera[f"{angle}_per_frame"], atol=0.0
+    )
 
 
 def test_reference_quirks_last_keyframe_is_never_reached(camera):
@@ -71,8 +73,9 @@ def mapping_crop(test_checkpoints_dir):
 def test_driving_keypoints_with_camera_override_match_reference_all_frames(mapping_crop, camera, render_c):
     frames = int(camera["T"])
     windows = stage.semantic_windows(render_c["target_coeffs"])
-    cam = camera_sequence(camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(),
-                          frames)
+    cam = camera_sequence(
+        camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(), frames
+    )
     kp_canonical = torch.from_numpy(camera["kp_canonical"])[None].expand(frames, -1, -1)
     with torch.inference_mode():
         pose = mapping_crop(torch.from_numpy(windows))
@@ -85,12 +88,14 @@ def test_driving_keypoints_with_camera_override_match_reference_all_frames(mappi
 
 
 def test_camera_override_inputs_match_the_reference_yaw_in(render_c, camera):
-    cam = camera_sequence(camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(),
-                          int(camera["T"]))
+    cam = camera_sequence(
+        camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(), int(camera["T"])
+    )
     for i, name in enumerate(("yaw", "pitch", "roll")):
         assert_close(f"{name}_in frames 0-3", cam[:4, i], render_c[f"{name}_in"], atol=0.0)
-        assert_close(f"{name}_in frames 50, 74", cam[render_c["late_frame_index"], i], render_c[f"late_{name}_in"],
-                     atol=0.0)
+        assert_close(
+            f"{name}_in frames 50, 74", cam[render_c["late_frame_index"], i], render_c[f"late_{name}_in"], atol=0.0
+        )
 
 
 @pytest.mark.slow
@@ -102,13 +107,25 @@ def test_rendered_frames_0_1_with_camera_match_reference(test_checkpoints_dir, g
     prepare_renderer(models.generator)
     mapping = load_mapping(str(test_checkpoints_dir), "crop", "cpu", torch.float32)
     source = np.array(Image.open(golden_c_dir / "source_256.png").convert("RGB"))
-    cam = camera_sequence(camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(),
-                          int(camera["T"]))
+    cam = camera_sequence(
+        camera["yaw_list"].tolist(), camera["pitch_list"].tolist(), camera["roll_list"].tolist(), int(camera["T"])
+    )
     outputs = []
     hook = models.generator.decoder.register_forward_hook(lambda m, a, o: outputs.append(o.detach().clone()))
     try:
-        frames = np.concatenate(list(stage.render(models, mapping, source, render_c["source_semantics"],
-                                                  render_c["target_semantics"][:2], 2, camera=cam[:2])))
+        frames = np.concatenate(
+            list(
+                stage.render(
+                    models,
+                    mapping,
+                    source,
+                    render_c["source_semantics"],
+                    render_c["target_semantics"][:2],
+                    2,
+                    camera=cam[:2],
+                )
+            )
+        )
     finally:
         hook.remove()
     output = torch.cat(outputs).numpy()

@@ -4,6 +4,7 @@ Stages: crop box and quad (exact / 1e-4), the border-crop region and the 256 sou
 size (exact), 5-point alignment (rtol 1e-6), ReconNet full_3dmm / coeff_3dmm (atol 1e-4); then the pipeline's
 output shape (extcrop: the quad's aspect, as the reference; extfull: pasted back into the photo).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -67,9 +68,15 @@ def test_alignment_and_reconnet_on_the_ext_source_match_golden_c(recon_net, gold
 
 
 def test_preprocess_image_extcrop_with_injected_landmarks(recon_net, golden):
-    out = preprocess.preprocess_image(golden["image"], None, recon_net, "extcrop", 256,
-                                      landmarks=golden["crop"]["lm68_full"],
-                                      crop_landmarks=golden["align"]["lm68_crop"])
+    out = preprocess.preprocess_image(
+        golden["image"],
+        None,
+        recon_net,
+        "extcrop",
+        256,
+        landmarks=golden["crop"]["lm68_full"],
+        crop_landmarks=golden["align"]["lm68_crop"],
+    )
     np.testing.assert_array_equal(out.source_image, golden["source"])
     assert_close("extcrop preprocess coeff_3dmm", out.coeff_3dmm, golden["align"]["coeff_3dmm"], atol=1e-4)
 
@@ -79,7 +86,8 @@ def test_preprocess_image_extcrop_with_injected_landmarks(recon_net, golden):
 def test_pipeline_runs_ext_modes(bundle, settings, tmp_path, mode, size):
     from sadtalker.pipeline import animate
 
-    request = AnimationRequest(astronaut(), speech_like(0.5), RenderOptions(enhancer="none", preprocess=mode),
-                               seed=1, name=mode)
+    request = AnimationRequest(
+        astronaut(), speech_like(0.5), RenderOptions(enhancer="none", preprocess=mode), seed=1, name=mode
+    )
     result = animate(bundle, settings, request, str(tmp_path))
     assert (result.width, result.height) == size and result.frames == 12

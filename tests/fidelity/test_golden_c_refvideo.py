@@ -6,6 +6,7 @@ ReconNet per frame in one batch (full_3dmm / coeff_3dmm[:70] atol 1e-4), the loo
 the video's expressions and a zero blink ratio (1e-4), PoseVAE with pose style 3 (1e-5), the looped pose delta and
 the final coefficients after ``using_refpose`` (1e-5; 1e-4 when fed our own ReconNet outputs).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -48,6 +49,7 @@ def nets(test_checkpoints_dir):
 
 # --- preprocessing ----------------------------------------------------------------------------------------------
 
+
 def test_video_crop_comes_from_frame_0(g):
     v = g["refvideo"]
     fq = crop.face_quad(v["lm68_frame0"], tuple(v["frame_size"]))
@@ -84,13 +86,15 @@ def test_preprocess_video_with_injected_landmarks(g, nets):
     """preprocess_video over 3 copies of frame 0 (frames 1-11 are not stored here; the stage is per frame)."""
     v = g["refvideo"]
     frames = np.stack([g["frame0"]] * 3)
-    out = face_stage.preprocess_video(frames, None, nets[2], "extcrop", landmarks=v["lm68_frame0"],
-                                      crop_landmarks=np.stack([v["lm68_crop"][0]] * 3))
+    out = face_stage.preprocess_video(
+        frames, None, nets[2], "extcrop", landmarks=v["lm68_frame0"], crop_landmarks=np.stack([v["lm68_crop"][0]] * 3)
+    )
     assert out.filled == 0 and out.coeff_3dmm.shape == (3, 73)
     for i in range(3):
         assert_close("video coeff_3dmm[:70] frame 0", out.coeff_3dmm[i, :70], v["coeff_3dmm"][0, :70], atol=1e-4)
-        assert_close("video coeff_3dmm[70:] frame 0", out.coeff_3dmm[i, 70:], v["coeff_3dmm"][0, 70:], atol=0.0,
-                     rtol=1e-6)
+        assert_close(
+            "video coeff_3dmm[70:] frame 0", out.coeff_3dmm[i, 70:], v["coeff_3dmm"][0, 70:], atol=0.0, rtol=1e-6
+        )
     assert_close("video .mat full_3dmm (frame 0)", out.full_3dmm[:1], v["mat_full_3dmm"], atol=1e-4)
 
 
@@ -114,11 +118,16 @@ def test_no_face_on_the_first_frame_is_no_face_detected(g, nets):
 
 # --- ref_eyeblink / ref_pose -------------------------------------------------------------------------------------
 
+
 def test_expnet_reference_is_the_video_looped(g):
     e, v = g["expnet"], g["refvideo"]
     assert_close("ref_exp_video_index", np.arange(75) % 12, e["ref_exp_video_index"], atol=0.0)
-    assert_close("ExpNet ref (looped video exp)", motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75),
-                 e["ref_exp"], atol=0.0)
+    assert_close(
+        "ExpNet ref (looped video exp)",
+        motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75),
+        e["ref_exp"],
+        atol=0.0,
+    )
     assert not e["blink_ratio"].any() and e["blink_ratio_generated"].any()
 
 
@@ -131,8 +140,9 @@ def test_expnet_with_the_video_expressions_matches_golden_c(g, nets):
 def test_posevae_pose_style_3_matches_golden_c(g, nets):
     p = g["posevae"]
     assert_close("PoseVAE ref pose = source pose", p["ref_pose"], g["align3dmm"]["coeff_3dmm"][POSE_COLUMNS], atol=0.0)
-    motion_raw = motion.predict_pose_motion(nets[1], g["audio"]["indiv_mels"], p["ref_pose"], int(p["pose_class"]),
-                                            torch.from_numpy(p["z"]))
+    motion_raw = motion.predict_pose_motion(
+        nets[1], g["audio"]["indiv_mels"], p["ref_pose"], int(p["pose_class"]), torch.from_numpy(p["z"])
+    )
     pose_raw = p["ref_pose"][None] + motion_raw
     assert_close("PoseVAE pose_raw (style 3)", pose_raw, p["pose_raw"], atol=1e-5)
     assert_close("PoseVAE pose_smooth (style 3)", motion.smooth_pose(pose_raw), p["pose_smooth"], atol=1e-5)
@@ -150,10 +160,17 @@ def test_ref_pose_delta_and_coefficients_match_golden_c(g):
 def test_whole_coefficient_chain_with_ref_eyeblink_and_ref_pose(g, nets):
     """Our chain: ExpNet with the looped video exps and zero blinks, PoseVAE (style 3), smoothing, pose delta."""
     p, v = g["posevae"], g["refvideo"]
-    coeffs = motion.audio_to_coeffs(nets[0], nets[1], g["audio"]["indiv_mels"], g["align3dmm"]["coeff_3dmm"],
-                                    np.zeros((75, 1), np.float32), int(p["pose_class"]), torch.Generator(),
-                                    pose_z=torch.from_numpy(p["z"]),
-                                    ref_exp=motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75))
+    coeffs = motion.audio_to_coeffs(
+        nets[0],
+        nets[1],
+        g["audio"]["indiv_mels"],
+        g["align3dmm"]["coeff_3dmm"],
+        np.zeros((75, 1), np.float32),
+        int(p["pose_class"]),
+        torch.Generator(),
+        pose_z=torch.from_numpy(p["z"]),
+        ref_exp=motion.loop_frames(v["coeff_3dmm"][:, EXPRESSION_COLUMNS], 75),
+    )
     coeffs = motion.apply_ref_pose(coeffs, v["coeff_3dmm"][:, POSE_COLUMNS])
     exp, pose = EXPRESSION_COLUMNS, POSE_COLUMNS
     assert_close("final coefficients exp (ref video)", coeffs[:, exp], p["coeffs"][:, exp], atol=1e-4)
@@ -162,10 +179,30 @@ def test_whole_coefficient_chain_with_ref_eyeblink_and_ref_pose(g, nets):
 
 # --- decoding ----------------------------------------------------------------------------------------------------
 
+
 def make_video(path, fps, frames):
     """An FFV1 video whose frame k is a flat grey of value 8 * k (so the decoded value names the source frame)."""
-    argv = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x32",
-            "-r", str(fps), "-i", "pipe:0", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)]
+    argv = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        "32x32",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "bgr0",
+        str(path),
+    ]
     data = b"".join(bytes([8 * k]) * (32 * 32 * 3) for k in range(frames))
     subprocess.run(argv, input=data, check=True)
     return path.read_bytes()

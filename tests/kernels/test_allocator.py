@@ -2,6 +2,7 @@
 
 Each check runs in its own interpreter (the setting is process-wide and cannot be undone).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -34,7 +35,9 @@ PAGES = 8 * 2 * 64 * 2**20 // 4096  # 8 steps of two fresh 64 MB blocks in 4 KiB
 
 
 def late_faults(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split()[-1])
 

@@ -4,6 +4,7 @@ Checked in float64, where the only difference left is float rounding, so toleran
 The golden fidelity tests (test_renderer_fidelity.py) run through ``render``, which prepares the
 fused decoder, so they also check the fused float32 path against the reference.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -93,13 +94,16 @@ def test_winograd_refuses_other_kernel_sizes():
         winograd.WinogradConv3x3(torch.zeros(2, 2, 5, 5), None)
 
 
-@pytest.mark.parametrize("scales,shape", [
-    ((2, 2), (2, 5, 7, 6)),
-    ((4, 4), (2, 5, 7, 6)),
-    ((1, 3), (1, 5, 5, 4)),
-    ((1, 2, 2), (2, 5, 4, 7, 6)),
-    ((2, 1, 4), (1, 5, 3, 4, 5)),
-])
+@pytest.mark.parametrize(
+    "scales,shape",
+    [
+        ((2, 2), (2, 5, 7, 6)),
+        ((4, 4), (2, 5, 7, 6)),
+        ((1, 3), (1, 5, 5, 4)),
+        ((1, 2, 2), (2, 5, 4, 7, 6)),
+        ((2, 1, 4), (1, 5, 3, 4, 5)),
+    ],
+)
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_upsampled_conv_equals_nearest_upsampling_then_the_conv(scales, shape, with_bias):
     gen = torch.Generator().manual_seed(5)
@@ -239,9 +243,14 @@ def small_generator_inputs():
 
 
 def test_winograd_convs_are_the_plain_3x3_convs_only():
-    convs = [torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.Conv2d(64, 128, 7, padding=3),
-             torch.nn.Conv2d(64, 128, 1), torch.nn.Conv2d(64, 128, 3, padding=1, stride=2),
-             torch.nn.Conv3d(32, 32, 3, padding=1), torch.nn.Conv2d(256, 64, 3, padding=1)]
+    convs = [
+        torch.nn.Conv2d(64, 128, 3, padding=1),
+        torch.nn.Conv2d(64, 128, 7, padding=3),
+        torch.nn.Conv2d(64, 128, 1),
+        torch.nn.Conv2d(64, 128, 3, padding=1, stride=2),
+        torch.nn.Conv3d(32, 32, 3, padding=1),
+        torch.nn.Conv2d(256, 64, 3, padding=1),
+    ]
     found = winograd.winograd_convs(torch.nn.Sequential(*convs))
     assert found == [convs[0], convs[4]]  # 256 -> 64: too few output channels to gain
 
@@ -269,10 +278,14 @@ def test_prepared_upsampling_computes_the_same_motion(every_conv_winograd):
     with torch.no_grad():
         expected = generator.motion(feature, kp_source, kp_driving)
         fast.prepare_upsampling(generator.dense_motion_network)
-        assert all(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
+        assert all(
+            getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network)
+        )
         actual = generator.motion(feature, kp_source, kp_driving)
         fast.unprepare_upsampling(generator.dense_motion_network)
-    assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert not any(
+        getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network)
+    )
     for got, want in zip(actual, expected, strict=True):
         assert torch.allclose(got, want, rtol=0, atol=1e-10)
 
@@ -286,8 +299,12 @@ def test_prepare_renderer_on_cpu_prepares_every_fast_path(every_conv_winograd):
     assert all(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
     assert generator.dense_motion_network.fused_heads is not None
     assert generator.decoder.up_1.fused.shared_upsampled is not None
-    outside_decoder = [conv for name, child in generator.named_children() if name != "decoder"
-                       for conv in winograd.winograd_convs(child)]
+    outside_decoder = [
+        conv
+        for name, child in generator.named_children()
+        if name != "decoder"
+        for conv in winograd.winograd_convs(child)
+    ]
     assert outside_decoder and all(hasattr(conv, "winograd") for conv in outside_decoder)
     assert torch.allclose(actual, expected, rtol=0, atol=1e-10)
 
@@ -331,10 +348,15 @@ def test_moving_off_the_cpu_drops_the_cpu_only_paths(every_conv_winograd):
     fast.prepare_renderer(generator)
     assert generator.prepared_with[0].type == "meta"
     assert generator.dense_motion_network.__dict__.get("heads") is None
-    assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert not any(
+        getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network)
+    )
     assert not any(hasattr(conv, "winograd") for conv in generator.modules())
     assert generator.decoder.up_1.fused.shared_upsampled is None  # measured on CPU only
-    assert all(isinstance(block.fused.conv_0, winograd.DirectConv3x3) for block in [b for _, b in fast.named_spade_blocks(generator.decoder)])
+    assert all(
+        isinstance(block.fused.conv_0, winograd.DirectConv3x3)
+        for block in [b for _, b in fast.named_spade_blocks(generator.decoder)]
+    )
 
 
 def test_upsampled_convs_can_be_turned_on_off_the_cpu(every_conv_winograd):
@@ -342,14 +364,19 @@ def test_upsampled_convs_can_be_turned_on_off_the_cpu(every_conv_winograd):
     generator.to("meta")  # not CUDA: the switch is for CUDA only
     fast.prepare_renderer(generator, fast.RendererPaths(upsampled_convs_on_cuda=True))
     assert generator.decoder.up_1.fused.shared_upsampled is None
-    assert not any(getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network))
+    assert not any(
+        getattr(block, "fused", None) is not None for block in fast.up_blocks(generator.dense_motion_network)
+    )
 
 
 def _attached(generator: torch.nn.Module) -> list:
     """Names of the modules whose methods prepare_renderer replaced (an instance attribute shadows the class's)."""
     replaced = ("forward", "heads", "motion", "decode")
-    return [name or "generator" for name, module in generator.named_modules()
-            if any(method in module.__dict__ for method in replaced)]
+    return [
+        name or "generator"
+        for name, module in generator.named_modules()
+        if any(method in module.__dict__ for method in replaced)
+    ]
 
 
 def test_plain_paths_leave_the_classes_as_written_and_compute_the_same_frames(every_conv_winograd):

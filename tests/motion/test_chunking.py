@@ -1,4 +1,5 @@
 """Chunk planning on synthetic speech-like audio with known pauses."""
+
 import itertools
 
 import numpy as np

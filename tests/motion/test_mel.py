@@ -1,4 +1,5 @@
 """Mel features and per-frame windows: golden scenario A (reference run) and the indexing rules."""
+
 import numpy as np
 import pytest
 import soundfile

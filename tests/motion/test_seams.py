@@ -1,4 +1,5 @@
 """Pose carry-over at chunk seams, on synthetic PoseVAE-like curves."""
+
 import numpy as np
 import pytest
 

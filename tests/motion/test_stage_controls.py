@@ -1,5 +1,6 @@
 """The motion controls: pose_scale, use_blink, blinks in still mode, and the pipeline plumbing of the camera
 angles (small renderer networks, real coefficient networks)."""
+
 from __future__ import annotations
 
 import random
@@ -87,8 +88,15 @@ class TestBlinks:
         off = motion.chunked_coefficients(exp_net, pose_vae, mels, source, chunks, 0, 0, use_blink=False)
         blink = motion.blink_sequence(75, random.Random(motion.chunk_seed(0, 0)))
         assert blink.any(), "seed 0 must draw blinks for this test to mean anything"
-        zero = motion.audio_to_coeffs(exp_net, pose_vae, mels, source, np.zeros_like(blink), 0,
-                                      torch.Generator().manual_seed(motion.chunk_seed(0, 0)))
+        zero = motion.audio_to_coeffs(
+            exp_net,
+            pose_vae,
+            mels,
+            source,
+            np.zeros_like(blink),
+            0,
+            torch.Generator().manual_seed(motion.chunk_seed(0, 0)),
+        )
         assert np.array_equal(off, zero)
         assert not np.array_equal(on[:, EXPRESSION_COLUMNS], off[:, EXPRESSION_COLUMNS])
         assert np.array_equal(on[:, POSE_COLUMNS], off[:, POSE_COLUMNS])  # the head pose does not depend on blinks
@@ -119,8 +127,17 @@ class TestPipelinePlumbing:
 
         monkeypatch.setattr(pipeline, "render", spy_render)
         monkeypatch.setattr(pipeline, "target_coefficients", spy_targets)
-        result = run(bundle, settings, tmp_path, "cam", input_yaw=(0.0, 20.0), input_roll=(5.0,), pose_scale=0.0,
-                     use_blink=False, still_mode=True)
+        result = run(
+            bundle,
+            settings,
+            tmp_path,
+            "cam",
+            input_yaw=(0.0, 20.0),
+            input_roll=(5.0,),
+            pose_scale=0.0,
+            use_blink=False,
+            still_mode=True,
+        )
         assert result.frames == 30
         camera = seen["camera"]
         assert camera.shape == (30, 3) and camera[0, 0] == 0 and camera[-1, 0] > 19
@@ -178,8 +195,9 @@ class TestIdleAndReferenceVideo:
         monkeypatch.setattr(pipeline, "coefficient_pieces", spy_chunks)
         frames = moved_frames(4)
         options = RenderOptions(enhancer="none", ref_info=ref_info)
-        request = AnimationRequest(astronaut(), speech_like(0.4), options, seed=2, name=ref_info.replace("+", "_"),
-                                   ref_frames=frames)
+        request = AnimationRequest(
+            astronaut(), speech_like(0.4), options, seed=2, name=ref_info.replace("+", "_"), ref_frames=frames
+        )
         result = pipeline.animate(bundle, settings, request, str(tmp_path))
         assert result.frames == 10 and result.warnings == ()
         video = pipeline.preprocess_video(frames, bundle.face_finder, bundle.sizes[256].recon_net, "crop")
@@ -187,8 +205,9 @@ class TestIdleAndReferenceVideo:
         if ref_info == "all":
             np.testing.assert_array_equal(coeffs, motion.loop_frames(video.coeff_3dmm[:, :MOTION_COEFFS], 10))
         if "blink" in ref_info:
-            np.testing.assert_array_equal(seen["chunk_kwargs"]["ref_exp"],
-                                          motion.loop_frames(video.coeff_3dmm[:, EXPRESSION_COLUMNS], 10))
+            np.testing.assert_array_equal(
+                seen["chunk_kwargs"]["ref_exp"], motion.loop_frames(video.coeff_3dmm[:, EXPRESSION_COLUMNS], 10)
+            )
             assert seen["chunk_kwargs"]["use_blink"] is False
         if "pose" in ref_info:
             delta = coeffs[:, POSE_COLUMNS] - coeffs[0, POSE_COLUMNS]
@@ -199,8 +218,14 @@ class TestIdleAndReferenceVideo:
 
         frames = moved_frames(4)
         frames[2] = 128  # a grey frame: no face on its crop
-        request = AnimationRequest(astronaut(), speech_like(0.4), RenderOptions(enhancer="none", ref_info="pose"),
-                                   seed=2, name="filled", ref_frames=frames)
+        request = AnimationRequest(
+            astronaut(),
+            speech_like(0.4),
+            RenderOptions(enhancer="none", ref_info="pose"),
+            seed=2,
+            name="filled",
+            ref_frames=frames,
+        )
         result = animate(bundle, settings, request, str(tmp_path))
         assert len(result.warnings) == 1 and "1 of 4 reference video frames" in result.warnings[0]
 
@@ -210,15 +235,22 @@ class TestIdleAndReferenceVideo:
 
         frames = moved_frames(2)
         frames[0] = 128
-        request = AnimationRequest(astronaut(), speech_like(0.4), RenderOptions(enhancer="none", ref_info="pose"),
-                                   seed=2, name="noface", ref_frames=frames)
+        request = AnimationRequest(
+            astronaut(),
+            speech_like(0.4),
+            RenderOptions(enhancer="none", ref_info="pose"),
+            seed=2,
+            name="noface",
+            ref_frames=frames,
+        )
         with pytest.raises(NoFaceDetected, match="first frame of the reference video"):
             animate(bundle, settings, request, str(tmp_path))
 
 
 class TestRestoreFormer:
-    def test_a_worker_without_its_weights_refuses_it_before_any_model_work(self, bundle, settings, tmp_path,
-                                                                           monkeypatch):
+    def test_a_worker_without_its_weights_refuses_it_before_any_model_work(
+        self, bundle, settings, tmp_path, monkeypatch
+    ):
         import sadtalker.pipeline as pipeline
         from sadtalker.core.errors import InvalidInput
 

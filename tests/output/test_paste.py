@@ -1,5 +1,6 @@
 """Full-mode paste-back, both methods: sizes, untouched outside, batches; the feathered blend: exact centre, smooth
 mask. The seamless paste against OpenCV is in test_seamless.py."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,9 @@ def test_centre_of_the_box_is_the_frame_exactly(original):
     crop = faces(2, 80, 100)  # already the box's size: no resize
     out = Paster(original, (100, 50, 200, 130), feather_fraction=0.1, method="feather").paste(crop)
     feather = 8  # 0.1 * 80
-    np.testing.assert_array_equal(out[:, 50 + feather : 130 - feather, 100 + feather : 200 - feather],
-                                  crop[:, feather:-feather, feather:-feather])
+    np.testing.assert_array_equal(
+        out[:, 50 + feather : 130 - feather, 100 + feather : 200 - feather], crop[:, feather:-feather, feather:-feather]
+    )
 
 
 def test_a_resized_flat_face_fills_the_centre_with_its_colour(original):

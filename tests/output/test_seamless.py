@@ -1,5 +1,6 @@
 """The seamless paste against OpenCV itself: ``cv2.seamlessClone`` on golden frames and generated cases,
 ``cv2.resize`` for the face resize, and the solve's own invariants (chunks, clipping, tiny boxes)."""
+
 import cv2
 import numpy as np
 import pytest
@@ -117,9 +118,19 @@ def test_a_box_with_nothing_inside_its_ring_leaves_the_photo(side):
     np.testing.assert_array_equal(out, photo)
 
 
-@pytest.mark.parametrize("src, dst", [((256, 256), (182, 182)), ((256, 256), (217, 215)), ((256, 256), (1024, 1024)),
-                                      ((97, 131), (300, 200)), ((300, 200), (7, 5)), ((5, 3), (640, 2)),
-                                      ((64, 64), (128, 128)), ((256, 256), (256, 256))])
+@pytest.mark.parametrize(
+    "src, dst",
+    [
+        ((256, 256), (182, 182)),
+        ((256, 256), (217, 215)),
+        ((256, 256), (1024, 1024)),
+        ((97, 131), (300, 200)),
+        ((300, 200), (7, 5)),
+        ((5, 3), (640, 2)),
+        ((64, 64), (128, 128)),
+        ((256, 256), (256, 256)),
+    ],
+)
 def test_linear_resize_equals_cv2_resize(src, dst):
     rng = np.random.default_rng(sum(src) + sum(dst))
     image = rng.integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)

@@ -1,12 +1,15 @@
 """Output frame sizes for every mode and upscale, and the MAX_OUTPUT_SIDE cap."""
+
 import pytest
 
 from sadtalker.core.contract import RenderOptions
 from sadtalker.output.size import crop_frame_size, photo_frame_size
 
 
-@pytest.mark.parametrize("size, upscale, expected", [(256, 1, (256, 256)), (256, 2, (512, 512)),
-                                                     (512, 1, (512, 512)), (512, 2, (1024, 1024))])
+@pytest.mark.parametrize(
+    "size, upscale, expected",
+    [(256, 1, (256, 256)), (256, 2, (512, 512)), (512, 1, (512, 512)), (512, 2, (1024, 1024))],
+)
 def test_crop_modes_scale_the_render_size(size, upscale, expected):
     frame = crop_frame_size(size, (200, 200), upscale, 4096)
     assert (frame.width, frame.height, frame.warning) == (*expected, None)

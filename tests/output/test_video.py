@@ -1,4 +1,5 @@
 """The streaming MP4 encoder, checked with ffprobe and by parsing the file's boxes."""
+
 import shutil
 import subprocess
 
@@ -28,8 +29,9 @@ def tone(seconds: float, extra: int = 0) -> np.ndarray:
 
 
 def encode(path, frames: np.ndarray, audio, n_frames=None, batch: int = 8, queue_batches: int = 0):
-    with VideoWriter(path, frames.shape[2], frames.shape[1], audio, n_frames=n_frames, codec="libx264",
-                     queue_batches=queue_batches) as writer:
+    with VideoWriter(
+        path, frames.shape[2], frames.shape[1], audio, n_frames=n_frames, codec="libx264", queue_batches=queue_batches
+    ) as writer:
         for i in range(0, len(frames), batch):
             writer.write(frames[i : i + batch])
     return writer
@@ -60,8 +62,25 @@ def test_faststart_puts_moov_before_mdat(tmp_path):
 
 def test_box_parser_sees_moov_after_mdat_without_faststart(tmp_path):
     path = tmp_path / "plain.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=black:s=32x32:r=25", "-frames:v", "5",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=black:s=32x32:r=25",
+            "-frames:v",
+            "5",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+    )
     boxes = mp4_top_level_boxes(path)
     assert boxes.index("moov") > boxes.index("mdat")
 
@@ -137,8 +156,14 @@ def test_wrong_frame_shape_or_dtype_is_refused(tmp_path):
 def test_ffmpeg_failure_raises_with_its_stderr(tmp_path, queue_batches):
     frames = np.zeros((40, 64, 64, 3), np.uint8)
     with pytest.raises(EncoderError, match="No such file or directory"):
-        encode(tmp_path / "out.mp4", frames, SourceAudio(str(tmp_path / "missing.wav"), 16000, 1), n_frames=40, batch=4,
-               queue_batches=queue_batches)
+        encode(
+            tmp_path / "out.mp4",
+            frames,
+            SourceAudio(str(tmp_path / "missing.wav"), 16000, 1),
+            n_frames=40,
+            batch=4,
+            queue_batches=queue_batches,
+        )
     assert not (tmp_path / "out.mp4").exists()
 
 

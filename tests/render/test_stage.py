@@ -1,4 +1,5 @@
 """Renderer stage: semantic windows, target coefficients, and render() plumbing (small random networks)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ def render_all(models, image, source_sem, windows, batch_size):
 
 
 # ---- windows and target coefficients ------------------------------------------------------------
+
 
 def test_semantic_windows_centre_on_each_frame_and_clamp_at_the_ends():
     coeffs = np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # frame i holds value i
@@ -94,6 +96,7 @@ def test_windows_equal_the_reference_windows_of_golden_a(golden_a_dir, preproces
 
 # ---- uint8 conversion ---------------------------------------------------------------------------
 
+
 def test_frames_to_uint8_is_rint_of_x_times_255():
     values = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
     values[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.5])
@@ -102,6 +105,7 @@ def test_frames_to_uint8_is_rint_of_x_times_255():
 
 
 # ---- render -------------------------------------------------------------------------------------
+
 
 def test_render_yields_uint8_batches_in_order_with_a_short_last_batch(small_models, small_inputs):
     image, source_sem, windows = small_inputs
@@ -183,8 +187,17 @@ def test_render_rejects_an_unknown_precision():
     models, mapping = build_renderer(SMALL), build_mapping(SMALL_MAPPING["crop"])
     windows = stage.semantic_windows(np.zeros((1, 70), np.float32))
     with pytest.raises(ValueError, match="precision"):
-        list(stage.render(models, mapping, np.zeros((32, 32, 3), np.uint8),
-                          stage.source_semantics(np.zeros(73, np.float32), "crop"), windows, 1, precision="fp8"))
+        list(
+            stage.render(
+                models,
+                mapping,
+                np.zeros((32, 32, 3), np.uint8),
+                stage.source_semantics(np.zeros(73, np.float32), "crop"),
+                windows,
+                1,
+                precision="fp8",
+            )
+        )
 
 
 def test_precision_region_does_not_leak_into_the_callers_code_between_batches():
@@ -199,8 +212,10 @@ def test_precision_region_does_not_leak_into_the_callers_code_between_batches():
     assert seen == [False, False, False]
 
 
-@pytest.mark.parametrize("precision, autocast, tf32", [
-    ("fp32", False, False), ("tf32", False, True), ("fp16", True, True), ("bf16", True, True)])
+@pytest.mark.parametrize(
+    "precision, autocast, tf32",
+    [("fp32", False, False), ("tf32", False, True), ("fp16", True, True), ("bf16", True, True)],
+)
 def test_precision_context_sets_autocast_and_tf32_and_restores_them(precision, autocast, tf32):
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     with stage.precision_context(torch.device("cpu"), precision):

@@ -1,5 +1,6 @@
 """The image recipe and its RunPod files: hadolint, install parity with the Makefile, .dockerignore, the
 start command (scripts/entrypoint.sh) and .runpod/hub.json / tests.json. No Docker daemon is needed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,8 +99,14 @@ class TestDockerfile:
         derive = run.split("&&")[0].strip()
         assert derive.startswith("torch_cuda=")
         env = {"PATH": os.environ["PATH"], "CUDA_VERSION": "", "TORCH_CUDA": "", **args}
-        out = subprocess.run(["bash", "-c", derive + ' && echo "$torch_cuda"'], env=env, capture_output=True,
-                             text=True, timeout=30, check=True)
+        out = subprocess.run(
+            ["bash", "-c", derive + ' && echo "$torch_cuda"'],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return out.stdout.strip()
 
     def test_torch_wheels_come_from_the_pytorch_index_matching_the_base_cuda(self) -> None:
@@ -116,8 +123,11 @@ class TestDockerfile:
             "-r requirements-torch.txt"
         ]
         assert not any("--extra-index-url" in c for c in commands)
-        pins = [line for line in (REPO_ROOT / "requirements-torch.txt").read_text().splitlines()
-                if line and not line.startswith("#")]
+        pins = [
+            line
+            for line in (REPO_ROOT / "requirements-torch.txt").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
         assert sorted(p.split("==")[0] for p in pins) == ["torch", "torchvision"]
         assert all(re.fullmatch(r"[a-z]+==\d+\.\d+\.\d+", p) for p in pins), pins  # +cu128 builds match ==
         assert commands[-1].startswith('python -c "import sys, torch;') and commands[-1].endswith('"${torch_cuda}"')
@@ -185,15 +195,31 @@ def ignored(path: str, patterns: List[str]) -> bool:
 
 class TestDockerignore:
     @pytest.mark.parametrize(
-        "path", ["handler.py", "sadtalker/worker/startup.py", "scripts/download_models.sh", "scripts/weights.tsv",
-                 "requirements.txt", "test_input.json"]
+        "path",
+        [
+            "handler.py",
+            "sadtalker/worker/startup.py",
+            "scripts/download_models.sh",
+            "scripts/weights.tsv",
+            "requirements.txt",
+            "test_input.json",
+        ],
     )
     def test_code_and_pins_are_sent(self, path: str) -> None:
         assert not ignored(path, dockerignore_patterns())
 
     @pytest.mark.parametrize(
-        "path", [".venv/bin/python", ".git/HEAD", "checkpoints/GFPGANv1.4.pth", "tests/golden/scenario_a/crop.npz",
-                 "sadtalker/__pycache__/startup.cpython-311.pyc", ".env", "checkpoints/x.part", "output/local.mp4"]
+        "path",
+        [
+            ".venv/bin/python",
+            ".git/HEAD",
+            "checkpoints/GFPGANv1.4.pth",
+            "tests/golden/scenario_a/crop.npz",
+            "sadtalker/__pycache__/startup.cpython-311.pyc",
+            ".env",
+            "checkpoints/x.part",
+            "output/local.mp4",
+        ],
     )
     def test_venv_weights_tests_caches_and_secrets_are_not_sent(self, path: str) -> None:
         assert ignored(path, dockerignore_patterns())
@@ -271,8 +297,20 @@ class TestRunpodFiles:
             assert Settings.from_env({key: other}) != defaults, f"{key} is not read by Settings.from_env"
 
     def test_tests_json_jobs_use_only_spec_input_fields(self) -> None:
-        allowed = {"image_url", "image_base64", "audio_url", "audio_base64", "still_mode", "enhancer", "preprocess",
-                   "size", "expression_scale", "pose_style", "r2", "seed"}
+        allowed = {
+            "image_url",
+            "image_base64",
+            "audio_url",
+            "audio_base64",
+            "still_mode",
+            "enhancer",
+            "preprocess",
+            "size",
+            "expression_scale",
+            "pose_style",
+            "r2",
+            "seed",
+        }
         assert self.tests["tests"]
         for case in self.tests["tests"]:
             assert set(case["input"]) <= allowed, case["name"]

@@ -3,6 +3,7 @@
 The stand-ins carry the real file names and --size membership from sadtalker/weights/table.py; their sizes and hashes
 reach the script through WEIGHTS_MANIFEST, and WEIGHTS_BASE_URL points it at the server.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -300,9 +301,10 @@ def test_without_network_files_that_fail_their_checksums_are_named_apart_with_ma
     still = re.search(r"Still missing in \S+: (\d+) file\(s\), [\d.]+ GB: (.*)", result.stderr)
     assert still is not None, result.stderr
     assert "GFPGANv1.4.pth" not in still.group(2).split()
-    assert ("  Present but not the official files (size or SHA-256 differs, e.g. generated test weights): "
-            "GFPGANv1.4.pth\n  To try the worker on generated weights without the official ones: make demo") \
-        in result.stderr
+    assert (
+        "  Present but not the official files (size or SHA-256 differs, e.g. generated test weights): "
+        "GFPGANv1.4.pth\n  To try the worker on generated weights without the official ones: make demo"
+    ) in result.stderr
 
 
 def test_the_progress_bar_is_drawn_when_asked_and_the_files_still_verify(tmp_path, server, manifest) -> None:
@@ -325,6 +327,7 @@ def test_a_rerun_with_everything_present_fetches_nothing(tmp_path, server, manif
 
 # --- the optional RestoreFormer file --------------------------------------------------------------
 
+
 def test_restoreformer_is_optional_unverified_and_named_like_the_table() -> None:
     text = SCRIPT.read_text()
     assert weights.RESTOREFORMER not in weights.WEIGHTS and weights.RESTOREFORMER.sha256 == ""
@@ -332,8 +335,9 @@ def test_restoreformer_is_optional_unverified_and_named_like_the_table() -> None
     assert weights.RESTOREFORMER_MD5 in text and f'RF_NAME="{weights.RESTOREFORMER.name}"' in text
 
 
-def test_restoreformer_is_fetched_only_when_asked_and_checked_by_md5(tmp_path, server, manifest, stand_ins,
-                                                                      monkeypatch) -> None:
+def test_restoreformer_is_fetched_only_when_asked_and_checked_by_md5(
+    tmp_path, server, manifest, stand_ins, monkeypatch
+) -> None:
     body = b"restoreformer stand-in" * 100
     server.files["RestoreFormer.pth"] = body
     dest = tmp_path / "ckpt"

@@ -18,6 +18,7 @@ reads the real file), filled by the golden vectors' recipe, bit for bit:
 
 Importable: :func:`write_file` and :func:`write_all` are what the test fixtures call.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ and a face finder that returns stored landmarks.
 With ``GOLDEN_REPORT=<file>`` in the environment every comparison appends a line "stage<TAB>max abs error<TAB>
 tolerance" to that file (``bench/golden_c_table.py`` turns it into the fidelity table).
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ needs no network. Needs ``espeak-ng`` and ``ffmpeg`` on PATH (``apt-get install 
 
     .venv/bin/python -m tests.support.make_test_input
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,8 +48,26 @@ def write_speech(path: Path) -> None:
         raw = Path(tmp) / "speech-22k.wav"
         subprocess.run([espeak, "-v", "en-us", "-s", "165", "-w", str(raw), SENTENCE], check=True)
         subprocess.run(
-            [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "16000",
-             "-c:a", "pcm_s16le", "-fflags", "+bitexact", "-map_metadata", "-1", str(path)],
+            [
+                ffmpeg,
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(raw),
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                "-c:a",
+                "pcm_s16le",
+                "-fflags",
+                "+bitexact",
+                "-map_metadata",
+                "-1",
+                str(path),
+            ],
             check=True,
         )
 

@@ -1,4 +1,5 @@
 """Checks on encoded videos shared by the encoder, pipeline and end-to-end tests (ffprobe from Debian's ffmpeg)."""
+
 import json
 import subprocess
 from fractions import Fraction
@@ -14,23 +15,41 @@ FRAME_S = 0.04  # one video frame at 25 fps
 def ffprobe(path) -> dict:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
 
 def decode_rgb(path, width: int, height: int) -> np.ndarray:
     """Every frame of the video as uint8 (N, height, width, 3)."""
-    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
 def video_packet_times(path) -> np.ndarray:
     """Presentation times (s) of the video stream's packets, in order."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0",
-         str(path)], capture_output=True, text=True, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return np.sort(np.array([float(line) for line in out.split() if line.strip()]))
 

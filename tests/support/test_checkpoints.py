@@ -1,4 +1,5 @@
 """tests/support/checkpoints.py: official containers and key layouts, the golden recipe bit for bit."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,13 @@ from safetensors import safe_open
 
 from sadtalker.render.blocks import anti_alias_kernel
 
-PICKLED = ["mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar", "GFPGANv1.4.pth",
-           "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth"]
+PICKLED = [
+    "mapping_00229-model.pth.tar",
+    "mapping_00109-model.pth.tar",
+    "GFPGANv1.4.pth",
+    "detection_Resnet50_Final.pth",
+    "alignment_WFLW_4HG.pth",
+]
 SAFETENSORS = ["SadTalker_V0.0.2_256.safetensors", "SadTalker_V0.0.2_512.safetensors"]
 
 
@@ -51,12 +57,15 @@ def test_written_file_has_exactly_the_manifest_keys_shapes_and_dtypes(test_check
         assert str(tensors[key].dtype) == f"torch.{spec['dtype']}", key
 
 
-@pytest.mark.parametrize("name, entries", [
-    ("mapping_00229-model.pth.tar", {"mapping": dict, "epoch": 229}),
-    ("mapping_00109-model.pth.tar", {"mapping": dict, "epoch": 109}),
-    ("GFPGANv1.4.pth", {"params_ema": dict}),
-    ("alignment_WFLW_4HG.pth", {"state_dict": dict}),
-])
+@pytest.mark.parametrize(
+    "name, entries",
+    [
+        ("mapping_00229-model.pth.tar", {"mapping": dict, "epoch": 229}),
+        ("mapping_00109-model.pth.tar", {"mapping": dict, "epoch": 109}),
+        ("GFPGANv1.4.pth", {"params_ema": dict}),
+        ("alignment_WFLW_4HG.pth", {"state_dict": dict}),
+    ],
+)
 def test_pickled_containers_have_the_official_top_level_entries(test_checkpoints_dir, name, entries):
     _, container = read_back(test_checkpoints_dir, name)
     assert set(container) == set(entries)
@@ -70,14 +79,17 @@ def test_flat_pickles_are_plain_state_dicts(test_checkpoints_dir, name):
     assert all(isinstance(v, torch.Tensor) for v in container.values())
 
 
-@pytest.mark.parametrize("name, key", [
-    ("SadTalker_V0.0.2_256.safetensors", "generator.first.conv.weight"),
-    ("SadTalker_V0.0.2_512.safetensors", "generator.first.conv.weight"),
-    ("SadTalker_V0.0.2_256.safetensors", "audio2exp.audio_encoder.0.conv_block.0.weight"),
-    ("mapping_00229-model.pth.tar", "mapping/fc_exp.weight"),
-    ("mapping_00109-model.pth.tar", "mapping/first.0.weight"),
-    ("GFPGANv1.4.pth", "params_ema/conv_body_first.weight"),
-])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("SadTalker_V0.0.2_256.safetensors", "generator.first.conv.weight"),
+        ("SadTalker_V0.0.2_512.safetensors", "generator.first.conv.weight"),
+        ("SadTalker_V0.0.2_256.safetensors", "audio2exp.audio_encoder.0.conv_block.0.weight"),
+        ("mapping_00229-model.pth.tar", "mapping/fc_exp.weight"),
+        ("mapping_00109-model.pth.tar", "mapping/first.0.weight"),
+        ("GFPGANv1.4.pth", "params_ema/conv_body_first.weight"),
+    ],
+)
 def test_weights_follow_the_recipe_bit_for_bit(test_checkpoints_dir, checkpoint_writer, name, key):
     manifest = checkpoint_writer.load_manifest(name)["tensors"]
     if key not in manifest:

@@ -7,6 +7,7 @@ real pipeline on the small bundle of ``tests/support/smallbundle.py`` instead, a
 can hold a job mid-render (:func:`install_render_gate`). The helpers below also serve the in-process
 tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,21 @@ def write_test_video(path) -> None:
     from sadtalker.output.ffmpeg import ffmpeg_exe
 
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25",
-         "-t", "1", "-pix_fmt", "yuv420p", str(path)],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=25",
+            "-t",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
         check=True,
     )
 
@@ -36,8 +50,17 @@ def fake_animate(bundle, settings, request, workdir, hooks):
     hooks.progress("render", 1, 1, 50.0)
     path = Path(workdir) / f"{request.name}.mp4"
     write_test_video(path)
-    return Animation(path=str(path), width=64, height=64, fps=25, frames=25, chunks=1, duration_seconds=1.0,
-                     seed=7, timings={"render": 0.1})
+    return Animation(
+        path=str(path),
+        width=64,
+        height=64,
+        fps=25,
+        frames=25,
+        chunks=1,
+        duration_seconds=1.0,
+        seed=7,
+        timings={"render": 0.1},
+    )
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
 """The loader: official file names, component split, strict loading with one error listing every problem."""
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ def manifest(name: str) -> dict:
 
 # ---- file names ---------------------------------------------------------------------------------
 
+
 def test_file_names_follow_the_reference_selection():
     assert loading.sadtalker_file_name(256) == "SadTalker_V0.0.2_256.safetensors"
     assert loading.sadtalker_file_name(512) == "SadTalker_V0.0.2_512.safetensors"
@@ -39,6 +41,7 @@ def test_file_names_follow_the_reference_selection():
 
 # ---- strict loading -----------------------------------------------------------------------------
 
+
 def test_load_strict_lists_every_missing_unexpected_and_misshaped_key_with_the_source():
     generator = build_renderer(SMALL).generator
     state = OrderedDict(generator.state_dict())
@@ -49,9 +52,15 @@ def test_load_strict_lists_every_missing_unexpected_and_misshaped_key_with_the_s
         loading.load_strict(build_renderer(SMALL).generator, state, "weights.safetensors [generator]")
     message = str(caught.value)
     assert "weights.safetensors [generator]" in message
-    for fragment in ("first.conv.weight", "decoder.conv_img.bias", "decoder.extra.weight",
-                     "second.weight: file [3, 3, 1, 1] vs network [16, 16, 1, 1]",
-                     "2 missing", "1 unexpected", "1 shape mismatch"):
+    for fragment in (
+        "first.conv.weight",
+        "decoder.conv_img.bias",
+        "decoder.extra.weight",
+        "second.weight: file [3, 3, 1, 1] vs network [16, 16, 1, 1]",
+        "2 missing",
+        "1 unexpected",
+        "1 shape mismatch",
+    ):
         assert fragment in message
 
 
@@ -108,6 +117,7 @@ def test_mapping_container_without_mapping_entry_is_rejected(tmp_path):
 
 # ---- the generated official-layout files --------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [256, 512])
 def test_read_components_splits_the_file_into_the_five_components(test_checkpoints_dir, size):
     name = loading.sadtalker_file_name(size)
@@ -123,7 +133,7 @@ def test_coefficient_state_dicts_have_the_manifest_keys_and_shapes(test_checkpoi
     parts = loading.read_coefficient_state_dicts(str(test_checkpoints_dir), 256)
     assert set(parts) == {"audio2exp", "audio2pose", "face_3drecon"}
     for component, state in parts.items():
-        expected = {k[len(component) + 1:]: v["shape"] for k, v in tensors.items() if k.startswith(component + ".")}
+        expected = {k[len(component) + 1 :]: v["shape"] for k, v in tensors.items() if k.startswith(component + ".")}
         assert {k: list(v.shape) for k, v in state.items()} == expected
 
 
@@ -140,8 +150,9 @@ def test_loaded_renderer_is_in_eval_mode_without_gradients(renderer_256):
 
 
 def test_loaded_renderer_holds_the_files_tensors_unchanged(renderer_256, test_checkpoints_dir):
-    parts = loading.read_components(str(test_checkpoints_dir / "SadTalker_V0.0.2_256.safetensors"),
-                                    ("kp_extractor", "generator"))
+    parts = loading.read_components(
+        str(test_checkpoints_dir / "SadTalker_V0.0.2_256.safetensors"), ("kp_extractor", "generator")
+    )
     for component, module in (("kp_extractor", renderer_256.kp_extractor), ("generator", renderer_256.generator)):
         state = module.state_dict()
         assert set(state) == set(parts[component])

@@ -4,6 +4,7 @@ A standard-library HTTP server on 127.0.0.1 plays the remote side, with loopback
 any attempt to connect to an address other than 127.0.0.0/8 or ::1 fail the test before a packet is sent, so a
 bug in the address checks cannot reach another machine from here.
 """
+
 import datetime
 import ipaddress
 import json
@@ -366,18 +367,22 @@ def tls_files(tmp_path_factory):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "files.test")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("files.test")]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     folder = tmp_path_factory.mktemp("tls")
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return folder / "cert.pem", folder / "key.pem"
 
 
@@ -418,4 +423,3 @@ class TestHttps:
         answers["files.test"] = [["127.0.0.1"]]
         with pytest.raises(DownloadFailed, match="TLS"):
             fetch(f"https://files.test:{port}/file", DownloadLimits(max_bytes=10_000, allow_loopback=True))
-

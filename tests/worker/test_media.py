@@ -1,4 +1,5 @@
 """Images decode to upright RGB uint8 within the size limits; audio decodes with ffmpeg to 16 kHz mono float32."""
+
 import io
 import struct
 import subprocess
@@ -53,8 +54,19 @@ def ffmpeg_encode(tmp_path, name, args, seconds=2.0):
     """A 440 Hz tone of ``seconds`` encoded by ffmpeg with ``args`` into tmp_path/name; returns its bytes."""
     out = tmp_path / name
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-         "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000", *args, str(out)],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}:sample_rate=48000",
+            *args,
+            str(out),
+        ],
         check=True,
     )
     return out.read_bytes()
@@ -238,7 +250,10 @@ class TestAudio:
         assert list(tmp_path.iterdir()) == [tmp_path / "audio.input"]  # removed with the job's folder
         assert (tmp_path / "audio.input").read_bytes() == data
         assert (audio.source.path, audio.source.sample_rate, audio.source.channels) == (
-            str(tmp_path / "audio.input"), SAMPLE_RATE, 1)
+            str(tmp_path / "audio.input"),
+            SAMPLE_RATE,
+            1,
+        )
 
     def test_parse_float_wav_refuses_non_wav_output(self):
         with pytest.raises(UnsupportedMedia):

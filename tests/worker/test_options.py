@@ -1,4 +1,5 @@
 """parse_job_input turns raw job input into JobOptions, refusing every malformed field by name."""
+
 import base64
 import dataclasses
 
@@ -28,8 +29,18 @@ def refused(raw):
 class TestDefaultsAndValues:
     def test_minimal_input_gets_the_documented_defaults(self):
         options = parse_job_input(job())
-        assert (options.render.still_mode, options.render.enhancer, options.render.preprocess, options.render.size) == (False, "gfpgan", "crop", 256)
-        assert (options.render.expression_scale, options.render.pose_style, options.r2, options.seed) == (1.0, 0, None, None)
+        assert (options.render.still_mode, options.render.enhancer, options.render.preprocess, options.render.size) == (
+            False,
+            "gfpgan",
+            "crop",
+            256,
+        )
+        assert (options.render.expression_scale, options.render.pose_style, options.r2, options.seed) == (
+            1.0,
+            0,
+            None,
+            None,
+        )
 
     def test_base64_is_decoded_into_bytes(self):
         options = parse_job_input(job())
@@ -38,7 +49,7 @@ class TestDefaultsAndValues:
         assert options.image.url is None
 
     def test_data_uri_prefix_and_line_breaks_are_accepted(self):
-        wrapped = "\n".join(IMAGE[i:i + 8] for i in range(0, len(IMAGE), 8))
+        wrapped = "\n".join(IMAGE[i : i + 8] for i in range(0, len(IMAGE), 8))
         options = parse_job_input(job(image_base64="data:image/png;base64," + wrapped))
         assert options.image.data == b"\x89PNG fake image bytes"
 
@@ -48,13 +59,30 @@ class TestDefaultsAndValues:
         assert options.image.data is None
 
     def test_every_option_is_read(self):
-        options = parse_job_input(job(
-            still_mode=True, enhancer="none", preprocess="full", size=512, expression_scale=2,
-            pose_style=45, seed=0,
-        ))
+        options = parse_job_input(
+            job(
+                still_mode=True,
+                enhancer="none",
+                preprocess="full",
+                size=512,
+                expression_scale=2,
+                pose_style=45,
+                seed=0,
+            )
+        )
         assert options.render.still_mode is True
-        assert (options.render.enhancer, options.render.preprocess, options.render.size, options.render.pose_style, options.seed) == (
-            "none", "full", 512, 45, 0,
+        assert (
+            options.render.enhancer,
+            options.render.preprocess,
+            options.render.size,
+            options.render.pose_style,
+            options.seed,
+        ) == (
+            "none",
+            "full",
+            512,
+            45,
+            0,
         )
         assert options.render.expression_scale == 2.0 and isinstance(options.render.expression_scale, float)
 
@@ -127,8 +155,11 @@ class TestStrictTypes:
             ("seed", 2**32, "seed must be an integer from 0 to 4294967295"),
             ("seed", "42", "seed must be an integer from 0 to 4294967295"),
             ("seed", True, "seed must be an integer from 0 to 4294967295"),
-            ("input_yaw", 15,
-             "input_yaw must be a list of 1 to 16 numbers from -90 to 90 (degrees), got number 15, e.g. [15]"),
+            (
+                "input_yaw",
+                15,
+                "input_yaw must be a list of 1 to 16 numbers from -90 to 90 (degrees), got number 15, e.g. [15]",
+            ),
             ("input_pitch", [], "input_pitch must be a list of 1 to 16 numbers"),
             ("input_roll", [0] * 17, "input_roll must be a list of 1 to 16 numbers"),
             ("input_yaw", [0, 91], "item 1 is number 91"),
@@ -148,8 +179,9 @@ class TestStrictTypes:
         assert expected in refused(job(**{field: value}))
 
     def test_camera_pose_scale_and_blink_fields(self):
-        render = parse_job_input(job(input_yaw=[0, 15], input_pitch=[-90, 90.0, 0], input_roll=[5], pose_scale=0,
-                                     use_blink=False)).render
+        render = parse_job_input(
+            job(input_yaw=[0, 15], input_pitch=[-90, 90.0, 0], input_roll=[5], pose_scale=0, use_blink=False)
+        ).render
         assert render.input_yaw == (0.0, 15.0) and render.input_pitch == (-90.0, 90.0, 0.0)
         assert render.input_roll == (5.0,)
         assert render.pose_scale == 0.0 and render.use_blink is False
@@ -195,8 +227,12 @@ class TestUnknownFieldsAndShape:
 
 class TestR2:
     def test_complete_r2_object_is_read(self):
-        r2 = {"endpoint_url": "https://acc.r2.cloudflarestorage.com", "access_key_id": "AK",
-              "secret_access_key": "SK", "bucket_name": "b"}
+        r2 = {
+            "endpoint_url": "https://acc.r2.cloudflarestorage.com",
+            "access_key_id": "AK",
+            "secret_access_key": "SK",
+            "bucket_name": "b",
+        }
         options = parse_job_input(job(r2=r2))
         assert options.r2 == R2Credentials(**r2)
 

@@ -1,4 +1,5 @@
 """Settings are read from a mapping, with defaults, and refuse bad values by name."""
+
 import pytest
 
 from sadtalker.worker.settings import MB, Settings
@@ -51,8 +52,10 @@ def test_repr_hides_the_secret():
     assert "very-secret-value" not in repr(s)
 
 
-@pytest.mark.parametrize("setting, device, expected", [
-    ("auto", "cuda", "fp16"), ("auto", "cpu", "fp32"), ("bf16", "cpu", "bf16"), ("fp32", "cuda", "fp32")])
+@pytest.mark.parametrize(
+    "setting, device, expected",
+    [("auto", "cuda", "fp16"), ("auto", "cpu", "fp32"), ("bf16", "cpu", "bf16"), ("fp32", "cuda", "fp32")],
+)
 def test_enhancer_precision_auto_is_fp16_on_cuda_only(setting, device, expected):
     import torch
 

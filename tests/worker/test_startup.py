@@ -1,4 +1,5 @@
 """Start-up checks: weight files by size, ffmpeg, device, the refusal message and the RunPod fitness check."""
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,14 @@ class TestWeights:
         """Nothing is downloaded, baked or required that no loader reads (parsing_parsenet.pth was, until #14)."""
         from sadtalker.weights import loader
 
-        opened = {loader.sadtalker_file_name(256), loader.sadtalker_file_name(512), *loader.MAPPING_FILES.values(),
-                  loader.GFPGAN_FILE, loader.DETECTION_FILE, loader.ALIGNMENT_FILE}
+        opened = {
+            loader.sadtalker_file_name(256),
+            loader.sadtalker_file_name(512),
+            *loader.MAPPING_FILES.values(),
+            loader.GFPGAN_FILE,
+            loader.DETECTION_FILE,
+            loader.ALIGNMENT_FILE,
+        }
         assert {w.name for w in weights.WEIGHTS} == opened
 
     def test_empty_dir_lists_every_required_file_and_the_download_command(self, tmp_path) -> None:
@@ -81,8 +88,10 @@ class TestWeights:
             run_checks(settings_for(tmp_path))
         assert f"GFPGANv1.4.pth: 1000 bytes, expected {gfpgan.size_bytes}" in str(err.value)
         assert "1 weight file(s) missing or incomplete" in str(err.value)
-        assert str(err.value).endswith("not the official weights (generated test weights, for example): `make demo` "
-                                       "runs the worker on those, with CHECK_WEIGHT_SIZES=false")
+        assert str(err.value).endswith(
+            "not the official weights (generated test weights, for example): `make demo` "
+            "runs the worker on those, with CHECK_WEIGHT_SIZES=false"
+        )
 
     def test_size_check_off_accepts_other_sizes_but_still_needs_every_file(self, tmp_path) -> None:
         make_stand_ins(tmp_path, skip=("detection_Resnet50_Final.pth",))
@@ -263,8 +272,12 @@ R2_SECRET = "startup-secret-0123456789"
 
 
 def r2_env(endpoint: str, **overrides: str) -> dict:
-    env = {"R2_ENDPOINT_URL": endpoint, "R2_ACCESS_KEY_ID": "key-id", "R2_SECRET_ACCESS_KEY": R2_SECRET,
-           "R2_BUCKET_NAME": "videos"}
+    env = {
+        "R2_ENDPOINT_URL": endpoint,
+        "R2_ACCESS_KEY_ID": "key-id",
+        "R2_SECRET_ACCESS_KEY": R2_SECRET,
+        "R2_BUCKET_NAME": "videos",
+    }
     env.update(overrides)
     return env
 
@@ -308,7 +321,9 @@ class TestStorage:
         make_stand_ins(tmp_path)
         before = list(rp_fitness._fitness_checks)
         try:
-            check = startup.register_fitness_check(settings_for(tmp_path, **r2_env(f"http://127.0.0.1:{closed_port()}")))
+            check = startup.register_fitness_check(
+                settings_for(tmp_path, **r2_env(f"http://127.0.0.1:{closed_port()}"))
+            )
             with pytest.raises(RuntimeError, match="cannot reach the storage endpoint"):
                 check()
         finally:

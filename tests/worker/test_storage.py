@@ -4,6 +4,7 @@ A scripted stand-in for S3 on 127.0.0.1 records the requests boto3 sends and ans
 (status codes, or a stall), which shows the headers, the retries and the error mapping. It checks no signature:
 tests/e2e/test_storage_swift.py does that against a real server.
 """
+
 import base64
 import re
 import threading
@@ -114,7 +115,9 @@ class TestWhichStorage:
     def test_environment_alone_configures_storage(self):
         config = resolve_storage(None, Settings.from_env(ENV))
         assert (config.endpoint_url, config.access_key_id, config.bucket_name) == (
-            ENV["R2_ENDPOINT_URL"], "env-key", "env-bucket",
+            ENV["R2_ENDPOINT_URL"],
+            "env-key",
+            "env-bucket",
         )
         assert (config.key_prefix, config.presign_expires_s) == ("sadtalker/results/", 3600)
 
@@ -173,8 +176,11 @@ class TestClient:
         assert not [name for name in headers if name.startswith("x-amz-checksum") or "sdk-checksum" in name]
         assert delivery.key == "sadtalker/results/job-1.mp4"
         assert "/videos/sadtalker/results/job-1.mp4?" in delivery.url and "X-Amz-Expires=3600" in delivery.url
-        assert delivery.as_result() == {"video_url": delivery.url, "expires_at": delivery.expires_at,
-                                        "r2_key": "sadtalker/results/job-1.mp4"}
+        assert delivery.as_result() == {
+            "video_url": delivery.url,
+            "expires_at": delivery.expires_at,
+            "r2_key": "sadtalker/results/job-1.mp4",
+        }
         signed_at = datetime.strptime(re.search(r"X-Amz-Date=(\w+)", delivery.url).group(1), "%Y%m%dT%H%M%SZ")
         expires_at = datetime.strptime(delivery.expires_at, "%Y-%m-%dT%H:%M:%SZ")  # ISO 8601, UTC
         assert timedelta(0) <= signed_at + timedelta(seconds=3600) - expires_at <= timedelta(seconds=60)
@@ -220,8 +226,11 @@ class TestRetriesAndErrors:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         config = StorageConfig(
-            endpoint_url=f"http://127.0.0.1:{port}", access_key_id="a", secret_access_key="s",
-            bucket_name="b", max_attempts=1,
+            endpoint_url=f"http://127.0.0.1:{port}",
+            access_key_id="a",
+            secret_access_key="s",
+            bucket_name="b",
+            max_attempts=1,
         )
         with pytest.raises(UploadFailed, match="EndpointConnectionError talking to http://127.0.0.1"):
             upload_video(str(video_file), config, "job-7")
@@ -237,8 +246,10 @@ class TestDeadline:
         with pytest.raises(UploadFailed) as caught:
             upload_video(str(video_file), config, "job-deadline", clock=lambda: next(readings))
         assert len(fake_s3.requests) == 1
-        assert caught.value.message == ("upload to bucket 'videos' failed: S3 error ServiceUnavailable (HTTP 503); "
-                                        "gave up after 1 attempt(s) in 500.0 s (the limit is 120 s)")
+        assert caught.value.message == (
+            "upload to bucket 'videos' failed: S3 error ServiceUnavailable (HTTP 503); "
+            "gave up after 1 attempt(s) in 500.0 s (the limit is 120 s)"
+        )
 
     def test_within_the_total_time_the_attempts_are_botocores(self, fake_s3, video_file):
         fake_s3.plan[:] = [503, 503, 503]
@@ -263,15 +274,22 @@ class TestCheckDestination:
         assert put["path"].startswith("/videos/sadtalker/results/.write-check-") and put["body"] == b""
         assert delete["path"] == put["path"]
 
-    @pytest.mark.parametrize("status, code, meaning", [(403, "AccessDenied", "the key may not write to this bucket"),
-                                                       (404, "NoSuchBucket", "the bucket does not exist")])
+    @pytest.mark.parametrize(
+        "status, code, meaning",
+        [
+            (403, "AccessDenied", "the key may not write to this bucket"),
+            (404, "NoSuchBucket", "the bucket does not exist"),
+        ],
+    )
     def test_a_refused_put_names_the_s3_code_and_what_it_means(self, fake_s3, status, code, meaning):
         fake_s3.head_status = status
         fake_s3.plan[:] = [status]
         with pytest.raises(UploadFailed) as caught:
             check_destination(config_for(fake_s3))
-        assert caught.value.message == (f"bucket 'videos' does not take uploads: S3 error {code} (HTTP {status}) "
-                                        f"({meaning}); check the R2 credentials, bucket name and endpoint")
+        assert caught.value.message == (
+            f"bucket 'videos' does not take uploads: S3 error {code} (HTTP {status}) "
+            f"({meaning}); check the R2 credentials, bucket name and endpoint"
+        )
         assert "the-secret-value" not in caught.value.message
         assert [r["method"] for r in fake_s3.requests] == ["HEAD", "PUT"]
 
