@@ -321,6 +321,7 @@ class TimerTap:
             real_init(timer, *args, **kwargs)
             tap.timers.append(timer)
 
+        # The benchmark taps every StageTimer the job creates, to read its stage seconds at the first segment.
         jobtools.StageTimer.__init__ = init  # type: ignore[method-assign,assignment]
 
 

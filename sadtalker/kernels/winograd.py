@@ -65,6 +65,7 @@ def winograd_matrices(m: int) -> Tuple[Tensor, Tensor, Tensor]:
     """(A^T (m, n), G (n, 3), B^T (n, n)) in float64 for output tile m (2 or 4)."""
     if m not in _WINOGRAD:
         raise ValueError(f"Winograd output tile must be one of {sorted(_WINOGRAD)}, got {m}")
+    # mypy types tuple(generator) as tuple[Tensor, ...]; the table holds exactly the three matrices.
     return tuple(torch.tensor(rows, dtype=torch.float64) for rows in _WINOGRAD[m])  # type: ignore[return-value]
 
 

@@ -9,7 +9,7 @@ from sadtalker.core.jobtools import LRUCache, StageTimer, chunk_seed, image_key,
 def test_cache_returns_stored_value_without_recomputing():
     cache = LRUCache(2)
     calls = []
-    make = lambda: calls.append(1) or len(calls)  # noqa: E731
+    make = lambda: calls.append(1) or len(calls)  # noqa: E731 (a one-line factory that counts its calls)
     assert cache.get_or_create("a", make) == 1
     assert cache.get_or_create("a", make) == 1
     assert len(calls) == 1 and cache.hits == 1 and cache.misses == 1
