@@ -78,8 +78,9 @@ def astronaut_base64() -> str:
 
 
 def small_settings(checkpoints_dir: str, env: Mapping[str, str] | None = None) -> Settings:
-    """The settings the small bundle is loaded and its jobs run under: ``env`` over :data:`TEST_ENV`."""
-    return Settings.from_env({**TEST_ENV, "CHECKPOINTS_DIR": checkpoints_dir, **(env or {})})
+    """The settings the small bundle is loaded and its jobs run under: ``env`` over :data:`TEST_ENV`, and
+    ``checkpoints_dir`` over both (an environment's ``CHECKPOINTS_DIR``, as make exports it, must not win)."""
+    return Settings.from_env({**TEST_ENV, **(env or {}), "CHECKPOINTS_DIR": checkpoints_dir})
 
 
 def small_renderer(device: str | torch.device = "cpu", paths: RendererPaths = DEFAULT_RENDERER_PATHS) -> RendererModels:
