@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import subprocess
-import sys
 import wave
 
 import numpy as np
@@ -15,8 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import REPO_ROOT
-from tests.support.workerproc import free_port, wait_for_port
+from tests.support.workerproc import serving_worker
 
 pytestmark = pytest.mark.slow  # a worker process under the SDK: `make test-fast` leaves it out
 
@@ -41,32 +37,9 @@ def png_b64() -> str:
 def worker(tmp_path_factory):
     """``python -m tests.support.workerproc --rp_serve_api``: the real handler and SDK, a pipeline double.
     Yields (url, log)."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("sdk") / "worker.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.support.workerproc",
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                str(port),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(process, port, log_path, limit_s=60)
-            yield f"http://127.0.0.1:{port}", log_path
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with serving_worker({}, log_path, limit_s=60) as url:
+        yield url, log_path
 
 
 def test_a_successful_job_leaves_neither_the_video_nor_its_address_in_the_log(worker):

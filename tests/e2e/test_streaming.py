@@ -7,8 +7,6 @@ import asyncio
 import base64
 import dataclasses
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,10 +17,9 @@ import requests
 from sadtalker import pipeline
 from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.output.video import VideoWriter
-from tests.support import REPO_ROOT
 from tests.support.mediacheck import FRAME_S, assert_browser_mp4, decode_rgb, ffprobe
 from tests.support.smallbundle import astronaut, astronaut_base64, speech_like, wav_base64
-from tests.support.workerproc import free_port, wait_for_port
+from tests.support.workerproc import serving_worker
 
 SECONDS = 2.3  # 57 frames: segments of 25, 25 and 7
 pytestmark = pytest.mark.slow  # whole streamed jobs and a worker process: `make test-fast` leaves them out
@@ -107,40 +104,15 @@ def render_gate(tmp_path_factory):
 @pytest.fixture(scope="module")
 def streaming_worker(test_checkpoints_dir, tmp_path_factory, render_gate):
     """The real handler and SDK (`--rp_serve_api`) with STREAM_SEGMENT_SECONDS=1, the small bundle."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("streaming") / "worker.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
-    env.update(
-        {
-            "SMALL_MODELS": str(test_checkpoints_dir),
-            "STREAM_SEGMENT_SECONDS": "1",
-            "DEVICE": "cpu",
-            "RENDER_GATE_DIR": str(render_gate),
-        }
-    )
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.support.workerproc",
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                str(port),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(process, port, log_path, limit_s=120)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    env = {
+        "SMALL_MODELS": str(test_checkpoints_dir),
+        "STREAM_SEGMENT_SECONDS": "1",
+        "DEVICE": "cpu",
+        "RENDER_GATE_DIR": str(render_gate),
+    }
+    with serving_worker(env, log_path, limit_s=120) as url:
+        yield url
 
 
 def test_stream_delivers_playable_segments_then_the_whole_video(streaming_worker, tmp_path):

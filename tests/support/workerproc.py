@@ -10,6 +10,7 @@ tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +18,9 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Dict, Iterator
+
+from tests.support import REPO_ROOT
 
 
 def write_test_video(path) -> None:
@@ -79,6 +83,30 @@ def wait_for_port(worker: subprocess.Popen, port: int, log_path: Path, limit_s: 
                 return
         time.sleep(0.5)
     raise AssertionError(f"the worker did not listen within {limit_s} s: {log_path.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serving_worker(env: Dict[str, str], log_path: Path, limit_s: float) -> Iterator[str]:
+    """``python -m tests.support.workerproc --rp_serve_api`` on a free loopback port with ``env`` (the ``RUNPOD_*``
+    and ``R2_*`` variables of this process left out), its output in ``log_path``; yields its base URL and stops
+    it after."""
+    port = free_port()
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("RUNPOD_", "R2_"))}
+    argv = [sys.executable, "-m", "tests.support.workerproc", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [*argv, "--rp_api_port", str(port)],
+            cwd=REPO_ROOT,
+            env={**base, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(process, port, log_path, limit_s=limit_s)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def install_render_gate(gate_dir: Path) -> None:
