@@ -61,31 +61,12 @@ AUDIO = b64(wav(1.0))
 
 
 def silent_video_bytes(seconds):
-    """A real 64x64 25 fps H.264 MP4 without sound."""
+    """A real 64x64 25 fps H.264 MP4 without sound (:func:`write_test_video`), as bytes."""
     import tempfile
-
-    from sadtalker.output.ffmpeg import ffmpeg_exe
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "v.mp4"
-        subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x64:rate=25",
-                "-t",
-                str(seconds),
-                "-pix_fmt",
-                "yuv420p",
-                str(path),
-            ],
-            check=True,
-        )
+        write_test_video(path, seconds)
         return path.read_bytes()
 
 

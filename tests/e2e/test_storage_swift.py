@@ -189,10 +189,18 @@ def test_a_missing_bucket_is_upload_failed_with_its_code(swift, video_file):
         upload_video(str(video_file), swift.config("no-such-bucket"), "job-missing-bucket")
 
 
-def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, monkeypatch, tmp_path_factory):
+@pytest.fixture
+def job_handler(monkeypatch):
+    """handler.handler with the pipeline double (a real 1 s MP4, no model); records whether it ran."""
     import handler
 
-    monkeypatch.setitem(sys.modules, "sadtalker.pipeline", types.SimpleNamespace(animate=fake_animate))
+    renders = []
+
+    def animate(*args, **kwargs):
+        renders.append(time.monotonic())
+        return fake_animate(*args, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "sadtalker.pipeline", types.SimpleNamespace(animate=animate))
     monkeypatch.setattr(handler, "_BUNDLE", object())
     monkeypatch.setattr(handler, "_send_progress", lambda job, payload: None)
     monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")  # the job's endpoint is this loopback Swift
@@ -200,21 +208,26 @@ def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, monkeypatch,
         monkeypatch.delenv(name, raising=False)
     image = REPO_ROOT / "assets" / "astronaut.jpg"
     audio = REPO_ROOT / "assets" / "speech.wav"
-    result = handler.handler(
-        {
-            "id": "swift-job",
-            "input": {
-                "image_base64": base64.b64encode(image.read_bytes()).decode(),
-                "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
-                "r2": {
-                    "endpoint_url": swift.endpoint_url,
-                    "access_key_id": swift.access_key_id,
-                    "secret_access_key": swift.secret_access_key,
-                    "bucket_name": bucket,
-                },
-            },
-        }
-    )
+    media = {
+        "image_base64": base64.b64encode(image.read_bytes()).decode(),
+        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
+    }
+
+    def run(job_id, r2):
+        return handler.handler({"id": job_id, "input": {**media, "r2": r2}})
+
+    run.renders = renders
+    return run
+
+
+def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, job_handler):
+    r2 = {
+        "endpoint_url": swift.endpoint_url,
+        "access_key_id": swift.access_key_id,
+        "secret_access_key": swift.secret_access_key,
+        "bucket_name": bucket,
+    }
+    result = job_handler("swift-job", r2)
     assert result["success"] is True, result
     assert result["r2_key"] == "sadtalker/results/swift-job.mp4" and "video_base64" not in result
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result["expires_at"])  # ISO 8601, UTC
@@ -223,7 +236,7 @@ def test_handler_uploads_to_storage_given_in_the_job(swift, bucket, monkeypatch,
     assert swift.secret_access_key not in repr(result)
 
 
-# --- The destination checked first (issue 22): the check, start-up, the job, and an upload failing after the check.
+# --- The destination checked first: the check, start-up, the job, and an upload failing after the check.
 
 WRONG_SECRET = "not-the-swift-secret-42"
 
@@ -321,37 +334,6 @@ def test_the_worker_process_refuses_to_start_with_a_wrong_key(swift, bucket, tmp
     assert run.returncode == 1
     assert "S3 error SignatureDoesNotMatch (HTTP 403) (wrong secret access key" in run.stderr
     assert WRONG_SECRET not in run.stderr + run.stdout
-
-
-@pytest.fixture
-def job_handler(monkeypatch):
-    """handler.handler with the pipeline double (a real 1 s MP4, no model); records whether it ran."""
-    import handler
-
-    renders = []
-
-    def animate(*args, **kwargs):
-        renders.append(time.monotonic())
-        return fake_animate(*args, **kwargs)
-
-    monkeypatch.setitem(sys.modules, "sadtalker.pipeline", types.SimpleNamespace(animate=animate))
-    monkeypatch.setattr(handler, "_BUNDLE", object())
-    monkeypatch.setattr(handler, "_send_progress", lambda job, payload: None)
-    monkeypatch.setenv("ALLOW_LOOPBACK_URLS", "true")  # the job's endpoint is this loopback Swift
-    for name in ("R2_ENDPOINT_URL", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    image = REPO_ROOT / "assets" / "astronaut.jpg"
-    audio = REPO_ROOT / "assets" / "speech.wav"
-    media = {
-        "image_base64": base64.b64encode(image.read_bytes()).decode(),
-        "audio_base64": base64.b64encode(audio.read_bytes()).decode(),
-    }
-
-    def run(job_id, r2):
-        return handler.handler({"id": job_id, "input": {**media, "r2": r2}})
-
-    run.renders = renders
-    return run
 
 
 def test_a_callers_wrong_key_fails_in_seconds_before_any_model_work(swift, bucket, job_handler):

@@ -23,8 +23,8 @@ from typing import Dict, Iterator
 from tests.support import REPO_ROOT
 
 
-def write_test_video(path) -> None:
-    """A real 1 s, 64x64, 25 fps H.264 MP4."""
+def write_test_video(path, seconds: float = 1.0) -> None:
+    """A real 64x64, 25 fps H.264 MP4 without sound, ``seconds`` long."""
     from sadtalker.output.ffmpeg import ffmpeg_exe
 
     subprocess.run(
@@ -38,7 +38,7 @@ def write_test_video(path) -> None:
             "-i",
             "testsrc=size=64x64:rate=25",
             "-t",
-            "1",
+            str(seconds),
             "-pix_fmt",
             "yuv420p",
             str(path),
