@@ -33,7 +33,7 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Dict, Mapping, Optional
 
 from sadtalker.core.contract import Animation, AnimationHooks, AnimationRequest, Segment
-from sadtalker.core.errors import InternalError, InvalidInput, UploadFailed, WorkerError
+from sadtalker.core.errors import InternalError, UploadFailed, WorkerError, size_not_available
 from sadtalker.core.jobtools import StageTimer
 from sadtalker.worker.download import limits_from_settings
 from sadtalker.worker.media import decode_image, decode_video, job_audio, source_bytes
@@ -272,9 +272,7 @@ def _check_size(size: int, settings: Settings) -> None:
     sizes = servable_sizes(settings)
     if size not in sizes:
         logger.warning("a size-%d job was refused: %s", size, missing_size_hint(settings, size))
-        raise InvalidInput(
-            f"size {size} is not available on this worker; it renders size {' or '.join(str(s) for s in sizes)}"
-        )
+        raise size_not_available(size, sizes)
 
 
 def _loaded_bundle() -> Any:

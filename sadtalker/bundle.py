@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 import torch
 
 from sadtalker.core.constants import is_full
-from sadtalker.core.errors import InvalidInput
+from sadtalker.core.errors import size_not_available
 from sadtalker.core.jobtools import LRUCache
 from sadtalker.enhance.stage import DEFAULT_BATCH, FaceEnhancer
 from sadtalker.face.finders import FaceFinder
@@ -81,8 +81,7 @@ class ModelBundle:
         with self._lock:
             if size not in self.sizes:
                 if self.load_size is None:
-                    offered = " or ".join(str(s) for s in sorted(self.sizes))
-                    raise InvalidInput(f"size {size} is not available on this worker; it renders size {offered}")
+                    raise size_not_available(size, self.sizes)
                 self.sizes[size] = self.load_size(size)
             return self.sizes[size]
 

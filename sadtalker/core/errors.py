@@ -4,6 +4,8 @@ Everything a job can fail with is a :class:`WorkerError`; ``handler._error`` tur
 response dict. Messages say what went wrong and what to do, and never contain secrets.
 """
 
+from typing import Iterable
+
 
 class WorkerError(Exception):
     """Base class. ``error_type`` is the stable code returned to the caller."""
@@ -17,6 +19,12 @@ class WorkerError(Exception):
 
 class InvalidInput(WorkerError):
     error_type = "invalid_input"
+
+
+def size_not_available(size: int, sizes: Iterable[int]) -> InvalidInput:
+    """The caller's error for a render size this worker lacks: the sizes it has, no path, no operator hint."""
+    offered = " or ".join(str(s) for s in sorted(sizes))
+    return InvalidInput(f"size {size} is not available on this worker; it renders size {offered}")
 
 
 class DownloadFailed(WorkerError):
