@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sadtalker.core.constants import FPS
+from sadtalker.core.constants import MODEL_FPS
 from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.output.video import aac_layout, ffmpeg_argv
 
@@ -68,7 +68,7 @@ def encoded_bitrate(folder: Path, rate: int, channels: int) -> str:
         check=True,
     )
     seconds = float(probe(source, "stream=duration", "a"))
-    frames = int(seconds * FPS)
+    frames = int(seconds * MODEL_FPS)
     video = folder / f"out_{rate}_{channels}.mp4"
     argv = ffmpeg_argv(ffmpeg_exe(), str(video), SIDE, SIDE, frames, str(source), "libx264", aac_layout(rate, channels))
     subprocess.run(argv, input=bytes(SIDE * SIDE * 3 * frames), check=True)

@@ -13,7 +13,8 @@ none of each other.
 - ``render/``   the face renderer's networks, one module each, camera keyframes, and the render stage
 - ``motion/``   mel features, ExpNet, PoseVAE, the coefficient stage, chunking and seams
 - ``face/``     face finders, crop, 3DMM alignment, ReconNet, and the preprocess stage (photo and reference video)
-- ``core/``     constants, errors, the typed stage contract, precision regions, job bookkeeping
+- ``core/``     constants, errors, the typed stage contract, precision regions, job bookkeeping, the output
+                 frames' instants on the 25 fps coefficients (timeline)
 
 ``handler.py`` (outside the package) is RunPod's entry point. Importing this package is cheap: no torch, no model.
 """

@@ -10,7 +10,10 @@
    mel windows; ``pose_scale`` scales the generated pose around the source's (docs/controls.md);
 3. **render** (:mod:`sadtalker.render`): semantic windows over the whole, continuous coefficient sequence (so no
    window is clamped at a seam), then the face renderer in batches, every frame from the same source image; camera
-   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`). The windows are built batch by batch
+   keyframes replace the predicted angles (:mod:`sadtalker.render.camera`). At another ``fps`` than the models'
+   25, each output frame's window is read at its own instant between the 25 fps rows (:mod:`sadtalker.core.timeline`),
+   so the coefficients, and everything made from them, are resampled in time, not frames repeated or dropped.
+   The windows are built batch by batch
    (:class:`TargetWindows`): a batch pulls stage 2's coefficients in pieces until the rows it needs exist, so the
    first frames (the first streamed segment) do not wait for the whole audio's coefficients (docs/streaming.md);
 4. **enhance** (:mod:`sadtalker.enhance`) and, in ``full`` mode, **paste** back into the photo
@@ -39,10 +42,11 @@ import cv2
 import numpy as np
 
 from sadtalker.bundle import ModelBundle, SizeModels
-from sadtalker.core.constants import EXPRESSION_COLUMNS, FPS, MOTION_COEFFS, POSE_COLUMNS, is_full, num_frames
+from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, POSE_COLUMNS, is_full, num_frames
 from sadtalker.core.contract import NO_HOOKS, Animation, AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.core.errors import InvalidInput, NoFaceDetected
 from sadtalker.core.jobtools import StageTimer, image_key, resolve_seed
+from sadtalker.core.timeline import Timeline
 from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.face.stage import Preprocessed, VideoCoefficients, preprocess_image, preprocess_video
 from sadtalker.motion.chunking import Chunk, plan_chunks
@@ -53,7 +57,14 @@ from sadtalker.output.segments import Segmenter
 from sadtalker.output.size import FrameSize, crop_frame_size, photo_frame_size
 from sadtalker.output.video import VideoWriter
 from sadtalker.render.camera import camera_sequence
-from sadtalker.render.stage import SEMANTIC_RADIUS, render, source_semantics, target_coefficients, window_range
+from sadtalker.render.stage import (
+    SEMANTIC_RADIUS,
+    render,
+    resample_rows,
+    resampled_windows,
+    source_semantics,
+    target_coefficients,
+)
 from sadtalker.weights.loader import ALIGNMENT_FILE, DETECTION_FILE
 from sadtalker.worker.settings import Settings
 
@@ -76,9 +87,11 @@ def animate(
     """Run one animation with ``bundle``'s models under the worker's ``settings``; the MP4 is written into
     ``workdir`` as ``<request.name>.mp4``. ``hooks``: progress, the stop flag and streamed segments."""
     options = request.options
-    frames_total = num_frames(len(request.wav16k))
-    if frames_total < 1:
-        raise InvalidInput("the audio is shorter than one video frame (40 ms)")
+    timeline = Timeline.of_audio(len(request.wav16k), options.fps)
+    if timeline.model_frames < 1 or timeline.frames < 1:
+        raise InvalidInput(
+            f"the audio is shorter than one video frame at {timeline.fps} fps (and than 40 ms, one coefficient frame)"
+        )
     hooks = dataclasses.replace(hooks, progress=_never_falling(hooks.progress))
     models = bundle.for_size(options.size)
     enhancer_for(bundle, options.enhancer)  # refuses before any model work
@@ -87,7 +100,16 @@ def animate(
     chunks = plan_chunks(request.wav16k, settings.chunk_seconds)
     batch = settings.render_batch_for(bundle.device.type)
     sources, targets = coefficients(
-        models, request, pre, reference, chunks, seed, timer, hooks, max(batch, first_segment_frames(hooks))
+        models,
+        request,
+        pre,
+        reference,
+        chunks,
+        seed,
+        timer,
+        hooks,
+        timeline,
+        max(batch, first_segment_frames(hooks, timeline.fps)),
     )
     post = _FramePost(bundle, settings, options, pre, request.image_rgb)
     batches = render(
@@ -98,13 +120,15 @@ def animate(
         targets,
         batch,
         precision=settings.render_dtype,
-        camera=camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, frames_total),
+        camera=camera_for(options, timeline),
     )
-    writer, segments = open_writers(request, workdir, post.size, frames_total, hooks)
+    writer, segments = open_writers(request, workdir, post.size, timeline, hooks)
     try:
         with writer:
             outputs: List[Union[VideoWriter, Segmenter]] = [writer] + ([segments] if segments else [])
-            render_loop(_timed(batches, timer, "render", inside="audio2coeff"), post, outputs, chunks, timer, hooks)
+            render_loop(
+                _timed(batches, timer, "render", inside="audio2coeff"), post, outputs, chunks, timeline, timer, hooks
+            )
             hooks.progress("encode", len(chunks), len(chunks), _PERCENT_RENDERED)
             with timer.stage("encode"):
                 video = writer.close()
@@ -118,7 +142,7 @@ def animate(
         fps=video.fps,
         frames=video.frames,
         chunks=len(chunks),
-        duration_seconds=round(frames_total / FPS, 3),
+        duration_seconds=round(timeline.seconds(video.frames), 3),
         seed=seed,
         timings=timer.rounded(),
         warnings=post.warnings + _reference_warnings(reference, request) + _weights_warnings(bundle, settings),
@@ -168,43 +192,51 @@ def coefficients(
     seed: int,
     timer: StageTimer,
     hooks: AnimationHooks,
+    timeline: Timeline,
     head_frames: int = 0,
 ) -> Tuple[np.ndarray, "TargetWindows"]:
-    """Stage 2: the renderer's inputs, source semantics (C, 27) and every frame's target windows (T, C, 27),
-    computed as the renderer reads them; the first ``head_frames`` frames' windows come before the rest of the first
-    chunk (:func:`~sadtalker.motion.stage.coefficient_pieces`)."""
+    """Stage 2: the renderer's inputs, source semantics (C, 27) and every output frame's target windows
+    (frames, C, 27), computed as the renderer reads them; the first ``head_frames`` output frames' windows come
+    before the rest of the first chunk (:func:`~sadtalker.motion.stage.coefficient_pieces`)."""
     options = request.options
     hooks.progress("audio2coeff", 0, len(chunks), _PERCENT_PREPROCESS)
     with timer.stage("audio2coeff"):
-        pieces = _motion_pieces(models, request, pre, reference, chunks, seed, hooks, head_frames + SEMANTIC_RADIUS)
+        head_rows = timeline.rows_for(head_frames, SEMANTIC_RADIUS)
+        pieces = _motion_pieces(models, request, pre, reference, chunks, seed, hooks, head_rows)
         sources = source_semantics(pre.coeff_3dmm, options.preprocess)
-    return sources, TargetWindows(pieces, num_frames(len(request.wav16k)), pre.coeff_3dmm, options, timer)
+    return sources, TargetWindows(pieces, timeline, pre.coeff_3dmm, options, timer)
 
 
 class TargetWindows:
-    """The renderer's (T, C, 27) target windows as a sequence read in slices: a slice pulls coefficient pieces
-    until the rows its windows need (13 past its last frame, clamped at the end) exist; time spent there counts
-    as ``audio2coeff``."""
+    """The renderer's target windows, (frames, C, 27) at the output rate, as a sequence read in slices: a slice
+    pulls coefficient pieces (25 fps rows) until the rows its windows need (13 past its last frame's instant,
+    clamped at the end) exist; time spent there counts as ``audio2coeff``."""
 
     def __init__(
         self,
         pieces: Iterator[np.ndarray],
-        total: int,
+        timeline: Timeline,
         source_coeff: np.ndarray,
         options: RenderOptions,
         timer: StageTimer,
     ) -> None:
-        self.pieces, self.total, self.source, self.options, self.timer = pieces, total, source_coeff, options, timer
+        self.pieces, self.timeline, self.source, self.options, self.timer = (
+            pieces,
+            timeline,
+            source_coeff,
+            options,
+            timer,
+        )
         self.parts: List[np.ndarray] = []  # driving coefficients (K, C) so far, piece by piece
         self.known = 0
 
     def __len__(self) -> int:
-        return self.total
+        return self.timeline.frames
 
     def __getitem__(self, frames: slice) -> np.ndarray:
-        start, stop, _ = frames.indices(self.total)
-        self.fill(min(stop + SEMANTIC_RADIUS, self.total))
-        return window_range(self.coefficients(), self.total, start, stop)
+        start, stop, _ = frames.indices(self.timeline.frames)
+        self.fill(self.timeline.rows_for(stop, SEMANTIC_RADIUS))
+        return resampled_windows(self.coefficients(), self.timeline, start, stop)
 
     def fill(self, rows: int) -> None:
         """Pull pieces until ``rows`` rows exist."""
@@ -288,38 +320,49 @@ def _controlled(
 
 
 def open_writers(
-    request: AnimationRequest, workdir: str, size: Tuple[int, int], frames_total: int, hooks: AnimationHooks
+    request: AnimationRequest, workdir: str, size: Tuple[int, int], timeline: Timeline, hooks: AnimationHooks
 ) -> Tuple[VideoWriter, Optional[Segmenter]]:
     """Stage 5's writers: the MP4's, and when the hooks stream, the segmenter that encodes the same frames into
     standalone segments (:mod:`sadtalker.output.segments`)."""
     width, height = size
     path = os.path.join(workdir, f"{request.name}.mp4")
     audio = request.wav16k if request.source_audio is None else request.source_audio
-    writer = VideoWriter(path, width, height, audio, n_frames=frames_total, queue_batches=_ENCODER_QUEUE)
+    fps = timeline.fps
+    writer = VideoWriter(path, width, height, audio, n_frames=timeline.frames, queue_batches=_ENCODER_QUEUE, fps=fps)
     if hooks.on_segment is None or hooks.segment_seconds <= 0:
         return writer, None
-    segment_frames = max(1, round(hooks.segment_seconds * FPS))
     segments = Segmenter(
         workdir,
         request.name,
         width,
         height,
         audio,
-        frames_total,
-        segment_frames,
+        timeline.frames,
+        max(1, round(hooks.segment_seconds * fps)),
         hooks.on_segment,
-        first_frames=first_segment_frames(hooks),
+        first_frames=first_segment_frames(hooks, fps),
+        fps=fps,
     )
     return writer, segments
 
 
-def first_segment_frames(hooks: AnimationHooks) -> int:
-    """Frames of the first streamed segment (``first_segment_seconds``, 0: as long as the others); 0 when the hooks
-    do not stream."""
+def first_segment_frames(hooks: AnimationHooks, fps: int) -> int:
+    """Frames at ``fps`` of the first streamed segment (``first_segment_seconds``, 0: as long as the others); 0 when
+    the hooks do not stream."""
     if not hooks.streaming:
         return 0
     seconds = hooks.first_segment_seconds if hooks.first_segment_seconds > 0 else hooks.segment_seconds
-    return max(1, round(seconds * FPS))
+    return max(1, round(seconds * fps))
+
+
+def camera_for(options: RenderOptions, timeline: Timeline) -> Optional[np.ndarray]:
+    """The camera keyframes spread over the 25 fps rows as the reference spreads them, then read at each output
+    frame's instant: (frames, 3) degrees, or None without keyframes."""
+    camera = camera_sequence(options.input_yaw, options.input_pitch, options.input_roll, timeline.model_frames)
+    if camera is None or timeline.native:
+        return camera
+    row, fraction = timeline.positions(0, timeline.frames)
+    return resample_rows(camera, timeline.model_frames, row, fraction)
 
 
 def _reference_warnings(reference: Optional[VideoCoefficients], request: AnimationRequest) -> Tuple[str, ...]:
@@ -467,13 +510,16 @@ def render_loop(
     post: _FramePost,
     writers: List[Union[VideoWriter, Segmenter]],
     chunks: List[Chunk],
+    timeline: Timeline,
     timer: StageTimer,
     hooks: AnimationHooks,
 ) -> None:
     """Stages 3 to 5: post-process every rendered batch and hand the same frames to each writer (the video, the
-    segments), reporting progress as frames cross chunk boundaries; the stop flag is checked before each batch."""
+    segments), reporting progress as frames cross chunk boundaries (chunks end on 25 fps rows, counted here in
+    output frames); the stop flag is checked before each batch."""
     done, chunk_index = 0, 0
-    total = chunks[-1].end_frame
+    total = timeline.frames
+    chunk_ends = [timeline.first_frame_at(chunk.end_frame) for chunk in chunks]
     for frames in batches:
         hooks.check()
         frames = post(frames, timer)
@@ -481,7 +527,7 @@ def render_loop(
             for writer in writers:
                 writer.write(frames)
         done += len(frames)
-        while chunk_index < len(chunks) - 1 and done >= chunks[chunk_index].end_frame:
+        while chunk_index < len(chunks) - 1 and done >= chunk_ends[chunk_index]:
             chunk_index += 1
         percent = _PERCENT_COEFFS + (_PERCENT_RENDERED - _PERCENT_COEFFS) * done / total
         hooks.progress("render", chunk_index + 1, len(chunks), percent)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 
-from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, num_frames
 from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
 from sadtalker.face.stage import preprocess_image
 from sadtalker.motion.chunking import plan_chunks
@@ -84,15 +84,15 @@ class TestChunking:
         wav, result, _ = long_run
         chunks = plan_chunks(wav, CHUNK_S)
         assert result.chunks == len(chunks) == 3
-        cuts_s = [c.start_frame / FPS for c in chunks[1:]]
+        cuts_s = [c.start_frame / MODEL_FPS for c in chunks[1:]]
         for cut, gap in zip(cuts_s, GAPS_S, strict=True):
             assert gap <= cut <= gap + 0.3, (cuts_s, GAPS_S)
-        assert all(c.n_frames <= CHUNK_S * FPS for c in chunks)
+        assert all(c.n_frames <= CHUNK_S * MODEL_FPS for c in chunks)
 
     def test_one_continuous_video_as_long_as_the_audio(self, long_run):
         wav, result, _ = long_run
         frames = num_frames(len(wav))
-        assert result.frames == frames and result.duration_seconds == pytest.approx(frames / FPS)
+        assert result.frames == frames and result.duration_seconds == pytest.approx(frames / MODEL_FPS)
         assert_browser_mp4(result.path, len(wav) / SAMPLE_RATE)
         times = video_packet_times(result.path)
         assert len(times) == frames

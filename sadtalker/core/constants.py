@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-FPS = 25  # video frame rate: the renderer makes 25 frames per second of audio
+MODEL_FPS = 25  # the models' native rate: coefficients are made 25 per second of audio, whatever the video's fps
 SAMPLE_RATE = 16000  # rate of the decoded mono audio the motion networks read
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms = one video frame
+SAMPLES_PER_FRAME = SAMPLE_RATE // MODEL_FPS  # 640 samples = 40 ms = one coefficient frame
+FPS_RANGE = (20, 60)  # the request's fps: output frames per second, resampled from the 25 fps coefficients
 
 PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")  # ext*: the wider border crop
 SIZES = (256, 512)  # render resolutions, one SadTalker weight file each
@@ -39,5 +40,10 @@ def is_full(preprocess: str) -> bool:
 
 
 def num_frames(n_samples: int) -> int:
-    """Video frames for ``n_samples`` of 16 kHz audio: floor(n / 640), the reference's T."""
+    """Coefficient frames (25 fps) for ``n_samples`` of 16 kHz audio: floor(n / 640), the reference's T."""
     return n_samples // SAMPLES_PER_FRAME
+
+
+def output_frames(n_samples: int, fps: int) -> int:
+    """Video frames at ``fps`` for ``n_samples`` of 16 kHz audio: floor(n * fps / 16000), the reference's T at 25."""
+    return n_samples * fps // SAMPLE_RATE

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from sadtalker.core.constants import MODEL_FPS
 from sadtalker.core.errors import JobCancelled
 
 
@@ -51,6 +52,9 @@ class RenderOptions:
     # full / extfull: how the face goes back into the photo, "seamless" (the reference's Poisson paste) or
     # "feather" (an alpha blend keeping the render's colours). Refused with the other preprocess modes.
     paste: str = "seamless"
+    # Output frames per second, 20 to 60. The models make 25 per second; other rates read the motion at each
+    # frame's own instant (sadtalker.core.timeline).
+    fps: int = MODEL_FPS
 
     @property
     def output_scale(self) -> int:
@@ -82,7 +86,8 @@ class AnimationRequest:
     name: str = "video"
     # The recording to put in the video; None muxes ``wav16k`` (16 kHz mono).
     source_audio: Optional[SourceAudio] = None
-    # The reference video's frames at 25 fps, (N, H, W, 3) uint8 RGB, when ``options.ref_info`` is set.
+    # The reference video's frames at 25 fps (the models' rate, whatever the output's), (N, H, W, 3) uint8 RGB,
+    # when ``options.ref_info`` is set.
     ref_frames: Optional[np.ndarray] = field(default=None, repr=False)
 
 

@@ -22,7 +22,7 @@ from typing import List
 
 import numpy as np
 
-from sadtalker.core.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames
 
 QUIET_WINDOW = SAMPLE_RATE // 50  # 320 samples = the 20 ms window whose RMS scores a cut
 SEARCH_SECONDS = 5.0  # a cut is searched within this many seconds before the chunk limit
@@ -85,8 +85,8 @@ def plan_chunks(wav16k: np.ndarray, chunk_seconds: float = 45.0, search_seconds:
     if wav.ndim != 1:
         raise ValueError(f"expected mono audio (n,), got shape {wav.shape}")
     total = num_frames(len(wav))
-    max_frames = max(1, int(chunk_seconds * FPS))
-    search_frames = int(search_seconds * FPS)
+    max_frames = max(1, int(chunk_seconds * MODEL_FPS))
+    search_frames = int(search_seconds * MODEL_FPS)
     chunks: List[Chunk] = []
     start = 0
     while total - start > max_frames:

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from sadtalker.core.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames  # noqa: F401 (re-exported)
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames  # noqa: F401 (re-exported)
 
 # Wav2Lip hyper-parameters used by SadTalker.
 N_FFT = 800
@@ -81,7 +81,7 @@ def melspectrogram(wav16k: np.ndarray) -> np.ndarray:
 
 def window_start(frame: int) -> int:
     """First mel frame of video frame ``frame``'s window, truncated toward zero (-6, -3, 0, 3, ...)."""
-    return int(MEL_FRAMES_PER_SECOND * ((frame - WINDOW_LEAD_FRAMES) / float(FPS)))
+    return int(MEL_FRAMES_PER_SECOND * ((frame - WINDOW_LEAD_FRAMES) / float(MODEL_FPS)))
 
 
 def mel_windows(mel: np.ndarray, frames: int) -> np.ndarray:

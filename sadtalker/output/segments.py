@@ -14,7 +14,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from sadtalker.core.constants import FPS
+from sadtalker.core.constants import MODEL_FPS
 from sadtalker.core.contract import Segment, SourceAudio
 from sadtalker.output.video import VideoWriter
 
@@ -33,6 +33,7 @@ class Segmenter:
         segment_frames: int,
         on_segment: Callable[[Segment], None],
         first_frames: int = 0,
+        fps: int = MODEL_FPS,
     ) -> None:
         if segment_frames < 1 or first_frames < 0:
             raise ValueError(f"segment_frames must be >= 1 and first_frames >= 0, got {segment_frames}, {first_frames}")
@@ -40,7 +41,7 @@ class Segmenter:
         self.workdir, self.name = workdir, name
         self.size = (width, height)
         self.audio = audio
-        self.total, self.segment_frames = total_frames, segment_frames
+        self.total, self.segment_frames, self.fps = total_frames, segment_frames, fps
         self.on_segment = on_segment
         self.index = 0
         self.start = 0  # first frame of the open segment
@@ -64,7 +65,7 @@ class Segmenter:
     def _open(self) -> VideoWriter:
         frames = min(self.first_frames if self.index == 0 else self.segment_frames, self.total - self.start)
         path = os.path.join(self.workdir, f"{self.name}.segment-{self.index:03d}.mp4")
-        self.writer = VideoWriter(path, *self.size, self.audio, n_frames=frames, start_frame=self.start)
+        self.writer = VideoWriter(path, *self.size, self.audio, n_frames=frames, start_frame=self.start, fps=self.fps)
         return self.writer
 
     def _close(self) -> None:
@@ -76,8 +77,8 @@ class Segmenter:
             path=video.path,
             start_frame=self.start,
             frames=video.frames,
-            start_seconds=round(self.start / FPS, 3),
-            duration_seconds=round(video.frames / FPS, 3),
+            start_seconds=round(self.start / self.fps, 3),
+            duration_seconds=round(video.frames / self.fps, 3),
         )
         self.index += 1
         self.start += video.frames

@@ -37,7 +37,7 @@ from typing import IO, List, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
-from sadtalker.core.constants import FPS, SAMPLE_RATE, num_frames
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, output_frames
 from sadtalker.core.contract import SourceAudio
 from sadtalker.core.errors import InternalError
 
@@ -167,15 +167,16 @@ def ffmpeg_argv(
     codec: str,
     audio: AudioLayout = MONO_16K,
     start_frame: int = 0,
+    fps: int = MODEL_FPS,
 ) -> List[str]:
-    """The encoder's argv: raw RGB24 frames on stdin + the audio from ``start_frame / 25`` s, cut to
-    ``n_frames / 25`` s -> MP4 at ``path``."""
+    """The encoder's argv: raw RGB24 frames at ``fps`` on stdin + the audio from ``start_frame / fps`` s, cut to
+    ``n_frames / fps`` s -> MP4 at ``path`` (its frame rate exactly ``fps``)."""
     video_codec = NVENC_ARGS if codec == "h264_nvenc" else X264_ARGS
-    seek = ["-ss", f"{start_frame / FPS:.6f}"] if start_frame else []
+    seek = ["-ss", f"{start_frame / fps:.6f}"] if start_frame else []
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "pipe:0",
-        *seek, "-t", f"{n_frames / FPS:.6f}", "-i", audio_path,
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "pipe:0",
+        *seek, "-t", f"{n_frames / fps:.6f}", "-i", audio_path,
         "-map", "0:v:0", "-map", "1:a:0",
         *video_codec, "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", audio.bitrate, "-ar", str(audio.rate), "-ac", str(audio.channels),
@@ -253,9 +254,10 @@ class VideoWriter:
     """Encode ``n_frames`` RGB frames of ``width`` x ``height`` plus audio into an MP4 at ``path``.
 
     ``audio`` is the caller's recording (:class:`~sadtalker.core.contract.SourceAudio`: any format ffmpeg reads), or
-    the decoded float32 16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``n_frames``
-    defaults to ``num_frames(len(audio))`` for an array and is required for a recording. ``start_frame`` > 0 makes
-    a piece of a longer video (a streamed segment): its sound starts ``start_frame / 25`` s into the audio.
+    the decoded float32 16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``fps``: the
+    video's frame rate. ``n_frames`` defaults to the frames the array's audio covers at ``fps`` and is required for
+    a recording. ``start_frame`` > 0 makes a piece of a longer video (a streamed segment): its sound starts
+    ``start_frame / fps`` s into the audio.
     ``queue_batches`` > 0 hands
     batches to a background thread (a copy each; at most that many waiting), so :meth:`write` returns
     at once while ffmpeg keeps up. Use as a context manager, or call :meth:`close` (which checks the
@@ -272,6 +274,7 @@ class VideoWriter:
         codec: str = "auto",
         queue_batches: int = 0,
         start_frame: int = 0,
+        fps: int = MODEL_FPS,
     ) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -280,7 +283,7 @@ class VideoWriter:
         self.out_size = even_size(*self.size)
         self._wav_path: Optional[Path] = None
         if isinstance(audio, np.ndarray):
-            n_frames = num_frames(len(audio)) if n_frames is None else n_frames
+            n_frames = output_frames(len(audio), fps) if n_frames is None else n_frames
             self._wav_path = Path(self.path).with_suffix(".audio.wav")
             write_wav(self._wav_path, audio)
             audio = SourceAudio(str(self._wav_path), SAMPLE_RATE, 1)
@@ -289,10 +292,11 @@ class VideoWriter:
             raise ValueError(f"n_frames must be >= 1 (audio shorter than one frame?), got {n_frames}")
         self.n_frames = int(n_frames)
         self.codec = choose_codec(codec)
+        self.fps = fps
         self.written = 0
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         argv = ffmpeg_argv(
-            _ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio, start_frame
+            _ffmpeg(), self.path, *self.out_size, self.n_frames, audio.path, self.codec, self.audio, start_frame, fps
         )
         log.debug("ffmpeg argv: %s", argv)
         try:
@@ -351,7 +355,7 @@ class VideoWriter:
             Path(self.path).unlink(missing_ok=True)
             raise EncoderError(f"ffmpeg failed (exit {code}): {tail}")
         width, height = self.out_size
-        return EncodedVideo(self.path, width, height, FPS, self.written, self.codec)
+        return EncodedVideo(self.path, width, height, self.fps, self.written, self.codec)
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the partial output. Safe to call more than once."""

@@ -6,7 +6,9 @@ Steps (as the reference's ``get_facerender_data`` + ``make_animation``):
    the 64 expression columns; for preprocess ``full`` the source's 3 crop parameters are appended
    (73 columns); ``still_mode`` replaces every frame's pose (and crop) columns by the source's.
 2. :func:`semantic_windows`: each frame gets the coefficients of frames i-13 .. i+13 (clamped), (T, C, 27).
-   :func:`source_semantics`: the source coefficients repeated 27 times, (C, 27).
+   :func:`source_semantics`: the source coefficients repeated 27 times, (C, 27). At another output rate than
+   25 fps, :func:`resampled_windows` gives each output frame the window around its own instant, interpolated
+   between the 25 fps rows (:mod:`sadtalker.core.timeline`).
 3. :func:`render`: canonical keypoints and the source pose once; per batch of windows MappingNet gives
    the driving pose, the keypoint transform gives driving keypoints, and the generator renders the frames.
    Frames come out in time order as uint8 (rint(x * 255)). Every frame is computed independently of the
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from sadtalker.core.constants import EXPRESSION_COLUMNS, MOTION_COEFFS, SOURCE_COEFFS, is_full
 from sadtalker.core.precision import precision_context
+from sadtalker.core.timeline import Timeline
 from sadtalker.render.keypoints import transform_keypoints
 from sadtalker.render.mapping import MappingNet
 from sadtalker.render.models import RendererModels
@@ -55,6 +58,37 @@ def window_range(coeffs: np.ndarray, total: int, start: int, stop: int, radius: 
     if index.size and index.max() >= len(coeffs):
         raise ValueError(f"frames {start}..{stop - 1} need rows up to {index.max()}, only {len(coeffs)} exist")
     return np.ascontiguousarray(np.asarray(coeffs, dtype=np.float32)[index].transpose(0, 2, 1))
+
+
+def resampled_windows(
+    coeffs: np.ndarray, timeline: Timeline, start: int, stop: int, radius: int = SEMANTIC_RADIUS
+) -> np.ndarray:
+    """Output frames ``start..stop-1`` of ``timeline``: each frame's window of 2*radius+1 coefficient rows, spaced
+    40 ms apart (the models' rate) around the frame's own instant, (stop - start, C, 2*radius+1) float32.
+
+    At 25 fps this is :func:`window_range`. At another rate a window's rows sit at fractional positions and are
+    interpolated linearly between the two rows around them; positions are clamped to the sequence first, as
+    :func:`window_range` clamps rows. ``coeffs`` (K, C) holds the first K rows of ``timeline.model_frames``.
+    """
+    if timeline.native:
+        return window_range(coeffs, timeline.model_frames, start, stop, radius)
+    row, fraction = timeline.positions(start, stop)
+    rows = row[:, None] + np.arange(-radius, radius + 1)[None, :]
+    windows = resample_rows(coeffs, timeline.model_frames, rows, np.repeat(fraction[:, None], rows.shape[1], 1))
+    return np.ascontiguousarray(windows.transpose(0, 2, 1))
+
+
+def resample_rows(values: np.ndarray, total: int, rows: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """``values`` (K, C), the first K rows of a ``total``-row sequence, at positions ``rows + fraction`` (any
+    shape; clamped to 0..total-1) -> (*rows.shape, C) float32, linear between neighbouring rows. A position with
+    fraction 0 is its row's values exactly."""
+    low = np.clip(rows, 0, total - 1)
+    high = np.where(fraction > 0, np.clip(rows + 1, 0, total - 1), low)
+    if high.size and high.max() >= len(values):
+        raise ValueError(f"positions up to row {high.max()} need more rows than the {len(values)} that exist")
+    table = np.asarray(values, dtype=np.float32)
+    below, above = table[low], table[high]
+    return below + fraction.astype(np.float32)[..., None] * (above - below)
 
 
 def source_semantics(source_coeff: np.ndarray, preprocess: str, radius: int = SEMANTIC_RADIUS) -> np.ndarray:

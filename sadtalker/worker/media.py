@@ -30,7 +30,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sadtalker.core.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from sadtalker.core.contract import SourceAudio
 from sadtalker.core.errors import AudioTooLong, InvalidInput, UnsupportedMedia
 from sadtalker.output.ffmpeg import ffmpeg_exe
@@ -224,7 +224,7 @@ def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 
 # --- reference video -------------------------------------------------------------------------------
 
-REF_VIDEO_FPS = 25  # the rate the video is resampled to, by time (one frame per 40 ms of the output)
+REF_VIDEO_FPS = MODEL_FPS  # the models' rate the video is resampled to, by time (one frame per coefficient row)
 REF_VIDEO_MAX_PIXELS = 2 * 1024**3 // 3  # decoded frames held at once: 2 GiB of RGB
 
 

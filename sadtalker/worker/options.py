@@ -26,6 +26,7 @@ from sadtalker.core.constants import (
     CAMERA_KEYFRAMES_MAX,
     ENHANCERS,
     EXPRESSION_SCALE_RANGE,
+    FPS_RANGE,
     IDLE_SECONDS_RANGE,
     PASTE_METHODS,
     POSE_SCALE_RANGE,
@@ -126,6 +127,7 @@ def parse_job_input(raw: Any) -> JobOptions:
         idle_seconds=idle_seconds,
         ref_info=ref_info,
         paste=_paste(raw, preprocess, defaults.paste),
+        fps=_int_range(raw, "fps", defaults.fps, FPS_RANGE),
     )
     return JobOptions(
         image=image, audio=audio, render=render, r2=_r2(raw.get("r2")), seed=_seed(raw.get("seed")), ref_video=ref_video
@@ -148,6 +150,7 @@ _ALLOWED_FIELDS = _SOURCE_FIELDS + (
     "idle_seconds",
     "ref_info",
     "paste",
+    "fps",
     "r2",
     "seed",
 )

@@ -5,7 +5,14 @@ import itertools
 import numpy as np
 import pytest
 
-from sadtalker.motion.chunking import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, num_frames, plan_chunks, quietest_boundary
+from sadtalker.motion.chunking import (
+    MODEL_FPS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    num_frames,
+    plan_chunks,
+    quietest_boundary,
+)
 
 # Pauses (start s, end s) of near silence; the first two lie in the search windows before each limit.
 PAUSES = [(41.6, 41.95), (84.2, 84.5)]
@@ -35,7 +42,7 @@ def wav100() -> np.ndarray:
 
 def test_long_audio_is_cut_inside_the_pauses(wav100):
     chunks = plan_chunks(wav100, chunk_seconds=45.0)
-    cuts_s = [c.end_frame / FPS for c in chunks[:-1]]
+    cuts_s = [c.end_frame / MODEL_FPS for c in chunks[:-1]]
     assert len(cuts_s) == len(PAUSES)
     for cut, (start, end) in zip(cuts_s, PAUSES, strict=True):
         assert start + 0.01 <= cut <= end - 0.01, (cut, start, end)
@@ -44,7 +51,7 @@ def test_long_audio_is_cut_inside_the_pauses(wav100):
 def test_hundred_seconds_give_three_chunks_within_the_limit(wav100):
     chunks = plan_chunks(wav100, chunk_seconds=45.0)
     assert [c.index for c in chunks] == [0, 1, 2]
-    assert all(0 < c.n_frames <= 45 * FPS for c in chunks)
+    assert all(0 < c.n_frames <= 45 * MODEL_FPS for c in chunks)
 
 
 def test_chunks_are_contiguous_and_cover_every_frame(wav100):
@@ -82,7 +89,7 @@ def test_exactly_the_limit_is_one_chunk_and_one_frame_more_is_two():
 def test_digital_silence_is_cut_near_its_middle():
     wav = np.full(10 * SAMPLE_RATE, 0.5, np.float32)
     wav[4 * SAMPLE_RATE : 6 * SAMPLE_RATE] = 0.0  # 2 s of silence, frames 100..150
-    cut = quietest_boundary(wav, 0, 10 * FPS)
+    cut = quietest_boundary(wav, 0, 10 * MODEL_FPS)
     assert abs(cut - 125) <= 1
 
 

@@ -3,17 +3,16 @@
 import numpy as np
 import pytest
 
-from sadtalker.core.constants import EXPRESSION_COLUMNS
+from sadtalker.core.constants import EXPRESSION_COLUMNS, MODEL_FPS
 from sadtalker.motion.seams import MIN_DECAY_FRAMES, POSE, SeamJumps, carry_pose, decay_frames, seam_jumps
 
-FPS = 25
 REF_POSE = np.array([0.05, -0.1, 0.02, 0.3, -0.2, 10.0])  # the source image's pose (angles rad, translation)
 AMPLITUDE = np.array([0.12, 0.15, 0.06, 0.4, 0.3, 0.5])  # how far each coordinate wanders in a chunk
 
 
 def chunk_coeffs(n_frames: int, rng: np.random.Generator) -> np.ndarray:
     """(T, 70): random expression, pose = source pose + smooth motion that is 0 at the chunk's first frame."""
-    t = np.arange(n_frames)[:, None] / FPS
+    t = np.arange(n_frames)[:, None] / MODEL_FPS
     motion = np.zeros((n_frames, 6))
     for _ in range(3):  # three slow sinusoids per coordinate, 0.1..0.5 Hz, random phase
         freq = rng.uniform(0.1, 0.5, 6)

@@ -6,6 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from sadtalker.core.constants import num_frames
 from sadtalker.core.contract import SourceAudio
 from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.output.video import (
@@ -14,7 +15,6 @@ from sadtalker.output.video import (
     choose_codec,
     even_size,
     mp4_top_level_boxes,
-    num_frames,
     pad_to_even,
 )
 from tests.support.mediacheck import decode_rgb, ffprobe

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sadtalker.core.constants import CROP_COLUMNS, EXPRESSION_COLUMNS, POSE_COLUMNS
+from sadtalker.core.timeline import Timeline
 from sadtalker.render import stage
 from sadtalker.render.dims import SMALL, SMALL_IMAGE_SIZE, SMALL_MAPPING
 from sadtalker.render.models import build_mapping, build_renderer
@@ -50,6 +51,54 @@ def test_semantic_windows_default_radius_gives_27_frames():
 def test_semantic_windows_reject_empty_input():
     with pytest.raises(ValueError):
         stage.semantic_windows(np.zeros((0, 70), np.float32))
+
+
+def _coefficient_rows(rows: int) -> np.ndarray:
+    """(rows, 70) smooth but irregular float32 coefficients (a float32 sum that rounds, not a staircase)."""
+    t = np.arange(rows, dtype=np.float64)[:, None]
+    return (np.sin(0.37 * t + np.arange(70)) * 0.3 + 0.01 * t).astype(np.float32)
+
+
+@pytest.mark.parametrize("samples", [16000 * 3, 16000 * 3 + 639])
+def test_resampled_windows_at_25_fps_are_the_native_windows(samples):
+    timeline = Timeline.of_audio(samples)
+    coeffs = _coefficient_rows(timeline.model_frames)
+    native = stage.window_range(coeffs, timeline.model_frames, 0, timeline.frames)
+    assert np.array_equal(stage.resampled_windows(coeffs, timeline, 0, timeline.frames), native)
+
+
+@pytest.mark.parametrize(("fps", "step", "rows"), [(50, 2, 1), (30, 6, 5), (60, 12, 5), (20, 4, 5)])
+def test_frames_at_instants_shared_with_25_fps_get_the_25_fps_windows_bit_for_bit(fps, step, rows):
+    samples = 16000 * 3 + 500
+    native, other = Timeline.of_audio(samples), Timeline.of_audio(samples, fps)
+    coeffs = _coefficient_rows(native.model_frames)
+    windows_25 = stage.window_range(coeffs, native.model_frames, 0, native.frames)
+    windows = stage.resampled_windows(coeffs, other, 0, other.frames)
+    assert windows.shape == (other.frames, 70, 27) and windows.dtype == np.float32
+    shared = np.arange(0, other.frames, step)
+    shared = shared[shared // step * rows < native.frames]  # a last instant may fall past the 25 fps video's end
+    assert len(shared) >= other.frames // step - 1
+    assert np.array_equal(windows[shared], windows_25[shared // step * rows])
+    before_end = np.arange(other.frames)[np.arange(other.frames) * 25 < (native.frames - 1) * fps]
+    between = np.setdiff1d(before_end, shared)  # after the last row's instant every frame holds that row
+    assert not np.isin(windows[between, 0, 13], windows_25[:, 0, 13]).any()  # the others are new instants
+
+
+def test_a_frame_between_two_rows_gets_their_linear_blend_and_positions_clamp_at_the_ends():
+    timeline = Timeline.of_audio(16000 * 2, 30)  # 50 rows, 60 frames; frame j is row j * 5 / 6
+    coeffs = _coefficient_rows(timeline.model_frames)
+    windows = stage.resampled_windows(coeffs, timeline, 0, timeline.frames, radius=3)
+    expected = coeffs[0] + np.float32(5 / 6) * (coeffs[1] - coeffs[0])  # frame 1: row 0 + 5/6
+    np.testing.assert_allclose(windows[1, :, 3], expected, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(windows[1, :, 0], coeffs[0])  # rows -3 + 5/6 ... clamp to row 0
+    # the last frame (59) is row 49 + 1/6, past the last row's instant: every later position holds row 49
+    np.testing.assert_array_equal(windows[59, :, 3:].transpose(1, 0), np.repeat(coeffs[49:], 4, axis=0))
+
+
+def test_resampled_windows_refuse_rows_that_do_not_exist_yet():
+    timeline = Timeline.of_audio(16000 * 2, 30)
+    with pytest.raises(ValueError, match="more rows"):
+        stage.resampled_windows(_coefficient_rows(6), timeline, 0, 5, radius=3)  # frame 4: rows 3..7
 
 
 def test_expression_scale_multiplies_only_the_64_expression_columns():
