@@ -54,16 +54,17 @@ def video_packet_times(path) -> np.ndarray:
     return np.sort(np.array([float(line) for line in out.split() if line.strip()]))
 
 
-def assert_browser_mp4(path, audio_seconds: float) -> dict:
-    """H.264 yuv420p at 25 fps, AAC, faststart, video as long as the audio within one frame. Returns ffprobe's info."""
+def assert_browser_mp4(path, audio_seconds: float, fps: int = 25) -> dict:
+    """H.264 yuv420p at ``fps``, AAC, faststart, video as long as the audio within one frame. Returns ffprobe's
+    info."""
     info = ffprobe(path)
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
     assert video["codec_name"] == "h264" and video["pix_fmt"] == "yuv420p", video
-    assert Fraction(video["avg_frame_rate"]) == 25, video["avg_frame_rate"]
+    assert Fraction(video["avg_frame_rate"]) == Fraction(video["r_frame_rate"]) == fps, video["avg_frame_rate"]
     assert len(audio) == 1 and audio[0]["codec_name"] == "aac", audio
     assert int(video["width"]) % 2 == 0 and int(video["height"]) % 2 == 0
-    assert abs(float(video["duration"]) - audio_seconds) <= FRAME_S, (video["duration"], audio_seconds)
+    assert abs(float(video["duration"]) - audio_seconds) <= 1 / fps, (video["duration"], audio_seconds)
     boxes = mp4_top_level_boxes(path)
     assert boxes.index("moov") < boxes.index("mdat"), boxes
     return info
