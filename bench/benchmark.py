@@ -21,6 +21,8 @@ Examples:
 
     python -m bench.benchmark --small --device cpu --seconds 300 --no-flops --sizes 256 --enhancers none \
         --preprocess crop --segment-seconds 1 --until-first-segment   # time to the first streamed segment
+    python -m bench.benchmark --device cpu --seconds 2 --sizes 256 --enhancers none --preprocess crop \
+        --fps 24 25 30 --no-flops   # the cost of other frame rates: frames and seconds per frame
 
 ``--small`` runs the small networks of ``tests/support/smallbundle.py`` (the plumbing tests' bundle).
 With ``--until-first-segment`` each job stops once its first segment is out: the row gives the seconds from the job's
@@ -58,6 +60,13 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
     parser.add_argument("--enhancers", nargs="+", default=["none", "gfpgan"], choices=["none", "gfpgan"])
     parser.add_argument("--preprocess", nargs="+", default=["crop", "full"], choices=["crop", "resize", "full"])
+    parser.add_argument(
+        "--fps",
+        type=int,
+        nargs="+",
+        default=[25],
+        help="the jobs' output frame rates (the request's fps, 20-60; default 25): one row each, side by side",
+    )
     parser.add_argument(
         "--segment-seconds",
         type=float,
@@ -259,15 +268,15 @@ def run_one(
     enhancer: str,
     preprocess: str,
     segment_seconds: float = 0.0,
+    fps: int = 25,
 ) -> dict:
     import torch
 
     from sadtalker.core.contract import AnimationHooks, AnimationRequest, RenderOptions
     from sadtalker.pipeline import animate
 
-    request = AnimationRequest(
-        image, wav, RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess), seed=0, name="bench"
-    )
+    options = RenderOptions(size=size, enhancer=enhancer, preprocess=preprocess, fps=fps)
+    request = AnimationRequest(image, wav, options, seed=0, name="bench")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
@@ -289,7 +298,10 @@ def run_one(
         "enhancer": enhancer,
         "preprocess": preprocess,
         "audio_seconds": round(audio_s, 3),
+        "video_fps": result.fps,
         "frames": result.frames,
+        "seconds_per_frame": round(total / result.frames, 4),
+        "render_seconds_per_frame": round(result.timings["render"] / result.frames, 4),
         "width": result.width,
         "height": result.height,
         "total_seconds": round(total, 3),
@@ -400,8 +412,10 @@ def print_table(rows: list[dict]) -> None:
         "size",
         "enhancer",
         "preprocess",
+        "video_fps",
         "frames",
         "total_s",
+        "s_per_frame",
         "first_segment_s",
         "fps",
         "x_realtime",
@@ -414,8 +428,10 @@ def print_table(rows: list[dict]) -> None:
             row["size"],
             row["enhancer"],
             row["preprocess"],
+            row["video_fps"],
             row["frames"],
             row["total_seconds"],
+            row["seconds_per_frame"],
             row.get("first_segment_seconds", "-"),
             row["fps"],
             row["realtime_factor"],
@@ -500,14 +516,14 @@ def report_head(args: argparse.Namespace, bundle, settings, load_s: float) -> di
 
 
 def run_cases(args: argparse.Namespace, bundle, settings, image: np.ndarray, wav: np.ndarray) -> list[dict]:
-    """One row per size x enhancer x preprocess; the generator's TFLOP/s where the render stage is alone."""
+    """One row per size x enhancer x preprocess x fps; the generator's TFLOP/s where the render stage is alone."""
     rows = []
     for size in args.sizes:
         flops = None if args.no_flops else generator_flops_per_frame(bundle, size)
         if not args.no_warmup:  # first use of a size: allocator, kernel selection, caches
             run_one(bundle, settings, image, wav[: 16000 // 2], size, "none", "crop")
-        for enhancer, preprocess in itertools.product(args.enhancers, args.preprocess):
-            row = run_one(bundle, settings, image, wav, size, enhancer, preprocess, args.segment_seconds)
+        for enhancer, preprocess, fps in itertools.product(args.enhancers, args.preprocess, args.fps):
+            row = run_one(bundle, settings, image, wav, size, enhancer, preprocess, args.segment_seconds, fps)
             # On CUDA the renderer runs ahead asynchronously: its time shows up in the next stage that waits for
             # the GPU (enhance, paste), so the render stage's own rate is only meaningful when nothing follows it.
             if flops and enhancer == "none" and preprocess != "full":

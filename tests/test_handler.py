@@ -138,6 +138,13 @@ BAD_INPUTS = [
     ('paste "seamless" with preprocess "extcrop"', valid(preprocess="extcrop", paste="seamless"), "invalid_input", {}),
     ('paste "Feather" (case)', valid(preprocess="full", paste="Feather"), "invalid_input", {}),
     ("paste null", valid(preprocess="full", paste=None), "invalid_input", {}),
+    ('fps "30" (a string)', valid(fps="30"), "invalid_input", {}),
+    ("fps 29.97", valid(fps=29.97), "invalid_input", {}),
+    ("fps 30.0 (not an integer)", valid(fps=30.0), "invalid_input", {}),
+    ("fps 19", valid(fps=19), "invalid_input", {}),
+    ("fps 61", valid(fps=61), "invalid_input", {}),
+    ("fps true", valid(fps=True), "invalid_input", {}),
+    ("fps null", valid(fps=None), "invalid_input", {}),
     ("input_yaw a bare number 15", valid(input_yaw=15), "invalid_input", {}),
     ("input_pitch an empty list", valid(input_pitch=[]), "invalid_input", {}),
     ("input_roll 17 keyframes", valid(input_roll=[0] * 17), "invalid_input", {}),
@@ -454,6 +461,11 @@ class TestImport:
 
 
 class TestSuccess:
+    def test_the_requested_fps_reaches_the_pipeline(self, pipeline, progress):
+        assert handler.handler({"id": "job-fps", "input": valid(fps=30)})["success"] is True
+        assert handler.handler({"id": "job-25", "input": valid()})["success"] is True
+        assert [call["request"].options.fps for call in pipeline.calls] == [30, 25]
+
     def test_inline_result_has_every_documented_field(self, pipeline, progress):
         result = handler.handler({"id": "job-ok", "input": valid(seed=99)})
         assert result["success"] is True, result

@@ -86,6 +86,11 @@ class TestDefaultsAndValues:
         )
         assert options.render.expression_scale == 2.0 and isinstance(options.render.expression_scale, float)
 
+    @pytest.mark.parametrize("fps", [20, 24, 25, 30, 48, 50, 60])
+    def test_fps_is_an_integer_from_20_to_60_and_defaults_to_25(self, fps):
+        assert parse_job_input(job()).render.fps == 25
+        assert parse_job_input(job(fps=fps)).render.fps == fps
+
     def test_options_are_frozen(self):
         options = parse_job_input(job())
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -139,6 +144,13 @@ class TestStrictTypes:
             ("pose_style", 46, "pose_style must be an integer from 0 to 45"),
             ("pose_style", -1, "pose_style must be an integer from 0 to 45"),
             ("pose_style", 1.5, "pose_style must be an integer from 0 to 45"),
+            ("fps", "30", "fps must be an integer from 20 to 60, got string '30'"),
+            ("fps", 29.97, "fps must be an integer from 20 to 60, got number 29.97"),
+            ("fps", 30.0, "fps must be an integer from 20 to 60, got number 30.0"),
+            ("fps", 19, "fps must be an integer from 20 to 60, got number 19"),
+            ("fps", 61, "fps must be an integer from 20 to 60, got number 61"),
+            ("fps", True, "fps must be an integer from 20 to 60, got boolean true"),
+            ("fps", None, "fps must be an integer from 20 to 60, got null"),
             ("expression_scale", "1.0", "expression_scale must be a number from 0 to 3"),
             ("expression_scale", float("nan"), "expression_scale must be a number from 0 to 3"),
             ("expression_scale", float("inf"), "expression_scale must be a number from 0 to 3"),
