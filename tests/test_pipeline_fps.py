@@ -16,6 +16,7 @@ import pytest
 from sadtalker import pipeline
 from sadtalker.core.constants import SAMPLE_RATE
 from sadtalker.core.contract import NO_HOOKS, AnimationHooks, AnimationRequest, RenderOptions
+from sadtalker.core.timeline import Timeline
 from sadtalker.motion.chunking import plan_chunks
 from tests.support.lipsync import BURSTS_S, ONSET_RATES, mouth_column, mouth_track, onsets, tone_bursts
 from tests.support.mediacheck import assert_browser_mp4, ffprobe
@@ -27,6 +28,13 @@ SEED = 5
 
 def run(bundle, settings, wav, fps, workdir, hooks=NO_HOOKS, **fields):
     """Animate ``wav`` at ``fps``; returns the result and every rendered frame (before paste and encode)."""
+    options = RenderOptions(enhancer="none", fps=fps, **fields)
+    request = AnimationRequest(astronaut(), wav, options, seed=SEED, name=f"clip{fps}")
+    return render_job(bundle, settings, request, workdir, hooks)
+
+
+def render_job(bundle, settings, request, workdir, hooks=NO_HOOKS):
+    """Animate ``request``; the result and the frames the renderer made, in order."""
     batches = []
     real_render = pipeline.render
 
@@ -35,8 +43,6 @@ def run(bundle, settings, wav, fps, workdir, hooks=NO_HOOKS, **fields):
             batches.append(batch)
             yield batch
 
-    options = RenderOptions(enhancer="none", fps=fps, **fields)
-    request = AnimationRequest(astronaut(), wav, options, seed=SEED, name=f"clip{fps}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipeline, "render", recording_render)
         result = pipeline.animate(bundle, settings, request, str(workdir), hooks)
@@ -125,3 +131,35 @@ def test_the_mouths_onsets_fall_at_the_same_instants_at_24_25_and_30_fps(mouth_t
     assert (np.abs(found[25] - np.array(BURSTS_S)) < 0.12).all(), found  # every burst moves it, at its start
     for fps in ONSET_RATES:
         np.testing.assert_allclose(found[fps], found[25], rtol=0, atol=1 / fps + 1e-9, err_msg=str(found))
+
+
+# ---- what is made at 25 fps and read at each frame's instant: camera keyframes, the reference video ----------
+
+
+@pytest.mark.parametrize(("fps", "step", "rows"), [(50, 2, 1), (30, 6, 5)])
+def test_camera_keyframes_are_spread_over_the_25_fps_rows_and_read_at_each_frames_instant(fps, step, rows):
+    samples = 3 * SAMPLE_RATE
+    options = RenderOptions(input_yaw=(0.0, 20.0, -5.0), input_roll=(7.0,), fps=fps)
+    today = pipeline.camera_for(dataclasses.replace(options, fps=25), Timeline.of_audio(samples))
+    camera = pipeline.camera_for(options, Timeline.of_audio(samples, fps))
+    assert camera.shape == (samples * fps // SAMPLE_RATE, 3)
+    np.testing.assert_array_equal(camera[::step], today[::rows])
+    assert np.isnan(camera[:, 1]).all() and (camera[:, 2] == 7.0).all()  # pitch stays predicted
+    row, _ = Timeline.of_audio(samples, fps).positions(0, len(camera))
+    below, above = today[np.minimum(row, len(today) - 1), 0], today[np.minimum(row + 1, len(today) - 1), 0]
+    assert ((camera[:, 0] >= np.minimum(below, above)) & (camera[:, 0] <= np.maximum(below, above))).all()
+
+
+@pytest.mark.slow  # a reference video preprocessed twice, two short renders
+def test_a_reference_video_drives_the_50_fps_video_as_the_25_fps_one_at_shared_instants(bundle, settings, tmp_path):
+    image = astronaut()
+    shifts = [np.roll(image, (dy, dx), axis=(0, 1)) for dy, dx in ((0, 0), (4, 2), (8, 4), (4, 6), (0, 8), (-4, 4))]
+    one_by_one = dataclasses.replace(settings, render_batch_size=1)
+    wav = speech_like(0.6)
+    frames = {}
+    for fps in (25, 50):
+        options = RenderOptions(enhancer="none", fps=fps, ref_info="pose+blink", input_yaw=(0.0, 15.0))
+        request = AnimationRequest(image, wav, options, seed=SEED, name=f"ref{fps}", ref_frames=np.stack(shifts))
+        frames[fps] = render_job(bundle, one_by_one, request, tmp_path)[1]
+    assert len(frames[50]) == 2 * len(frames[25]) == 30
+    np.testing.assert_array_equal(frames[50][::2], frames[25])
