@@ -5,10 +5,10 @@ at most ``chunk_seconds`` of audio; its end is moved back to the quietest point 
 ``search_seconds`` before that limit, so a seam falls in a pause (mouth closed, head at rest) rather
 than mid-word.
 
-Every cut sits on a frame boundary (640 samples at 16 kHz and 25 fps), so the chunks' frame counts add
-up to exactly the whole audio's frame count ``T = floor(n_samples / 640)``: the frames of all chunks form
-one continuous video whose length equals the audio's. The samples after the last whole frame (less
-than 40 ms) get no frame; the encoder trims the audio to the same ``T / 25`` seconds.
+Every cut sits on a coefficient frame boundary (640 samples at 16 kHz and the models' 25 fps), so the chunks'
+frame counts add up to exactly the whole audio's ``T = floor(n_samples / 640)`` rows: one continuous coefficient
+sequence as long as the audio. The samples after the last whole row (less than 40 ms) get none. The video's own
+frames, at the request's fps, are read from that sequence (:mod:`sadtalker.core.timeline`).
 
 How "quietest" is scored: every candidate boundary gets the RMS of the 20 ms window centred on it; the
 lowest wins. Exact ties (digital silence) go to the middle of the longest run of tied boundaries, so

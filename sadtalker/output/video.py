@@ -2,17 +2,17 @@
 
 One ffmpeg process per video: raw RGB24 frames arrive on its stdin batch by batch (no PNG, no
 intermediate MP4), the audio is read from a file (the caller's recording as sent, or a WAV written from the
-decoded 16 kHz array) and encoded once over the whole video. Output: H.264 yuv420p at 25 fps, AAC,
+decoded 16 kHz array) and encoded once over the whole video. Output: H.264 yuv420p at ``fps`` (25 by default), AAC,
 ``+faststart`` (the ``moov`` index before ``mdat``, so a browser starts playing before the download ends).
 
 Sound (:func:`aac_layout`): the recording keeps its channels (mono stays mono; two or more channels come out as
 stereo, ffmpeg's standard downmix) and its sample rate where AAC has it (else 48 kHz), at a bitrate whose
 bandwidth keeps what it holds (ffmpeg's AAC encoder low-passes at 18 kHz at 96 kbit/s per channel).
 
-Length: the video has ``T = floor(n_samples / 640)`` frames (the reference's T, one frame per 40 ms
-of 16 kHz audio). The audio is cut to the same ``T / 25`` seconds: the last partial frame (< 40 ms of
-audio) is dropped from both, so the video and audio streams end together and the file lasts the
-audio's duration within one frame. The writer counts frames and refuses too many or too few.
+Length: the video has ``floor(n_samples * fps / 16000)`` frames (at 25 fps the reference's T, one frame per 40
+ms of 16 kHz audio). The audio is cut to the same ``frames / fps`` seconds: the last partial frame is dropped from
+both, so the video and audio streams end together and the file lasts the audio's duration within one frame.
+The writer counts frames and refuses too many or too few.
 
 Even size: yuv420p needs even width and height. Frames with an odd side get one more row/column copied
 from their last one (edge padding: no black line, nothing cut off).
