@@ -16,6 +16,7 @@ import pytest
 from sadtalker import pipeline
 from sadtalker.core.constants import SAMPLE_RATE
 from sadtalker.core.contract import NO_HOOKS, AnimationHooks, AnimationRequest, RenderOptions
+from sadtalker.core.errors import InvalidInput
 from sadtalker.core.timeline import Timeline
 from sadtalker.motion.chunking import plan_chunks
 from tests.support.lipsync import BURSTS_S, ONSET_RATES, mouth_column, mouth_track, onsets, tone_bursts
@@ -163,3 +164,17 @@ def test_a_reference_video_drives_the_50_fps_video_as_the_25_fps_one_at_shared_i
         frames[fps] = render_job(bundle, one_by_one, request, tmp_path)[1]
     assert len(frames[50]) == 2 * len(frames[25]) == 30
     np.testing.assert_array_equal(frames[50][::2], frames[25])
+
+
+def test_audio_shorter_than_one_frame_at_the_rate_is_refused_before_any_model_work(bundle, settings, tmp_path):
+    wav = speech_like(0.045)  # 720 samples: one 40 ms coefficient row, but less than one 50 ms frame at 20 fps
+    request = AnimationRequest(astronaut(), wav, RenderOptions(enhancer="none", fps=20), seed=SEED, name="short")
+    with pytest.raises(InvalidInput, match="shorter than one video frame at 20 fps"):
+        pipeline.animate(bundle, settings, request, str(tmp_path))
+    assert not list(tmp_path.iterdir())
+    assert (
+        pipeline.animate(
+            bundle, settings, dataclasses.replace(request, options=RenderOptions(enhancer="none")), str(tmp_path)
+        ).frames
+        == 1
+    )
