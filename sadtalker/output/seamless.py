@@ -51,12 +51,17 @@ Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive
 ERODE_BAND = 3  # OpenCV erodes the mask 3 times with a 3x3 square: the photo's gradients rule this band
 RESIZE_BITS = 11  # cv2.resize's bilinear weights for 8-bit images are fixed point with 11 fraction bits
 BAND_HEAD, BAND_TAIL = 3, 2  # interior rows/columns along the top-left / bottom-right edges that carry g
-# Bytes one interior value of a colour plane holds at the solve's peak: its float64 spectrum, and in the solve's
-# dtype the face copy, the transform buffer (2 values), the FFT's complex output (2) and one spare.
-SPECTRUM_BYTES, DTYPE_VALUES = 8, 6
+# Bytes per interior value of a colour plane: its float64 spectrum, plus LOW_ARRAYS float64 arrays of Kx columns
+# (the source's and the face's low columns, the correction) per row.
+SPECTRUM_BYTES, LOW_ARRAYS = 8, 3
 # Bytes the solve may hold at once, whatever the batch: 1 GiB on the CPU; 4 GiB on a GPU, where a bigger chunk
 # spreads the tridiagonal sweep's per-row kernel launches over more frames.
 BUDGET_BYTES = {"cpu": 1 << 30, "cuda": 4 << 30}
+# Bytes of one row block's transform buffer: small on the CPU, so the last transform works in its cache; large on a
+# GPU, to launch few kernels. A block holds at most BLOCK_COPIES such buffers at once (buffer, FFT, products).
+BLOCK_BYTES = {"cpu": 2 << 20, "cuda": 128 << 20}
+BLOCK_COPIES = 6
+RADER_MIN = 16  # from this size on, a prime n + 1 goes through Rader's algorithm (_RaderSines)
 LOW_BLOCK = 0.05  # float32 eigenvalue correction kept where 2 - 2 cos < this (leaves < 1e-4 of a level)
 
 
@@ -161,22 +166,141 @@ def _elimination(diagonal: np.ndarray, rows: int) -> np.ndarray:
     return factors
 
 
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _primitive_root(p: int) -> int:
+    """The smallest generator of the multiplicative group modulo the odd prime ``p``."""
+    factors = [q for q in range(2, p) if (p - 1) % q == 0 and _is_prime(q)]
+    return next(g for g in range(2, p) if all(pow(g, (p - 1) // q, p) != 1 for q in factors))
+
+
+def _smooth_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: a length every FFT backend transforms fast."""
+    size = max(n, 1)
+    while True:
+        rest = size
+        for factor in (2, 3, 5):
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 1
+
+
+def _classes(p: int, base: int, count: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For a = 0..count-1: ``r_a`` in 1..(p-1)/2 and ``e_a`` = +-1 with ``base^a = e_a r_a`` (mod p)."""
+    power = np.empty(count, dtype=np.int64)
+    value = 1
+    for a in range(count):
+        power[a] = value
+        value = value * base % p
+    flip = power > (p - 1) // 2
+    return np.where(flip, p - power, power), np.where(flip, -1.0, 1.0)
+
+
+class _RowSines:
+    """The solve's last step, along the last dim of (..., n) float64 row blocks: ``t_j = scale sum_k H_k
+    sin(pi (j+1)(k+1) / (n+1))``, in ``dtype`` and natural order, from blocks whose column i holds
+    ``sign[i] H[order[i]]`` (the order the transform wants; the solve keeps its spectrum in it).
+
+    This one: the imaginary part of a real FFT of length 2n + 2, columns in natural order.
+    """
+
+    def __init__(self, n: int, scale: float, dtype: torch.dtype, device: torch.device) -> None:
+        self.n, self.scale, self.dtype, self.device = n, scale, dtype, device
+        self.order, self.sign = np.arange(n), np.ones(n)
+        self.row_bytes = 2 * (2 * n + 2) * torch.empty((), dtype=dtype).element_size()  # buffer and FFT output
+        self._buffer: Optional[torch.Tensor] = None
+
+    def _workspace(self, lead: Tuple[int, ...], columns: int, dtype: torch.dtype) -> torch.Tensor:
+        """A (*lead, columns) buffer kept between calls: what a call does not write stays 0."""
+        rows = math.prod(lead)
+        if self._buffer is None or len(self._buffer) < rows:
+            self._buffer = torch.zeros(rows, columns, dtype=dtype, device=self.device)
+        return self._buffer[:rows].view(*lead, columns)
+
+    def __call__(self, block: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        padded = self._workspace(block.shape[:-1], 2 * n + 2, self.dtype)
+        padded[..., 1 : n + 1] = block
+        return torch.mul(torch.fft.rfft(padded, dim=-1).imag[..., 1 : n + 1], -self.scale)
+
+
+class _RaderSines(_RowSines):
+    """The same for a prime p = n + 1 (the 512 and 1024 px boxes: 509, 1021), where a real FFT of length 2p runs
+    Bluestein's algorithm: here a complex FFT of a smooth length N >= n - 1 and its inverse (Rader's algorithm).
+
+    With k = 2m: ``sin(pi j k / p) = sin(2 pi j m / p)``; with k = p - 2m: ``-(-1)^j sin(2 pi j m / p)`` (1-based j,
+    m = 1..n/2). So ``t_j = U_j - (-1)^j V_j``, U and V the sums of ``A_m = H_2m`` and ``B_m = H_(p-2m)`` against
+    ``sin(2 pi j m / p)``, with ``U_(p-j) = -U_j``. Writing j = +-g^a and m = +-g^-b (g a generator mod p) turns
+    both sums into one convolution of ``A + iB`` with ``sin(2 pi g^c / p)``, c = a - b in (-n/2, n/2): a cyclic
+    one of length N. The spectrum's columns come as (A, B) pairs in the order of b, with the signs of m folded in.
+    """
+
+    def __init__(self, n: int, scale: float, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__(n, scale, dtype, device)
+        p, half = n + 1, n // 2
+        generator = _primitive_root(p)
+        outputs, output_sign = _classes(p, generator, half)  # j = output_sign r_a = g^a
+        inputs, input_sign = _classes(p, pow(generator, p - 2, p), half)  # m: g^-b
+        self.size = _smooth_size(n - 1)
+        self.order = np.stack([2 * inputs - 1, p - 2 * inputs - 1], axis=1).reshape(n)
+        self.sign = np.repeat(input_sign, 2)
+        self.row_bytes = 4 * self.size * torch.empty((), dtype=dtype).element_size()  # complex buffer and FFT
+        powers = np.array([pow(generator, c, p) for c in range(p - 1)])
+        shifts = np.arange(1 - half, half)
+        kernel = np.zeros(self.size)
+        kernel[shifts % self.size] = scale * np.sin(2.0 * np.pi * powers[shifts % (p - 1)] / p)
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        self.kernel = torch.from_numpy(np.fft.fft(kernel)).to(device=device, dtype=complex_dtype)
+        # t at r_a - 1 is e_a (Re - s Im), at p - r_a - 1 it is e_a (-Re - s Im): s = (-1)^r_a, e_a the sign of g^a.
+        parity = 1.0 - 2.0 * (outputs % 2)
+        self.re_weight = torch.from_numpy(output_sign).to(device=device, dtype=dtype)
+        self.im_weight = torch.from_numpy(-output_sign * parity).to(device=device, dtype=dtype)
+        index = np.empty(n, dtype=np.int64)
+        index[outputs - 1], index[p - outputs - 1] = np.arange(half), np.arange(half, n)
+        self.index = torch.from_numpy(index).to(device)
+        self.complex_dtype = complex_dtype
+
+    def __call__(self, block: torch.Tensor) -> torch.Tensor:
+        lead, half = block.shape[:-1], self.n // 2
+        packed = self._workspace(lead, self.size, self.complex_dtype)
+        torch.view_as_real(packed)[..., :half, :] = block.view(*lead, half, 2)
+        spectrum = torch.fft.fft(packed, dim=-1).mul_(self.kernel)
+        pairs = torch.view_as_real(torch.fft.ifft(spectrum, dim=-1)[..., :half])
+        real, imaginary = pairs[..., 0], pairs[..., 1]
+        both = torch.empty(*lead, self.n, dtype=self.dtype, device=block.device)
+        first, second = both[..., :half], both[..., half:]
+        torch.mul(real, self.re_weight, out=first).addcmul_(imaginary, self.im_weight)
+        torch.mul(imaginary, 2.0 * self.im_weight, out=second).sub_(first)
+        return torch.gather(both, -1, self.index.expand(*lead, self.n))
+
+
+def _row_sines(n: int, scale: float, dtype: torch.dtype, device: torch.device) -> _RowSines:
+    """Rader's transform where n + 1 is a prime past ``RADER_MIN``, else the plain real FFT."""
+    kind = _RaderSines if n >= RADER_MIN and _is_prime(n + 1) else _RowSines
+    return kind(n, scale, dtype, device)
+
+
 class PoissonPaste:
     """The Poisson solve of one job: a fixed photo and box, any number of face batches.
 
     ``photo``: uint8 (3, H', W') on the job's device (may carry padding past ``bounds``); ``box``: where the face
-    goes; ``bounds``: (W, H), the photo's true size, which the region is clipped to. ``dtype``: of the face's copy,
-    the correction's product and the last transform (float32 or float64); the source, the tridiagonal solve and
-    the spectrum are always float64, because the lowest modes are ill-conditioned (condition ~ (n / pi)^2).
+    goes; ``bounds``: (W, H), the photo's true size, which the region is clipped to. ``dtype``: of the face's
+    projection and the last transform (float32 or float64); the source, the tridiagonal solve and the spectrum
+    are always float64, because the lowest modes are ill-conditioned (condition ~ (n / pi)^2).
 
     How a batch is solved. With ``F`` the face inside the ring, the right-hand side is ``L0 F + g`` with ``g`` on
     thin edge bands (:func:`_edge_source`), so the exact solution is ``F + L0^-1 g``. ``g`` is transformed along x
     (a DST-I of its few band rows, a thin product for its band columns), each x frequency k is then a tridiagonal
     system along y (``h[y-1] + (2 cos(pi k / (nx+1)) - 4) h[y] + h[y+1]``), solved with factors computed once
-    per job, and one inverse DST-I along x gives ``L0^-1 g``. OpenCV's float32 eigenvalues ``lambda32`` change
-    that to ``u_exact + c S_y [(lambda / lambda32 - 1) * (S_y u_exact S_x)] S_x``; the factor is far from 0 only
-    where lambda nearly cancels, so this is added for the low-frequency block (``2 - 2 cos`` < ``LOW_BLOCK``)
-    with thin products.
+    per job, and one inverse DST-I along x (:class:`_RowSines`, row block by row block as the backward sweep
+    finishes them) gives ``L0^-1 g``. OpenCV's float32 eigenvalues ``lambda32`` change the exact solution ``u`` to
+    ``u + c S_y [(lambda / lambda32 - 1) * (S_y u S_x)] S_x``; the factor is far from 0 only where lambda nearly
+    cancels, so the change is made for the low-frequency block (``2 - 2 cos`` < ``LOW_BLOCK``) only, with thin
+    products, and added to the source before the sweep (``L0`` maps it back by multiplying by lambda).
     """
 
     def __init__(
@@ -207,13 +331,15 @@ class PoissonPaste:
             (columns, first): _lines(under, columns, first, last).to(torch.float64)
             for columns, first, last in self._runs()
         }
+        self.sines = _row_sines(self.interior[1], 2.0 / (self.interior[1] + 1), dtype, photo.device)
         self._tables(photo.device)
         self._buffer: Optional[torch.Tensor] = None
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        plane_bytes = (SPECTRUM_BYTES + DTYPE_VALUES * itemsize) * self.interior[0] * self.interior[1]
+        ny, nx = self.interior
+        plane_bytes = SPECTRUM_BYTES * ny * (nx + LOW_ARRAYS * self.low_x)
+        self.block_bytes = BLOCK_BYTES.get(photo.device.type, BLOCK_BYTES["cpu"])
         if budget_bytes is None:
             budget_bytes = BUDGET_BYTES.get(photo.device.type, BUDGET_BYTES["cpu"])
-        self.planes_per_chunk = max(1, budget_bytes // plane_bytes)
+        self.planes_per_chunk = max(1, (budget_bytes - BLOCK_COPIES * self.block_bytes) // plane_bytes)
 
     def _runs(self) -> List[Tuple[bool, int, int]]:
         """(columns, first, last) of each edge band: interior rows [first, last), then interior columns."""
@@ -224,24 +350,31 @@ class PoissonPaste:
         return runs
 
     def _tables(self, device: torch.device) -> None:
-        """The per-job constants: band sines, tridiagonal factors, the low-frequency correction."""
+        """The per-job constants, columns in the transform's order: band sines, tridiagonal factors, the
+        low-frequency correction (natural order) and where its columns sit in the transform's order."""
         ny, nx = self.interior
         cy, cy32 = _cosines(ny)
         cx, cx32 = _cosines(nx)
         left, right = self.col_bands
         low_y, low_x = int(np.sum(2.0 - cy < LOW_BLOCK)), int(np.sum(2.0 - cx < LOW_BLOCK))
+        self.low_x = low_x
         exact = cy[:low_y, None] + cx[None, :low_x] - 4.0
         opencv = ((cy32[:low_y, None] + cx32[None, :low_x]) - np.float32(4.0)).astype(np.float64)
 
         def put(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=torch.float64)
 
-        self.band_cols = put(_sines(nx, np.r_[0:left, right:nx], np.arange(nx)))  # (band columns, nx)
-        self.factors = put(_elimination(cx - 4.0, ny))  # (ny, nx)
+        order, sign = self.sines.order, self.sines.sign
+        band = _sines(nx, np.r_[0:left, right:nx], np.arange(nx))  # (band columns, nx)
+        self.order, self.sign = torch.from_numpy(order).to(device), put(sign)
+        self.band_cols, self.band_cols_low = put(band[:, order] * sign), put(band[:, :low_x])
+        self.factors = put(_elimination(cx[order] - 4.0, ny)).unbind(0)  # ny rows of (nx,)
         self.low_y = put(_sines(ny, np.arange(low_y), np.arange(ny)))  # (Ky, ny)
-        self.low_x = put(_sines(nx, np.arange(nx), np.arange(low_x)))  # (nx, Kx)
-        self.low_x_face = self.low_x.to(self.dtype)  # for the face's projection, in the solve's dtype
-        self.low_weight = put(2.0 / (ny + 1) * (exact / opencv - 1.0))  # (Ky, Kx)
+        self.low_x_face = put(_sines(nx, np.arange(nx), np.arange(low_x))).to(self.dtype)  # (nx, Kx)
+        weight = 2.0 / (ny + 1) * (exact / opencv - 1.0)
+        self.low_weight, self.face_weight = put(weight), put(weight * exact)  # (Ky, Kx)
+        position = np.argsort(order)[:low_x]  # where natural column k sits in the transform's order
+        self.low_position, self.low_sign = torch.from_numpy(position).to(device), put(sign[position])
 
     @property
     def written(self) -> Box:
@@ -263,32 +396,36 @@ class PoissonPaste:
         if out is None:
             out = torch.empty(len(faces), 3, *self.interior, dtype=torch.uint8, device=faces.device)
         for frames, colours in _chunks(len(faces), self.planes_per_chunk):
-            out[frames, colours].copy_(self._solve_planes(regions[frames, colours], colours))
+            self._solve_planes(regions[frames, colours], colours, out[frames, colours])
         return out
 
-    def _solve_planes(self, region: torch.Tensor, colours: slice) -> torch.Tensor:
-        """uint8 (b, c, h, w) face planes of the given colours -> float (b, c, ny, nx), clamped to 0..255."""
-        nx = self.interior[1]
-        spectrum = self._tridiagonal(self._source_along_x(region, colours))
-        inside = region[..., 1:-1, 1:-1].to(self.dtype)
-        self._add_low_correction(spectrum, inside)
-        padded = self._padded(spectrum.shape[:-2])
-        padded[..., 1 : nx + 1] = spectrum
-        transformed = torch.fft.rfft(padded, dim=-1).imag[..., 1 : nx + 1]  # -spectrum S_x
-        solution = inside.add_(transformed, alpha=-2.0 / (nx + 1))
-        # OpenCV: below 0 -> 0, above 255 -> 255, else truncated; the caller's float -> uint8 copy truncates.
-        return solution.clamp_(0.0, 255.0)
+    def _solve_planes(self, region: torch.Tensor, colours: slice, out: torch.Tensor) -> None:
+        """uint8 (b, c, h, w) face planes of the given colours -> their pasted values, into ``out`` (b, c, ny, nx).
 
-    def _padded(self, lead: Tuple[int, ...]) -> torch.Tensor:
-        """(*lead, ny, 2 nx + 2) transform buffer whose zero columns are written once per job, then reused."""
+        The backward sweep runs in blocks of rows, bottom up; each finished block is transformed and written,
+        so the transform's buffers stay small (``block_bytes``) whatever the chunk.
+        """
+        spectrum, low = self._source(region, colours)
+        self._add_low_correction(spectrum, low, region)
+        rows = spectrum.unbind(0)
+        self._forward(rows)
+        step = max(1, self.block_bytes // (spectrum.shape[1] * self.sines.row_bytes))
+        for end in range(len(rows), 0, -step):
+            start = max(end - step, 0)
+            self._backward(rows, start, end)
+            self._write(self.sines(spectrum[start:end]), region, out, start, end)
+
+    def _spectrum(self, planes: int) -> torch.Tensor:
+        """(ny, planes, nx) float64 buffer, kept between calls (each call writes all of it)."""
         ny, nx = self.interior
-        planes = math.prod(lead)
-        if self._buffer is None or len(self._buffer) < planes:
-            self._buffer = torch.zeros(planes, ny, 2 * nx + 2, dtype=self.dtype, device=self.device)
-        return self._buffer[:planes].view(*lead, ny, 2 * nx + 2)
+        size = ny * planes * nx
+        if self._buffer is None or self._buffer.numel() < size:
+            self._buffer = torch.empty(size, dtype=torch.float64, device=self.device)
+        return self._buffer[:size].view(ny, planes, nx)
 
-    def _source_along_x(self, region: torch.Tensor, colours: slice) -> torch.Tensor:
-        """(b, c, h, w) uint8 face planes -> (b, c, ny, nx) float64: g transformed along x (``g S_x``)."""
+    def _source(self, region: torch.Tensor, colours: slice) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(b, c, h, w) uint8 face planes -> g transformed along x (``g S_x``) as (ny, b c, nx) float64, columns
+        in the transform's order, and its first Kx columns in natural order (ny, b c, Kx)."""
         ny, nx = self.interior
         top, bottom = self.row_bands
         bands = {
@@ -301,38 +438,69 @@ class PoissonPaste:
             )
             for columns, first, last in self._runs()
         }
-        spectrum = torch.empty(*region.shape[:-2], ny, nx, dtype=torch.float64, device=region.device)  # all set
+        planes = region.shape[0] * region.shape[1]
+        spectrum = self._spectrum(planes)
+        low = torch.empty(ny, planes, self.low_x, dtype=torch.float64, device=region.device)
         edges = -_dst1(torch.cat([band for (columns, _), band in bands.items() if not columns], -2))
-        spectrum[..., :top, :] = edges[..., :top, :]
-        spectrum[..., bottom:, :] = edges[..., top:, :]
+        edges = edges.permute(2, 0, 1, 3).reshape(-1, planes, nx)  # (band rows, planes, nx)
+        ordered = edges.index_select(-1, self.order) * self.sign
+        spectrum[:top], spectrum[bottom:] = ordered[:top], ordered[top:]
+        low[:top], low[bottom:] = edges[:top, :, : self.low_x], edges[top:, :, : self.low_x]
         if bottom > top:  # the left and right bands of the rows in between
             sides = torch.cat([band for (columns, _), band in bands.items() if columns], -2)
-            spectrum[..., top:bottom, :] = sides.transpose(-1, -2)[..., top:bottom, :] @ self.band_cols
-        return spectrum
+            sides = sides[..., top:bottom].permute(3, 0, 1, 2).reshape(bottom - top, planes, -1)
+            torch.matmul(sides, self.band_cols, out=spectrum[top:bottom])
+            torch.matmul(sides, self.band_cols_low, out=low[top:bottom])
+        return spectrum, low
 
-    def _tridiagonal(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """Solve every x frequency's system along y in place (Thomas algorithm, factors from the constructor)."""
-        factors = self.factors
-        rows = spectrum.shape[-2]
-        spectrum[..., 0, :] *= factors[0]
-        for y in range(1, rows):
-            spectrum[..., y, :].sub_(spectrum[..., y - 1, :]).mul_(factors[y])
-        for y in range(rows - 2, -1, -1):
-            spectrum[..., y, :].addcmul_(factors[y], spectrum[..., y + 1, :], value=-1.0)
-        return spectrum
+    def _face_projection(self, region: torch.Tensor) -> torch.Tensor:
+        """``F S_x[:, :Kx]`` of the face inside the ring: (ny, b c, Kx) float64, computed in ``dtype`` by row blocks."""
+        inside = region[..., 1:-1, 1:-1]
+        frames, colours, ny, nx = inside.shape
+        projected = torch.empty(ny, frames, colours, self.low_x, dtype=torch.float64, device=region.device)
+        step = max(1, self.block_bytes // (frames * colours * nx * self.low_x_face.element_size()))
+        for start in range(0, ny, step):
+            part = inside[:, :, start : start + step].to(self.dtype) @ self.low_x_face
+            projected[start : start + step] = part.permute(2, 0, 1, 3)
+        return projected.view(ny, frames * colours, self.low_x)
 
-    def _add_low_correction(self, spectrum: torch.Tensor, inside: torch.Tensor) -> None:
-        """Add what OpenCV's float32 eigenvalues change, in place, to the low x frequencies of ``spectrum``.
+    def _add_low_correction(self, spectrum: torch.Tensor, low: torch.Tensor, region: torch.Tensor) -> None:
+        """Add to the transformed source what OpenCV's float32 eigenvalues change, in place.
 
-        With ``u`` the exact solution, its low DST coefficients are ``S_y[:Ky] (F S_x[:, :Kx] + H[:, :Kx])``
-        (H: the spectrum, since ``h = 2/(nx+1) H S_x`` and ``S_x S_x = (nx+1)/2``); the change is
-        ``c S_y[:, :Ky] (weight * those) S_x[:Kx]``, i.e. ``2/(ny+1) S_y[:, :Ky] (...)`` added to H's first Kx
-        columns before the inverse transform along x.
+        The exact solution's low DST coefficients are ``S_y[:Ky] F S_x[:, :Kx]`` plus ``(S_y[:Ky] G) / lambda``
+        (G: the source's first Kx columns, ``low``); the change in the solution is
+        ``c S_y[:, :Ky] (weight * those) S_x[:Kx]``, which is the solve of the source change
+        ``2/(ny+1) S_y[:, :Ky] (lambda * weight * those)`` in the first Kx columns along x.
         """
-        low_x = self.low_x.shape[1]
-        projected = (inside @ self.low_x_face).to(torch.float64) + spectrum[..., :low_x]
-        block = (self.low_y @ projected) * self.low_weight
-        spectrum[..., :low_x] += self.low_y.T @ block
+        low_y, (ny, planes, low_x) = self.low_y, low.shape
+        if not (len(low_y) and low_x):
+            return
+        face = (low_y @ self._face_projection(region).view(ny, -1)).view(-1, planes, low_x)
+        source = (low_y @ low.view(ny, -1)).view(-1, planes, low_x)
+        block = face * self.face_weight[:, None] + source * self.low_weight[:, None]
+        change = (low_y.T @ block.view(len(low_y), -1)).view(ny, planes, low_x)
+        spectrum.index_add_(2, self.low_position, change.mul_(self.low_sign))
+
+    def _forward(self, rows: Tuple[torch.Tensor, ...]) -> None:
+        """The Thomas algorithm's forward sweep along y, in place (factors from the constructor)."""
+        factors = self.factors
+        rows[0].mul_(factors[0])
+        for y in range(1, len(rows)):
+            rows[y].sub_(rows[y - 1]).mul_(factors[y])
+
+    def _backward(self, rows: Tuple[torch.Tensor, ...], start: int, end: int) -> None:
+        """The backward sweep over rows [start, end), bottom up; rows from ``end`` on are done."""
+        factors = self.factors
+        for y in range(min(end, len(rows) - 1) - 1, start - 1, -1):
+            rows[y].addcmul_(factors[y], rows[y + 1], value=-1.0)
+
+    def _write(self, solved: torch.Tensor, region: torch.Tensor, out: torch.Tensor, start: int, end: int) -> None:
+        """``F + L0^-1 g`` for interior rows [start, end): (rows, b c, nx) ``L0^-1 g`` and the (b, c, h, w) uint8
+        faces -> ``out[:, :, start:end]``. OpenCV: below 0 -> 0, above 255 -> 255, else truncated (the copy)."""
+        frames, colours = region.shape[:2]
+        solution = solved.view(end - start, frames, colours, -1).permute(1, 2, 0, 3)
+        solution.add_(region[:, :, 1 + start : 1 + end, 1:-1])
+        out[:, :, start:end].copy_(solution.clamp_(0.0, 255.0))
 
 
 @lru_cache(maxsize=64)
