@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -200,6 +200,13 @@ def _classes(p: int, base: int, count: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.where(flip, p - power, power), np.where(flip, -1.0, 1.0)
 
 
+class _Source(NamedTuple):
+    """A chunk's transformed source as the forward sweep reads it (:meth:`PoissonPaste._source`)."""
+
+    sides: Optional[torch.Tensor]  # (rows between the band rows, planes, band columns) float64: g there
+    change: Optional[torch.Tensor]  # (Ky, planes Kx) float64: the low-frequency change, before S_y[:, :Ky]
+
+
 class _RowSines:
     """The solve's last step, along the last dim of (..., n) float64 row blocks: ``t_j = scale sum_k H_k
     sin(pi (j+1)(k+1) / (n+1))``, in ``dtype`` and natural order, from blocks whose column i holds
@@ -255,13 +262,15 @@ class _RaderSines(_RowSines):
         kernel[shifts % self.size] = scale * np.sin(2.0 * np.pi * powers[shifts % (p - 1)] / p)
         complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.kernel = torch.from_numpy(np.fft.fft(kernel)).to(device=device, dtype=complex_dtype)
-        # t at r_a - 1 is e_a (Re - s Im), at p - r_a - 1 it is e_a (-Re - s Im): s = (-1)^r_a, e_a the sign of g^a.
+        # With y_a the convolution at a and s_a = (-1)^r_a: t at r_a - 1 is e_a (Re y_a - s_a Im y_a), at p - r_a - 1
+        # it is -e_a (Re y_a + s_a Im y_a); both are parts of w_a = e_a (1 + i s_a) y_a: Re w_a and -s_a Im w_a.
         parity = 1.0 - 2.0 * (outputs % 2)
-        self.re_weight = torch.from_numpy(output_sign).to(device=device, dtype=dtype)
-        self.im_weight = torch.from_numpy(-output_sign * parity).to(device=device, dtype=dtype)
-        index = np.empty(n, dtype=np.int64)
-        index[outputs - 1], index[p - outputs - 1] = np.arange(half), np.arange(half, n)
+        self.weight = torch.from_numpy(output_sign * (1.0 + 1j * parity)).to(device=device, dtype=complex_dtype)
+        index, out_sign = np.empty(n, dtype=np.int64), np.ones(n)
+        index[outputs - 1], index[p - outputs - 1] = 2 * np.arange(half), 2 * np.arange(half) + 1
+        out_sign[p - outputs - 1] = -parity
         self.index = torch.from_numpy(index).to(device)
+        self.out_sign = torch.from_numpy(out_sign).to(device=device, dtype=dtype)
         self.complex_dtype = complex_dtype
 
     def __call__(self, block: torch.Tensor) -> torch.Tensor:
@@ -269,13 +278,8 @@ class _RaderSines(_RowSines):
         packed = self._workspace(lead, self.size, self.complex_dtype)
         torch.view_as_real(packed)[..., :half, :] = block.view(*lead, half, 2)
         spectrum = torch.fft.fft(packed, dim=-1).mul_(self.kernel)
-        pairs = torch.view_as_real(torch.fft.ifft(spectrum, dim=-1)[..., :half])
-        real, imaginary = pairs[..., 0], pairs[..., 1]
-        both = torch.empty(*lead, self.n, dtype=self.dtype, device=block.device)
-        first, second = both[..., :half], both[..., half:]
-        torch.mul(real, self.re_weight, out=first).addcmul_(imaginary, self.im_weight)
-        torch.mul(imaginary, 2.0 * self.im_weight, out=second).sub_(first)
-        return torch.gather(both, -1, self.index.expand(*lead, self.n))
+        parts = torch.view_as_real(torch.fft.ifft(spectrum, dim=-1)[..., :half] * self.weight).view(*lead, self.n)
+        return torch.gather(parts, -1, self.index.expand(*lead, self.n)).mul_(self.out_sign)
 
 
 def _row_sines(n: int, scale: float, dtype: torch.dtype, device: torch.device) -> _RowSines:
@@ -370,7 +374,9 @@ class PoissonPaste:
         self.band_cols, self.band_cols_low = put(band[:, order] * sign), put(band[:, :low_x])
         self.factors = put(_elimination(cx[order] - 4.0, ny)).unbind(0)  # ny rows of (nx,)
         self.low_y = put(_sines(ny, np.arange(low_y), np.arange(ny)))  # (Ky, ny)
+        self.low_y_t = self.low_y.T.contiguous()
         self.low_x_face = put(_sines(nx, np.arange(nx), np.arange(low_x))).to(self.dtype)  # (nx, Kx)
+        self.low_y_face = self.low_y.to(self.dtype)
         weight = 2.0 / (ny + 1) * (exact / opencv - 1.0)
         self.low_weight, self.face_weight = put(weight), put(weight * exact)  # (Ky, Kx)
         position = np.argsort(order)[:low_x]  # where natural column k sits in the transform's order
@@ -402,15 +408,19 @@ class PoissonPaste:
     def _solve_planes(self, region: torch.Tensor, colours: slice, out: torch.Tensor) -> None:
         """uint8 (b, c, h, w) face planes of the given colours -> their pasted values, into ``out`` (b, c, ny, nx).
 
-        The backward sweep runs in blocks of rows, bottom up; each finished block is transformed and written,
-        so the transform's buffers stay small (``block_bytes``) whatever the chunk.
+        Both sweeps run in blocks of rows, so each block's work stays in the cache: the forward sweep top down,
+        each block's source assembled just before; the backward sweep bottom up, each finished block transformed
+        and written at once (the transform's buffers stay under ``block_bytes`` whatever the chunk).
         """
-        spectrum, low = self._source(region, colours)
-        self._add_low_correction(spectrum, low, region)
+        (ny, nx), planes = self.interior, region.shape[0] * region.shape[1]
+        spectrum = self._spectrum(planes)
+        source = self._source(region, colours, spectrum)
         rows = spectrum.unbind(0)
-        self._forward(rows)
-        step = max(1, self.block_bytes // (spectrum.shape[1] * self.sines.row_bytes))
-        for end in range(len(rows), 0, -step):
+        step = max(1, self.block_bytes // (planes * nx * spectrum.element_size()))
+        for start in range(0, ny, step):
+            self._forward(spectrum, rows, source, start, min(start + step, ny))
+        step = max(1, self.block_bytes // (planes * self.sines.row_bytes))
+        for end in range(ny, 0, -step):
             start = max(end - step, 0)
             self._backward(rows, start, end)
             self._write(self.sines(spectrum[start:end]), region, out, start, end)
@@ -423,9 +433,9 @@ class PoissonPaste:
             self._buffer = torch.empty(size, dtype=torch.float64, device=self.device)
         return self._buffer[:size].view(ny, planes, nx)
 
-    def _source(self, region: torch.Tensor, colours: slice) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(b, c, h, w) uint8 face planes -> g transformed along x (``g S_x``) as (ny, b c, nx) float64, columns
-        in the transform's order, and its first Kx columns in natural order (ny, b c, Kx)."""
+    def _source(self, region: torch.Tensor, colours: slice, spectrum: torch.Tensor) -> _Source:
+        """The source g of (b, c, h, w) uint8 face planes, transformed along x (``g S_x``): its band rows written
+        into ``spectrum`` (ny, b c, nx; columns in the transform's order), the rest as the sweep reads it."""
         ny, nx = self.interior
         top, bottom = self.row_bands
         bands = {
@@ -438,55 +448,82 @@ class PoissonPaste:
             )
             for columns, first, last in self._runs()
         }
-        planes = region.shape[0] * region.shape[1]
-        spectrum = self._spectrum(planes)
-        low = torch.empty(ny, planes, self.low_x, dtype=torch.float64, device=region.device)
+        planes = spectrum.shape[1]
         edges = -_dst1(torch.cat([band for (columns, _), band in bands.items() if not columns], -2))
         edges = edges.permute(2, 0, 1, 3).reshape(-1, planes, nx)  # (band rows, planes, nx)
         ordered = edges.index_select(-1, self.order) * self.sign
         spectrum[:top], spectrum[bottom:] = ordered[:top], ordered[top:]
+        low = torch.empty(ny, planes, self.low_x, dtype=torch.float64, device=region.device)  # natural order
         low[:top], low[bottom:] = edges[:top, :, : self.low_x], edges[top:, :, : self.low_x]
+        sides = None
         if bottom > top:  # the left and right bands of the rows in between
             sides = torch.cat([band for (columns, _), band in bands.items() if columns], -2)
-            sides = sides[..., top:bottom].permute(3, 0, 1, 2).reshape(bottom - top, planes, -1)
-            torch.matmul(sides, self.band_cols, out=spectrum[top:bottom])
+            sides = sides[..., top:bottom].permute(3, 0, 1, 2).contiguous().view(bottom - top, planes, -1)
             torch.matmul(sides, self.band_cols_low, out=low[top:bottom])
-        return spectrum, low
+        return _Source(sides, self._low_change(low, region))
 
     def _face_projection(self, region: torch.Tensor) -> torch.Tensor:
-        """``F S_x[:, :Kx]`` of the face inside the ring: (ny, b c, Kx) float64, computed in ``dtype`` by row blocks."""
-        inside = region[..., 1:-1, 1:-1]
-        frames, colours, ny, nx = inside.shape
-        projected = torch.empty(ny, frames, colours, self.low_x, dtype=torch.float64, device=region.device)
-        step = max(1, self.block_bytes // (frames * colours * nx * self.low_x_face.element_size()))
-        for start in range(0, ny, step):
-            part = inside[:, :, start : start + step].to(self.dtype) @ self.low_x_face
-            projected[start : start + step] = part.permute(2, 0, 1, 3)
-        return projected.view(ny, frames * colours, self.low_x)
+        """``S_y[:Ky] F S_x[:, :Kx]`` of the face inside the ring: (Ky, b c, Kx) float64, computed in ``dtype``.
 
-    def _add_low_correction(self, spectrum: torch.Tensor, low: torch.Tensor, region: torch.Tensor) -> None:
-        """Add to the transformed source what OpenCV's float32 eigenvalues change, in place.
+        The product along y comes first, on blocks of rows in the faces' own memory order (channels last from
+        cv2.resize: converting them copies without transposing). ``S_y[l, ny-1-y] = (-1)^l S_y[l, y]``, so even l
+        read the sum of rows y and ny-1-y, odd l their difference: half the products.
+        """
+        inside = region[..., 1:-1, 1:-1].permute(0, 2, 3, 1)  # (b, ny, nx, c)
+        frames, ny, nx, colours = inside.shape
+        half, width = ny // 2, nx * colours
+        even, odd = self.low_y_face[0::2, :half], self.low_y_face[1::2, :half]
+        along_y = torch.zeros(frames, len(self.low_y_face), width, dtype=self.dtype, device=region.device)
+        sums, differences = along_y[:, 0::2], along_y[:, 1::2]
+        step = max(1, self.block_bytes // (frames * width * even.element_size()))
+        for start in range(0, half, step):
+            end = min(start + step, half)
+            top = inside[:, start:end].to(self.dtype, memory_format=torch.contiguous_format)
+            bottom = inside[:, ny - end : ny - start].flip(1).to(self.dtype)
+            sums.baddbmm_(even[:, start:end].expand(frames, -1, -1), (top + bottom).view(frames, -1, width))
+            differences.baddbmm_(odd[:, start:end].expand(frames, -1, -1), top.sub_(bottom).view(frames, -1, width))
+        if ny % 2:  # the middle row: odd l have 0 there
+            middle = inside[:, half].to(self.dtype, memory_format=torch.contiguous_format).view(frames, 1, width)
+            sums.baddbmm_(self.low_y_face[0::2, half : half + 1].expand(frames, -1, -1), middle)
+        both = along_y.view(frames, -1, nx, colours).permute(0, 3, 1, 2) @ self.low_x_face  # (b, c, Ky, Kx)
+        return both.permute(2, 0, 1, 3).reshape(len(self.low_y_face), frames * colours, self.low_x).to(torch.float64)
+
+    def _low_change(self, low: torch.Tensor, region: torch.Tensor) -> Optional[torch.Tensor]:
+        """What OpenCV's float32 eigenvalues change, as a change of the transformed source: ``S_y[:, :Ky] @`` the
+        (Ky, b c Kx) result, in the first Kx columns along x (their signs in the transform's order folded in).
 
         The exact solution's low DST coefficients are ``S_y[:Ky] F S_x[:, :Kx]`` plus ``(S_y[:Ky] G) / lambda``
-        (G: the source's first Kx columns, ``low``); the change in the solution is
+        (G: the transformed source's first Kx columns, ``low``); the change in the solution is
         ``c S_y[:, :Ky] (weight * those) S_x[:Kx]``, which is the solve of the source change
         ``2/(ny+1) S_y[:, :Ky] (lambda * weight * those)`` in the first Kx columns along x.
         """
         low_y, (ny, planes, low_x) = self.low_y, low.shape
         if not (len(low_y) and low_x):
-            return
-        face = (low_y @ self._face_projection(region).view(ny, -1)).view(-1, planes, low_x)
+            return None
+        face = self._face_projection(region)
         source = (low_y @ low.view(ny, -1)).view(-1, planes, low_x)
         block = face * self.face_weight[:, None] + source * self.low_weight[:, None]
-        change = (low_y.T @ block.view(len(low_y), -1)).view(ny, planes, low_x)
-        spectrum.index_add_(2, self.low_position, change.mul_(self.low_sign))
+        return block.mul_(self.low_sign).reshape(len(low_y), -1)
 
-    def _forward(self, rows: Tuple[torch.Tensor, ...]) -> None:
-        """The Thomas algorithm's forward sweep along y, in place (factors from the constructor)."""
+    def _forward(
+        self, spectrum: torch.Tensor, rows: Tuple[torch.Tensor, ...], source: _Source, start: int, end: int
+    ) -> None:
+        """Rows [start, end) of the transformed source (band columns' part, low-frequency change), then the
+        Thomas algorithm's forward sweep over them, in place (factors from the constructor)."""
+        top, bottom = self.row_bands
+        first, last = max(start, top), min(end, bottom)
+        if source.sides is not None and first < last:
+            sides = source.sides[first - top : last - top]
+            target = spectrum[first:last].view(-1, spectrum.shape[-1])
+            torch.mm(sides.view(-1, sides.shape[-1]), self.band_cols, out=target)
+        if source.change is not None:
+            change = (self.low_y_t[start:end] @ source.change).view(end - start, spectrum.shape[1], -1)
+            spectrum[start:end].index_add_(2, self.low_position, change)
         factors = self.factors
-        rows[0].mul_(factors[0])
-        for y in range(1, len(rows)):
-            rows[y].sub_(rows[y - 1]).mul_(factors[y])
+        for y in range(start, end):
+            if y:
+                rows[y].sub_(rows[y - 1])
+            rows[y].mul_(factors[y])
 
     def _backward(self, rows: Tuple[torch.Tensor, ...], start: int, end: int) -> None:
         """The backward sweep over rows [start, end), bottom up; rows from ``end`` on are done."""
