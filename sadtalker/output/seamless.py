@@ -203,6 +203,11 @@ def _classes(p: int, base: int, count: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.where(flip, p - power, power), np.where(flip, -1.0, 1.0)
 
 
+def _rows_of(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(rows, w, c) -> (rows, w c) in ``dtype``, contiguous."""
+    return image.to(dtype, memory_format=torch.contiguous_format).view(len(image), -1)
+
+
 class _Source(NamedTuple):
     """A chunk's transformed source as the forward sweep reads it (:meth:`PoissonPaste._source`)."""
 
@@ -481,28 +486,27 @@ class PoissonPaste:
     def _face_projection(self, region: torch.Tensor) -> torch.Tensor:
         """``S_y[:Ky] F S_x[:, :Kx]`` of the face inside the ring: (Ky, b c, Kx) float64, computed in ``dtype``.
 
-        The product along y comes first, on blocks of rows in the faces' own memory order (channels last from
-        cv2.resize: converting them copies without transposing). ``S_y[l, ny-1-y] = (-1)^l S_y[l, y]``, so even l
-        read the sum of rows y and ny-1-y, odd l their difference: half the products.
+        The product along y comes first, frame by frame on blocks of rows in the faces' own memory order (channels
+        last from cv2.resize: converting them copies without transposing). ``S_y[l, ny-1-y] = (-1)^l S_y[l, y]``,
+        so even l read the sum of rows y and ny-1-y, odd l their difference: half the products.
         """
         inside = region[..., 1:-1, 1:-1].permute(0, 2, 3, 1)  # (b, ny, nx, c)
         frames, ny, nx, colours = inside.shape
-        half, width = ny // 2, nx * colours
-        even, odd = self.low_y_face[0::2, :half], self.low_y_face[1::2, :half]
-        along_y = torch.zeros(frames, len(self.low_y_face), width, dtype=self.dtype, device=region.device)
-        sums, differences = along_y[:, 0::2], along_y[:, 1::2]
-        step = max(1, self.block_bytes // (frames * width * even.element_size()))
-        for start in range(0, half, step):
-            end = min(start + step, half)
-            top = inside[:, start:end].to(self.dtype, memory_format=torch.contiguous_format)
-            bottom = inside[:, ny - end : ny - start].flip(1).to(self.dtype)
-            sums.baddbmm_(even[:, start:end].expand(frames, -1, -1), (top + bottom).view(frames, -1, width))
-            differences.baddbmm_(odd[:, start:end].expand(frames, -1, -1), top.sub_(bottom).view(frames, -1, width))
-        if ny % 2:  # the middle row: odd l have 0 there
-            middle = inside[:, half].to(self.dtype, memory_format=torch.contiguous_format).view(frames, 1, width)
-            sums.baddbmm_(self.low_y_face[0::2, half : half + 1].expand(frames, -1, -1), middle)
+        half, width, low_y = ny // 2, nx * colours, self.low_y_face
+        along_y = torch.zeros(frames, len(low_y), width, dtype=self.dtype, device=region.device)
+        step = max(1, self.block_bytes // (width * low_y.element_size()))
+        for frame, rows in zip(inside, along_y, strict=True):
+            sums, differences = rows[0::2], rows[1::2]
+            for start in range(0, half, step):
+                end = min(start + step, half)
+                top = _rows_of(frame[start:end], self.dtype)
+                bottom = _rows_of(frame[ny - end : ny - start].flip(0), self.dtype)
+                sums.addmm_(low_y[0::2, start:end], top + bottom)
+                differences.addmm_(low_y[1::2, start:end], top.sub_(bottom))
+            if ny % 2:  # the middle row: odd l have 0 there
+                sums.addmm_(low_y[0::2, half : half + 1], _rows_of(frame[half : half + 1], self.dtype))
         both = along_y.view(frames, -1, nx, colours).permute(0, 3, 1, 2) @ self.low_x_face  # (b, c, Ky, Kx)
-        return both.permute(2, 0, 1, 3).reshape(len(self.low_y_face), frames * colours, self.low_x).to(torch.float64)
+        return both.permute(2, 0, 1, 3).reshape(len(low_y), frames * colours, self.low_x).to(torch.float64)
 
     def _low_change(self, low: torch.Tensor, region: torch.Tensor) -> Optional[torch.Tensor]:
         """What OpenCV's float32 eigenvalues change, as a change of the transformed source: ``S_y[:, :Ky] @`` the
