@@ -216,9 +216,10 @@ class _Source(NamedTuple):
 
 
 class _RowSines:
-    """The solve's last step, along the last dim of (..., n) float64 row blocks: ``t_j = scale sum_k H_k
+    """The solve's last step, along the last dim of (..., c, n) float64 row blocks: ``t_j = scale sum_k H_k
     sin(pi (j+1)(k+1) / (n+1))``, in ``dtype`` and natural order, from blocks whose column i holds
-    ``sign[i] H[order[i]]`` (the order the transform wants; the solve keeps its spectrum in it).
+    ``sign[i] H[order[i]]`` (the order the transform wants; the solve keeps its spectrum in it). Returned as
+    (..., n, c), channels last (a view: the sum with the face reads it so).
 
     This one: the imaginary part of a real FFT of length 2n + 2, columns in natural order.
     """
@@ -240,7 +241,7 @@ class _RowSines:
         n = self.n
         padded = self._workspace(block.shape[:-1], 2 * n + 2, self.dtype)
         padded[..., 1 : n + 1] = block
-        return torch.mul(torch.fft.rfft(padded, dim=-1).imag[..., 1 : n + 1], -self.scale)
+        return torch.mul(torch.fft.rfft(padded, dim=-1).imag[..., 1 : n + 1], -self.scale).transpose(-1, -2)
 
 
 class _RaderSines(_RowSines):
@@ -287,7 +288,8 @@ class _RaderSines(_RowSines):
         torch.view_as_real(packed)[..., :half, :] = block.view(*lead, half, 2)
         spectrum = torch.fft.fft(packed, dim=-1).mul_(self.kernel)
         parts = torch.view_as_real(torch.fft.ifft(spectrum, dim=-1)[..., :half] * self.weight).view(*lead, self.n)
-        return torch.gather(parts, -1, self.index.expand(*lead, self.n)).mul_(self.out_sign)
+        solved = torch.gather(parts, -1, self.index.expand(*lead, self.n)).mul_(self.out_sign)
+        return solved.transpose(-1, -2)
 
 
 class _MatrixSines(_RowSines):
@@ -299,7 +301,7 @@ class _MatrixSines(_RowSines):
         self.matrix = torch.from_numpy(scale * _sines(n, np.arange(n), np.arange(n))).to(device=device, dtype=dtype)
 
     def __call__(self, block: torch.Tensor) -> torch.Tensor:
-        return block.to(self.dtype) @ self.matrix
+        return (block.to(self.dtype) @ self.matrix).transpose(-1, -2)
 
 
 def _row_sines(n: int, scale: float, dtype: torch.dtype, device: torch.device) -> _RowSines:
@@ -444,7 +446,8 @@ class PoissonPaste:
         for end in range(ny, 0, -step):
             start = max(end - step, 0)
             self._backward(rows, start, end)
-            self._write(self.sines(spectrum[start:end]), region, out, start, end)
+            block = spectrum[start:end].view(end - start, *region.shape[:2], nx)
+            self._write(self.sines(block), region, out, start, end)
 
     def _spectrum(self, planes: int) -> torch.Tensor:
         """(ny, planes, nx) float64 buffer, kept between calls (each call writes all of it)."""
@@ -552,13 +555,12 @@ class PoissonPaste:
             rows[y].addcmul_(factors[y], rows[y + 1], value=-1.0)
 
     def _write(self, solved: torch.Tensor, region: torch.Tensor, out: torch.Tensor, start: int, end: int) -> None:
-        """``F + L0^-1 g`` for interior rows [start, end): (rows, b c, nx) ``L0^-1 g`` and the (b, c, h, w) uint8
+        """``F + L0^-1 g`` for interior rows [start, end): (rows, b, nx, c) ``L0^-1 g`` and the (b, c, h, w) uint8
         faces -> ``out[:, :, start:end]``. OpenCV: below 0 -> 0, above 255 -> 255, else truncated (the copy).
         The sum is formed channels last, the order of the faces from cv2.resize and of the output frames."""
-        frames, colours = region.shape[:2]
         face = region[:, :, 1 + start : 1 + end, 1:-1].permute(0, 2, 3, 1)  # (b, rows, nx, c)
         solution = torch.empty(face.shape, dtype=solved.dtype, device=solved.device)
-        torch.add(face, solved.view(end - start, frames, colours, -1).permute(1, 0, 3, 2), out=solution)
+        torch.add(face, solved.permute(1, 0, 2, 3), out=solution)
         out[:, :, start:end].permute(0, 2, 3, 1).copy_(solution.clamp_(0.0, 255.0))
 
 
