@@ -31,9 +31,13 @@ Beyond OpenCV (which refuses both): a region reaching past the photo is clipped 
 clipped rectangle; a box under 5 pixels a side has nothing inside its ring and leaves the photo as it is.
 
 Everything that depends only on the photo (its values on the ring and in the edge band, the eigenvalues, the
-tridiagonal factors, the sine tables) is computed once per job in :class:`PoissonPaste`. A batch costs thin matrix
-products, a tridiagonal sweep along y and one real FFT per row along x, per colour plane; planes go through the
-solve in chunks that hold at most ``budget_bytes``.
+tridiagonal factors, the sine tables) is computed once per job in :class:`PoissonPaste`. A batch costs, per colour
+plane, thin matrix products (the source's edge bands, the low-frequency correction), a tridiagonal sweep along y
+and one inverse DST-I per row along x: by Rader's algorithm (a complex FFT of a smooth length close to n and its
+inverse) where n + 1 is prime, as for the 512 and 1024 px boxes, whose real FFT of length 2n + 2 would otherwise
+run Bluestein's algorithm; as a matrix product for short rows; else by that real FFT. The sweeps and the last
+transform run in blocks of rows sized for the CPU's cache (``BLOCK_BYTES``); planes go through the solve in chunks
+that hold at most ``budget_bytes``.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ Box = Tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive
 ERODE_BAND = 3  # OpenCV erodes the mask 3 times with a 3x3 square: the photo's gradients rule this band
 RESIZE_BITS = 11  # cv2.resize's bilinear weights for 8-bit images are fixed point with 11 fraction bits
 BAND_HEAD, BAND_TAIL = 3, 2  # interior rows/columns along the top-left / bottom-right edges that carry g
-# Bytes per interior value of a colour plane: its float64 spectrum, plus LOW_ARRAYS float64 arrays of Kx columns
-# (the source's and the face's low columns, the correction) per row.
+# Bytes per interior value of a colour plane: its float64 spectrum; plus, per row and low-frequency column, at most
+# LOW_ARRAYS float64 values (the source's low columns, the face's projection along y).
 SPECTRUM_BYTES, LOW_ARRAYS = 8, 3
 # Bytes the solve may hold at once, whatever the batch: 1 GiB on the CPU; 4 GiB on a GPU, where a bigger chunk
 # spreads the tridiagonal sweep's per-row kernel launches over more frames.
