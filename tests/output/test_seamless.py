@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sadtalker.output.paste import Paster
-from sadtalker.output.seamless import PoissonPaste, clone_region, linear_resize
+from sadtalker.output.seamless import PoissonPaste, _row_sines, clone_region, linear_resize
 from tests.support.pastecases import (
     GENERATED,
     LARGEST,
@@ -93,6 +93,29 @@ def test_chunks_of_any_size_give_the_same_frames():
         solver = PoissonPaste(photo, case.box, bounds, budget_bytes=1)
         solver.planes_per_chunk = planes
         assert torch.equal(solver.solve(faces), whole), planes
+
+
+@pytest.mark.parametrize(
+    "n, kind",
+    [
+        (5, "_MatrixSines"),
+        (212, "_MatrixSines"),  # the 216 px box: n + 1 = 3 x 71
+        (252, "_RowSines"),
+        (88, "_RaderSines"),  # n + 1 = 89 prime; its FFT length 90 is not a power of 2
+        (396, "_RaderSines"),
+        (1020, "_RaderSines"),  # the 1024 px box: n + 1 = 1021
+    ],
+)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-11)])
+def test_each_last_transform_is_the_sine_transform(n, kind, dtype, tolerance):
+    """The solve's last step, whichever algorithm runs it, against the DST-I matrix itself."""
+    sines = _row_sines(n, 2.0 / (n + 1), dtype, torch.device("cpu"))
+    assert type(sines).__name__ == kind
+    spectrum = np.random.default_rng(n).normal(0.0, 100.0, (2, 3, 2, n))  # (rows, frames, colours, n)
+    matrix = np.sin(np.pi * np.outer(np.arange(1, n + 1), np.arange(1, n + 1)) / (n + 1))
+    expected = np.swapaxes(2.0 / (n + 1) * spectrum @ matrix, -1, -2)  # returned channels last
+    block = torch.from_numpy(spectrum[..., sines.order] * sines.sign)  # columns in the order it wants
+    np.testing.assert_allclose(sines(block).double().numpy(), expected, rtol=0, atol=tolerance * 100)
 
 
 def test_a_box_past_the_edge_is_solved_on_the_part_inside():
