@@ -8,12 +8,14 @@ Each row also checks that the two agree (max difference, share of identical valu
 Sizes (box in photo, width x height), as in issue 21: 216 px in 560x600, 512 px in 1920x1080, 1024 px in
 2048x2160. ``--memory`` instead reports the peak memory of one batch for a 4096 px photo (the largest side
 ``MAX_OUTPUT_SIDE`` allows by default, so what a 4096 px photo at ``upscale`` 2 is scaled back to).
+``--steps`` times the steps of our paste one by one (best of ``--repeats`` batches per step, ms per frame).
 ``--equality`` prints, for every case of ``tests/support/pastecases.py`` (golden A and C frames in their photo,
 generated odd, edge, tiny, grey and large cases), the largest difference from OpenCV and the share of identical
 values, over the whole frame and inside the box.
 
     python -m bench.paste_speed --threads 2
     python -m bench.paste_speed --device cuda --batch 32 --no-opencv
+    python -m bench.paste_speed --steps --threads 1 --repeats 9
     python -m bench.paste_speed --memory --box 2048
     python -m bench.paste_speed --equality
 """
@@ -56,6 +58,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="peak memory of one batch, 4096 px photo")
     parser.add_argument("--box", type=int, default=2048, help="--memory: the face box's side")
     parser.add_argument("--equality", action="store_true", help="the equality table against cv2.seamlessClone")
+    parser.add_argument("--steps", action="store_true", help="time our paste's steps one by one (float32)")
     return parser.parse_args(argv)
 
 
@@ -131,6 +134,62 @@ def print_speed(rows: List[Dict], args: argparse.Namespace) -> None:
             line += " " + ", ".join(f"{row[f'{n}_max']} / {row[f'{n}_identical'] * 100:.3f} %" for n in args.dtypes)
             line += " |"
         print(line)
+
+
+# (owner, method) timed by --steps, in the order printed: Paster's, then PoissonPaste's ("sines": the last transform)
+STEPS = (
+    ("paster", "paste"),
+    ("paster", "_resize"),
+    ("poisson", "_solve_planes"),
+    ("poisson", "_source"),
+    ("poisson", "_face_projection"),
+    ("poisson", "_forward"),
+    ("poisson", "_backward"),
+    ("poisson", "sines"),
+    ("poisson", "_write"),
+)
+
+
+class _Timed:
+    """Stands in for a callable attribute, adding each call's seconds to ``totals[name]``."""
+
+    def __init__(self, inner, name: str, totals: Dict[str, float]) -> None:
+        self.inner, self.name, self.totals = inner, name, totals
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.totals[self.name] = self.totals.get(self.name, 0.0) + time.perf_counter() - start
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.inner, attribute)
+
+
+def print_steps(args: argparse.Namespace) -> None:
+    """Per box: ms per frame of Paster.paste, its resize and the Poisson solve's steps, each the best of
+    ``--repeats`` batches; a step's time includes the steps it calls."""
+    rng = np.random.default_rng(21)
+    print(f"device {args.device}, {args.threads} threads, batch {args.batch}, float32, best of {args.repeats}")
+    for side, (width, height) in CASES:
+        photo = smooth_image(rng, height, width)
+        faces = torch.from_numpy(np.stack([smooth_image(rng, FACE_SIDE, FACE_SIDE) for _ in range(args.batch)]))
+        paster = Paster(photo, centred_box(side, (width, height)), args.device, method="seamless")
+        owners = {"paster": paster, "poisson": paster.poisson}
+        totals: Dict[str, float] = {}
+        for owner, name in STEPS:
+            setattr(owners[owner], name, _Timed(getattr(owners[owner], name), name.strip("_"), totals))
+        paster.paste(faces.to(args.device))  # warm-up
+        best: Dict[str, float] = {}
+        for _ in range(args.repeats):
+            totals.clear()
+            paster.paste(faces.to(args.device))
+            _sync(args.device)
+            best = {name: min(best.get(name, np.inf), seconds) for name, seconds in totals.items()}
+        names = [name.strip("_") for _, name in STEPS]
+        steps = ", ".join(f"{name} {best[name] / args.batch * 1e3:.2f}" for name in names if name in best)
+        print(f"{side} px box, ms per frame: {steps}")
 
 
 def _rss() -> int:
@@ -223,6 +282,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.equality:
         print_equality(args)
+        return 0
+    if args.steps:
+        print_steps(args)
         return 0
     rng = np.random.default_rng(21)
     print_speed([speed_row(side, size, args, rng) for side, size in CASES], args)
