@@ -2,9 +2,9 @@
 
 1. **preprocess** (:mod:`sadtalker.face`): landmarks, crop, 3DMM coefficients of the source, cached per image
    content, ``preprocess`` and ``size`` across the chunks of a job and across jobs on a warm worker;
-2. **audio2coeff** (:mod:`sadtalker.motion`): the mel spectrogram once over the whole audio, then per chunk (audio
-   longer than ``CHUNK_SECONDS`` is cut at quiet points) blinks, ExpNet and PoseVAE from the same source
-   coefficients, the head pose carried across each seam.
+2. **audio2coeff** (:mod:`sadtalker.motion`): per chunk (audio longer than ``CHUNK_SECONDS`` is cut at quiet
+   points) the mel windows of the frames at hand, blinks, ExpNet and PoseVAE from the same source coefficients, the
+   head pose carried across each seam.
    With a reference video (``ref_info``) its frames are preprocessed too (:func:`preprocess_video`) and drive
    ExpNet's reference expressions (blink), the pose delta (pose) or all coefficients (all); idle mode feeds all-zero
    mel windows; ``pose_scale`` scales the generated pose around the source's (docs/controls.md);
@@ -50,7 +50,7 @@ from sadtalker.core.timeline import Timeline
 from sadtalker.enhance.stage import FaceEnhancer
 from sadtalker.face.stage import Preprocessed, VideoCoefficients, preprocess_image, preprocess_video
 from sadtalker.motion.chunking import Chunk, plan_chunks
-from sadtalker.motion.mel import fit_to_frames, mel_windows, melspectrogram
+from sadtalker.motion.mel import Mels, MelWindows, fit_to_frames
 from sadtalker.motion.stage import apply_ref_pose, coefficient_pieces, loop_frames, scale_pose
 from sadtalker.output.paste import Paster
 from sadtalker.output.segments import Segmenter
@@ -275,10 +275,11 @@ def _motion_pieces(
     reference-video controls, which work row by row."""
     options = request.options
     frames_total = num_frames(len(request.wav16k))
+    windows: Mels  # the mel windows, computed piece by piece as the coefficients need them
     if options.idle_seconds is not None:  # the reference's idle mode: all-zero mel windows, not silence's mel
         windows = np.zeros((frames_total, 80, 16), dtype=np.float32)
     else:
-        windows = mel_windows(melspectrogram(fit_to_frames(request.wav16k, frames_total)), frames_total)
+        windows = MelWindows(fit_to_frames(request.wav16k, frames_total), frames_total)
 
     def chunk_done(done: int) -> None:
         hooks.check()

@@ -5,12 +5,14 @@ STFT, an 80-band Slaney mel filterbank, dB with a floor, and a symmetric normali
 The arithmetic is float64 end to end, as in the reference (its pre-emphasis ``lfilter`` upcasts the
 float32 wave); only the windows handed to the networks are float32.
 
-All functions take and return numpy arrays; nothing here touches torch or files.
+All functions take and return numpy arrays; nothing here touches torch or files. :class:`MelWindows` gives the
+same windows as :func:`mel_windows` a few frames at a time, each from the samples it covers (:func:`mel_columns`).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -71,6 +73,11 @@ def melspectrogram(wav16k: np.ndarray) -> np.ndarray:
 
     emphasised = _preemphasis(np.asarray(wav16k))
     spectrum = librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH)
+    return _normalised_mel(spectrum)
+
+
+def _normalised_mel(spectrum: np.ndarray) -> np.ndarray:
+    """(401, M) complex STFT -> (80, M) mel bands in dB, normalised to [-4, 4]; column by column."""
     mel = np.dot(_mel_basis(), np.abs(spectrum))
     # dB with a floor at MIN_LEVEL_DB (amplitude 1e-5), relative to REF_LEVEL_DB.
     floor = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
@@ -101,3 +108,81 @@ def mel_windows(mel: np.ndarray, frames: int) -> np.ndarray:
     index = np.clip(starts + np.arange(WINDOW_MEL_FRAMES), 0, last)  # (T, 16)
     windows = mel[:, index]  # (80, T, 16)
     return np.ascontiguousarray(windows.transpose(1, 0, 2)).astype(np.float32)
+
+
+# Columns computed together by :func:`mel_columns` at the least: BLAS multiplies a narrow block (16 columns or
+# fewer here) on another path that rounds differently, so a narrower piece would not equal the whole's columns.
+MIN_BLOCK_COLUMNS = 64
+
+
+def mel_column_count(samples: int) -> int:
+    """M, the columns :func:`melspectrogram` gives for ``samples`` samples (a centred STFT: 1 + n // 200)."""
+    return 1 + samples // HOP_LENGTH
+
+
+def _block(start: int, stop: int, total: int) -> Tuple[int, int]:
+    """[start, stop) widened to at least :data:`MIN_BLOCK_COLUMNS` columns inside [0, total)."""
+    stop = max(stop, min(total, start + MIN_BLOCK_COLUMNS))
+    return max(0, min(start, stop - MIN_BLOCK_COLUMNS)), stop
+
+
+def mel_columns(wav16k: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Columns [start, stop) of ``melspectrogram(wav16k)``, bit for bit, from the samples they cover.
+
+    Column j is the windowed FFT of the pre-emphasised samples [200 j - 400, 200 j + 400), zeros beyond the wave's
+    two ends (the centred STFT's padding); pre-emphasis needs the one sample before the first. The rest is column by
+    column. Returns (80, stop - start) float64.
+    """
+    import librosa
+
+    wav = np.asarray(wav16k)
+    total = mel_column_count(len(wav))
+    if not 0 <= start <= stop <= total:
+        raise ValueError(f"columns [{start}, {stop}) outside the spectrogram's {total}")
+    first, last = _block(start, stop, total)
+    low, high = first * HOP_LENGTH - N_FFT // 2, (last - 1) * HOP_LENGTH + N_FFT // 2  # samples, may pass the ends
+    begin, end = max(low, 0), min(high, len(wav))
+    emphasised = _preemphasis(wav[begin - 1 : end])[1:] if begin > 0 else _preemphasis(wav[:end])
+    padded = np.pad(emphasised, (begin - low, high - end))
+    spectrum = librosa.stft(y=padded, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, center=False)
+    return _normalised_mel(spectrum)[:, start - first : stop - first]
+
+
+class MelWindows:
+    """``mel_windows(melspectrogram(wav16k), frames)`` computed for the frames asked for, when asked for.
+
+    ``windows[a:b]`` is the same kind of object for frames a..b-1 (nothing computed yet); ``np.asarray`` of it
+    computes their (b - a, 80, 16) float32 windows from the mel columns they read (:func:`mel_columns`), so the
+    coefficients of the first frames need not wait for the whole audio's spectrogram.
+    """
+
+    def __init__(self, wav16k: np.ndarray, frames: int, start: int = 0, stop: Optional[int] = None) -> None:
+        self.wav, self.frames = wav16k, frames  # the wave fitted to ``frames`` frames (fit_to_frames)
+        self.start, self.stop = start, frames if stop is None else stop
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return (len(self), N_MELS, WINDOW_MEL_FRAMES)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, frames: slice) -> "MelWindows":
+        if not isinstance(frames, slice) or frames.step not in (None, 1):
+            raise TypeError(f"MelWindows takes a slice with step 1, got {frames!r}")
+        start, stop, _ = frames.indices(len(self))
+        return MelWindows(self.wav, self.frames, self.start + start, self.start + max(start, stop))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if len(self) == 0:
+            return np.zeros((0, N_MELS, WINDOW_MEL_FRAMES), dtype=dtype or np.float32)
+        total = mel_column_count(len(self.wav))
+        starts = np.array([window_start(i) for i in range(self.start, self.stop)], dtype=np.int64).reshape(-1, 1)
+        index = np.clip(starts + np.arange(WINDOW_MEL_FRAMES), 0, total - 1)  # (n, 16), as in mel_windows
+        first, last = int(index.min()), int(index.max()) + 1
+        windows = mel_columns(self.wav, first, last)[:, index - first]  # (80, n, 16)
+        out = np.ascontiguousarray(windows.transpose(1, 0, 2)).astype(np.float32)
+        return out if dtype is None else out.astype(dtype)
+
+
+Mels = Union[np.ndarray, MelWindows]  # what the coefficient stage reads: the windows, or the wave to make them from

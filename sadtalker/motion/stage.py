@@ -27,6 +27,7 @@ from sadtalker.core.constants import EXPRESSION_COLUMNS, NUM_POSE_STYLES, POSE_C
 from sadtalker.core.jobtools import chunk_seed
 from sadtalker.motion.chunking import Chunk
 from sadtalker.motion.expnet import ExpNet
+from sadtalker.motion.mel import Mels
 from sadtalker.motion.posevae import PoseVAE
 from sadtalker.motion.seams import carry_pose, seam_jumps
 
@@ -83,13 +84,13 @@ def _module_place(module: torch.nn.Module) -> tuple:
 
 
 @torch.no_grad()
-def predict_exp(audio2exp: ExpNet, indiv_mels: np.ndarray, ref_exp: np.ndarray, blink: np.ndarray) -> np.ndarray:
+def predict_exp(audio2exp: ExpNet, indiv_mels: Mels, ref_exp: np.ndarray, blink: np.ndarray) -> np.ndarray:
     """ExpNet over all frames: mels (T, 80, 16), ref_exp (64,) or per frame (T, 64), blink (T, 1) -> exp (T, 64).
 
     A per-frame ``ref_exp`` is the reference's ``ref_eyeblink``: the video's expressions instead of the source's."""
     device, dtype = _module_place(audio2exp)
     frames = indiv_mels.shape[0]
-    mels = torch.as_tensor(indiv_mels, dtype=dtype, device=device).unsqueeze(1)
+    mels = torch.as_tensor(np.asarray(indiv_mels), dtype=dtype, device=device).unsqueeze(1)
     ref = torch.as_tensor(np.asarray(ref_exp), dtype=dtype, device=device)
     ref = ref.reshape(1, -1).expand(frames, -1) if ref.ndim == 1 else ref.reshape(frames, -1)
     ratio = torch.as_tensor(blink, dtype=dtype, device=device).reshape(frames, 1)
@@ -103,10 +104,10 @@ def predict_exp(audio2exp: ExpNet, indiv_mels: np.ndarray, ref_exp: np.ndarray, 
 
 
 @torch.no_grad()
-def audio_embeddings(audio2pose: PoseVAE, indiv_mels: np.ndarray) -> Tensor:
+def audio_embeddings(audio2pose: PoseVAE, indiv_mels: Mels) -> Tensor:
     """(N, 80, 16) mel windows -> (N, 512) PoseVAE audio embeddings, ``AUDIO_BATCH`` windows per call."""
     device, dtype = _module_place(audio2pose)
-    mels = torch.as_tensor(indiv_mels, dtype=dtype, device=device).unsqueeze(1)
+    mels = torch.as_tensor(np.asarray(indiv_mels), dtype=dtype, device=device).unsqueeze(1)
     if mels.shape[0] == 0:
         return torch.zeros((0, audio2pose.dims.audio_emb), dtype=dtype, device=device)
     return torch.cat([audio2pose.encode_audio(mels[i : i + AUDIO_BATCH]) for i in range(0, len(mels), AUDIO_BATCH)])
@@ -128,7 +129,7 @@ def pose_windows(emb: Tensor, seq_len: int) -> Tensor:
     return torch.stack(chunks)
 
 
-def pose_chunk_inputs(audio2pose: PoseVAE, indiv_mels: np.ndarray) -> Tensor:
+def pose_chunk_inputs(audio2pose: PoseVAE, indiv_mels: Mels) -> Tensor:
     """Audio embeddings per decoder call: (n_chunks, 32, 512) for frames 1..T-1 (:func:`pose_windows`)."""
     return pose_windows(audio_embeddings(audio2pose, indiv_mels[1:]), audio2pose.dims.seq_len)
 
@@ -154,7 +155,7 @@ def decode_pose(
 @torch.no_grad()
 def predict_pose_motion(
     audio2pose: PoseVAE,
-    indiv_mels: np.ndarray,
+    indiv_mels: Mels,
     ref_pose: np.ndarray,
     pose_style: int,
     z: Tensor,
@@ -200,7 +201,7 @@ def smooth_pose(pose: np.ndarray) -> np.ndarray:
 def audio_to_coeffs(
     audio2exp: ExpNet,
     audio2pose: PoseVAE,
-    indiv_mels: np.ndarray,
+    indiv_mels: Mels,
     coeff_3dmm: np.ndarray,
     blink: np.ndarray,
     pose_style: int,
@@ -213,7 +214,8 @@ def audio_to_coeffs(
 
     Parameters
     ----------
-    indiv_mels : (T, 80, 16) mel windows (:func:`sadtalker.motion.mel.mel_windows`).
+    indiv_mels : (T, 80, 16) mel windows (:func:`sadtalker.motion.mel.mel_windows`, or a
+        :class:`~sadtalker.motion.mel.MelWindows` that computes them).
     coeff_3dmm : (73,) (or at least 70) source coefficients: exp 64 | angle 3 | trans 3 | ...
     blink : (T, 1) eye-closure ratio (:func:`blink_sequence`, or zeros for no blinks).
     pose_style : 0..45.
@@ -225,7 +227,7 @@ def audio_to_coeffs(
     -------
     (T, 70) float32: exp 64 | smoothed pose 6.
     """
-    frames = indiv_mels.shape[0]
+    frames, indiv_mels = indiv_mels.shape[0], np.asarray(indiv_mels)  # computed once for ExpNet and PoseVAE
     exp = predict_exp(audio2exp, indiv_mels, coeff_3dmm[EXPRESSION_COLUMNS] if ref_exp is None else ref_exp, blink)
     if pose_z is None:
         pose_z = draw_pose_z(pose_chunk_count(frames, audio2pose.dims.seq_len), generator, audio2pose.dims.latent)
@@ -256,7 +258,7 @@ def _rows_of(ref_exp: np.ndarray, start: int, stop: int) -> np.ndarray:
 def chunk_pieces(
     audio2exp: ExpNet,
     audio2pose: PoseVAE,
-    indiv_mels: np.ndarray,
+    indiv_mels: Mels,
     coeff_3dmm: np.ndarray,
     blink: np.ndarray,
     pose_style: int,
@@ -290,8 +292,9 @@ def chunk_pieces(
     )
     pose_head = source_pose + np.concatenate([np.zeros((1, 6), np.float32), motion.reshape(-1, 6)])
     yield np.concatenate([exp_head, smooth_pose(pose_head)[:rows]], axis=1).astype(np.float32)
-    exp_rest = predict_exp(audio2exp, indiv_mels[rows:], _rows_of(exp_ref, rows, frames), blink[rows:])
-    emb = torch.cat([emb_head, audio_embeddings(audio2pose, indiv_mels[known:])])
+    mels_rest = np.asarray(indiv_mels[rows:])  # computed once for ExpNet and the audio encoder
+    exp_rest = predict_exp(audio2exp, mels_rest, _rows_of(exp_ref, rows, frames), blink[rows:])
+    emb = torch.cat([emb_head, audio_embeddings(audio2pose, mels_rest[known - rows :])])
     pose = source_pose + predict_pose_motion(audio2pose, indiv_mels, coeff_3dmm[POSE_COLUMNS], pose_style, z, emb)
     yield np.concatenate([exp_rest, smooth_pose(pose)[rows:]], axis=1).astype(np.float32)
 
@@ -299,7 +302,7 @@ def chunk_pieces(
 def coefficient_pieces(
     audio2exp: ExpNet,
     audio2pose: PoseVAE,
-    indiv_mels: np.ndarray,
+    indiv_mels: Mels,
     coeff_3dmm: np.ndarray,
     chunks: List[Chunk],
     seed: int,
@@ -355,7 +358,7 @@ def _log_seams(pose: np.ndarray, chunks: List[Chunk]) -> None:
 def chunked_coefficients(
     audio2exp: ExpNet,
     audio2pose: PoseVAE,
-    indiv_mels: np.ndarray,
+    indiv_mels: Mels,
     coeff_3dmm: np.ndarray,
     chunks: List[Chunk],
     seed: int,

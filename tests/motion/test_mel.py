@@ -78,3 +78,68 @@ def test_windows_clamp_to_the_first_and_last_mel_frame():
     windows = audio.mel_windows(mel, 8)
     assert list(windows[0, 0]) == [0] * 7 + list(range(1, 10))
     assert list(windows[7, 0]) == list(range(16, 20)) + [19] * 12
+
+
+# The spectrogram in pieces (mel_columns, MelWindows) against the whole audio's, bit for bit.
+
+
+def pieces(total: int, size: int):
+    """[start, stop) ranges of ``size`` tiling 0..total, the last one shorter when ``size`` does not divide it."""
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def speech_like_wave(samples: int) -> np.ndarray:
+    rng = np.random.default_rng(samples)
+    t = np.arange(samples) / audio.SAMPLE_RATE
+    voice = np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 1100 * t) + 0.05 * rng.standard_normal(samples)
+    return (0.2 * voice * (0.4 + 0.3 * np.abs(np.sin(2 * np.pi * 2.7 * t)))).astype(np.float32)
+
+
+# 38200 samples: 192 columns (a multiple of 1, 3, 64); 78720 samples (123 frames): 394 columns (none of 7, 64, 100).
+@pytest.mark.parametrize("samples", [38200, 78720])
+@pytest.mark.parametrize("size", [1, 3, 7, 64, 100])
+def test_mel_columns_in_pieces_equal_the_whole_spectrogram(samples, size):
+    wav = speech_like_wave(samples)
+    whole = audio.melspectrogram(wav)
+    assert whole.shape[1] == audio.mel_column_count(samples)
+    parts = [audio.mel_columns(wav, start, stop) for start, stop in pieces(whole.shape[1], size)]
+    assert parts[-1].shape == (80, whole.shape[1] % size or size)  # the last piece, short or not
+    for (start, stop), part in zip(pieces(whole.shape[1], size), parts, strict=True):
+        np.testing.assert_array_equal(part, whole[:, start:stop], err_msg=f"columns {start}:{stop}")
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+
+
+def test_mel_columns_refuse_columns_outside_the_spectrogram():
+    with pytest.raises(ValueError, match="outside"):
+        audio.mel_columns(np.zeros(6400, dtype=np.float32), 30, 34)  # 33 columns
+
+
+@pytest.mark.parametrize("size", [1, 25, 32, 59, 123])
+def test_mel_windows_in_pieces_equal_the_windows_of_the_whole_spectrogram(size):
+    frames = 123  # 25 and 59 leave a short last piece, 1 and 123 do not
+    wav = audio.fit_to_frames(speech_like_wave(frames * audio.SAMPLES_PER_FRAME + 300), frames)
+    whole = audio.mel_windows(audio.melspectrogram(wav), frames)
+    lazy = audio.MelWindows(wav, frames)
+    assert lazy.shape == whole.shape and len(lazy) == frames
+    for start, stop in pieces(frames, size):
+        piece = np.asarray(lazy[start:stop])
+        assert piece.dtype == np.float32
+        np.testing.assert_array_equal(piece, whole[start:stop], err_msg=f"frames {start}:{stop}")
+    np.testing.assert_array_equal(np.asarray(lazy[10:100][5:]), whole[15:100])  # a piece of a piece
+    assert np.asarray(lazy[50:50]).shape == (0, 80, 16)
+
+
+def test_mel_windows_in_pieces_equal_golden_a_whole_windows(golden_audio):
+    frames = int(golden_audio["T"])
+    whole = audio.mel_windows(audio.melspectrogram(golden_audio["wav"]), frames)
+    lazy = audio.MelWindows(golden_audio["wav"], frames)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(lazy[a:b]) for a, b in pieces(frames, 32)]), whole)
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=800 is too large")  # librosa, on the whole 640-sample wave
+@pytest.mark.parametrize("frames", [1, 2, 4])
+def test_mel_windows_of_audio_shorter_than_one_fft_equal_the_whole(frames):
+    wav = audio.fit_to_frames(speech_like_wave(frames * audio.SAMPLES_PER_FRAME), frames)
+    whole = audio.mel_windows(audio.melspectrogram(wav), frames)
+    for start in range(frames):
+        np.testing.assert_array_equal(np.asarray(audio.MelWindows(wav, frames)[start : start + 1]), whole[start:][:1])
