@@ -18,7 +18,7 @@ the cut falls in the middle of a silent pause, not at its edge.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -49,24 +49,33 @@ class Chunk:
         return self.end_frame * SAMPLES_PER_FRAME
 
 
-def _window_rms(wav: np.ndarray, centres: np.ndarray, width: int) -> np.ndarray:
-    """RMS of the ``width``-sample windows centred on each sample index in ``centres`` (clipped to the signal)."""
-    energy = np.concatenate(([0.0], np.cumsum(wav.astype(np.float64) ** 2)))
+def prefix_energy(wav: np.ndarray) -> np.ndarray:
+    """(n + 1,) float64 running sum of the squared samples, from 0: a window's energy is a difference of two."""
+    return np.concatenate(([0.0], np.cumsum(wav.astype(np.float64) ** 2)))
+
+
+def _window_rms(wav: np.ndarray, centres: np.ndarray, width: int, energy: Optional[np.ndarray] = None) -> np.ndarray:
+    """RMS of the ``width``-sample windows centred on each sample index in ``centres`` (clipped to the signal);
+    ``energy``: :func:`prefix_energy` of ``wav`` when already computed."""
+    energy = prefix_energy(wav) if energy is None else energy
     lo = np.clip(centres - width // 2, 0, len(wav))
     hi = np.clip(centres + width - width // 2, 0, len(wav))
     count = np.maximum(hi - lo, 1)
     return np.sqrt((energy[hi] - energy[lo]) / count)
 
 
-def quietest_boundary(wav16k: np.ndarray, first_frame: int, last_frame: int) -> int:
+def quietest_boundary(
+    wav16k: np.ndarray, first_frame: int, last_frame: int, energy: Optional[np.ndarray] = None
+) -> int:
     """The frame boundary in ``[first_frame, last_frame]`` at the quietest 20 ms of ``wav16k``.
 
-    Boundary ``f`` sits at sample ``f * 640``. Exact ties go to the middle of the longest tied run.
+    Boundary ``f`` sits at sample ``f * 640``. Exact ties go to the middle of the longest tied run. ``energy``:
+    :func:`prefix_energy` of ``wav16k``, computed once for all the cuts of a long audio.
     """
     if last_frame < first_frame:
         raise ValueError(f"empty search range [{first_frame}, {last_frame}]")
     frames = np.arange(first_frame, last_frame + 1)
-    quiet = _window_rms(wav16k, frames * SAMPLES_PER_FRAME, QUIET_WINDOW)
+    quiet = _window_rms(wav16k, frames * SAMPLES_PER_FRAME, QUIET_WINDOW, energy)
     tied = np.flatnonzero(quiet == quiet.min())
     runs = np.split(tied, np.flatnonzero(np.diff(tied) > 1) + 1)
     longest = max(runs, key=len)  # the first of equally long runs
@@ -89,9 +98,10 @@ def plan_chunks(wav16k: np.ndarray, chunk_seconds: float = 45.0, search_seconds:
     search_frames = int(search_seconds * MODEL_FPS)
     chunks: List[Chunk] = []
     start = 0
+    energy = prefix_energy(wav) if total > max_frames else None  # once, not once per cut
     while total - start > max_frames:
         limit = start + max_frames
-        cut = quietest_boundary(wav, max(start + 1, limit - search_frames), limit)
+        cut = quietest_boundary(wav, max(start + 1, limit - search_frames), limit, energy)
         chunks.append(Chunk(len(chunks), start, cut))
         start = cut
     if total > start or not chunks:

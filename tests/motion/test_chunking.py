@@ -11,6 +11,7 @@ from sadtalker.motion.chunking import (
     SAMPLES_PER_FRAME,
     num_frames,
     plan_chunks,
+    prefix_energy,
     quietest_boundary,
 )
 
@@ -91,6 +92,19 @@ def test_digital_silence_is_cut_near_its_middle():
     wav[4 * SAMPLE_RATE : 6 * SAMPLE_RATE] = 0.0  # 2 s of silence, frames 100..150
     cut = quietest_boundary(wav, 0, 10 * MODEL_FPS)
     assert abs(cut - 125) <= 1
+
+
+def test_the_energy_computed_once_gives_each_cuts_own_boundary(wav100):
+    """plan_chunks sums the squares once for all its cuts; every search range still finds the boundary it finds
+    from its own sum (the same running sum, so the same floats)."""
+    energy = prefix_energy(wav100)
+    ranges = [(first, first + 125) for first in range(1, num_frames(len(wav100)) - 125, 97)]
+    for first, last in ranges:
+        assert quietest_boundary(wav100, first, last, energy) == quietest_boundary(wav100, first, last)
+    short = [c.end_frame for c in plan_chunks(wav100, 7.0)][:-1]
+    assert short == [
+        quietest_boundary(wav100, max(start + 1, start + 175 - 125), start + 175) for start in [0] + short[:-1]
+    ]
 
 
 def test_quietest_boundary_rejects_an_empty_range():
