@@ -37,7 +37,7 @@ from typing import IO, List, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
-from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, output_frames
+from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, output_frames
 from sadtalker.core.contract import SourceAudio
 from sadtalker.core.errors import InternalError
 
@@ -135,6 +135,17 @@ def write_wav(path: Union[str, Path], wav16k: np.ndarray) -> None:
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         out.writeframes(pcm.tobytes())
+
+
+def audio_span(wav16k: np.ndarray, start_frame: int, n_frames: int, fps: int = MODEL_FPS) -> Tuple[np.ndarray, int]:
+    """The samples a piece of ``n_frames`` frames from ``start_frame`` plays, and the frame ffmpeg then seeks to:
+    ``(wav16k[first:last], 0)`` when the piece starts on a sample (``last`` one frame past its end: ffmpeg's ``-t``
+    cuts), so a streamed segment's WAV holds its own stretch, not the whole audio; else ``(wav16k, start_frame)``."""
+    if start_frame * SAMPLE_RATE % fps:
+        return wav16k, start_frame
+    first = start_frame * SAMPLE_RATE // fps
+    last = -(-(start_frame + n_frames) * SAMPLE_RATE // fps) + SAMPLES_PER_FRAME
+    return wav16k[first:last], 0
 
 
 @dataclass(frozen=True)
@@ -254,10 +265,10 @@ class VideoWriter:
     """Encode ``n_frames`` RGB frames of ``width`` x ``height`` plus audio into an MP4 at ``path``.
 
     ``audio`` is the caller's recording (:class:`~sadtalker.core.contract.SourceAudio`: any format ffmpeg reads), or
-    the decoded float32 16 kHz mono array (written to a WAV beside ``path`` and removed on close). ``fps``: the
-    video's frame rate. ``n_frames`` defaults to the frames the array's audio covers at ``fps`` and is required for
-    a recording. ``start_frame`` > 0 makes a piece of a longer video (a streamed segment): its sound starts
-    ``start_frame / fps`` s into the audio.
+    the decoded float32 16 kHz mono array (the stretch the video plays, :func:`audio_span`, written to a WAV beside
+    ``path`` and removed on close). ``fps``: the video's frame rate. ``n_frames`` defaults to the frames the array's
+    audio covers at ``fps`` and is required for a recording. ``start_frame`` > 0 makes a piece of a longer video (a
+    streamed segment): its sound starts ``start_frame / fps`` s into the audio.
     ``queue_batches`` > 0 hands
     batches to a background thread (a copy each; at most that many waiting), so :meth:`write` returns
     at once while ffmpeg keeps up. Use as a context manager, or call :meth:`close` (which checks the
@@ -285,6 +296,7 @@ class VideoWriter:
         if isinstance(audio, np.ndarray):
             n_frames = output_frames(len(audio), fps) if n_frames is None else n_frames
             self._wav_path = Path(self.path).with_suffix(".audio.wav")
+            audio, start_frame = audio_span(audio, start_frame, n_frames, fps)
             write_wav(self._wav_path, audio)
             audio = SourceAudio(str(self._wav_path), SAMPLE_RATE, 1)
         self.audio = aac_layout(audio.sample_rate, audio.channels)

@@ -12,10 +12,12 @@ from sadtalker.output.ffmpeg import ffmpeg_exe
 from sadtalker.output.video import (
     EncoderError,
     VideoWriter,
+    audio_span,
     choose_codec,
     even_size,
     mp4_top_level_boxes,
     pad_to_even,
+    write_wav,
 )
 from tests.support.mediacheck import decode_rgb, ffprobe
 
@@ -187,3 +189,30 @@ def test_codec_choice_validates_names():
     assert choose_codec("auto") in ("libx264", "h264_nvenc")
     with pytest.raises(ValueError, match="codec"):
         choose_codec("vp9")
+
+
+@pytest.mark.parametrize("start,frames,fps", [(0, 10, 25), (10, 25, 25), (85, 22, 25), (3, 30, 30), (7, 30, 30)])
+def test_a_piece_from_the_array_is_the_piece_ffmpeg_seeks_to_in_the_whole_audio(tmp_path, start, frames, fps):
+    """A streamed segment's WAV holds only its stretch of the array; the MP4 is byte for byte the one made from the
+    whole audio's WAV with ffmpeg seeking to the segment's start (how every segment was made before). At 30 fps, frame
+    3 starts on a sample (0.1 s), frame 7 does not (ffmpeg still seeks in the whole array)."""
+    wav = tone(4.3) * np.linspace(0.2, 1.0, int(4.3 * SR), dtype=np.float32)  # no two stretches alike
+    write_wav(tmp_path / "whole.wav", wav)
+    pictures = np.random.default_rng(start).integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
+    made = []
+    for name, audio in (("seek", SourceAudio(str(tmp_path / "whole.wav"), SR, 1)), ("span", wav)):
+        path = tmp_path / f"{name}.mp4"
+        with VideoWriter(path, 32, 32, audio, n_frames=frames, codec="libx264", start_frame=start, fps=fps) as writer:
+            writer.write(pictures)
+        made.append(path.read_bytes())
+    assert made[0] == made[1]
+
+
+def test_audio_span_is_the_pieces_samples_and_one_frame_more():
+    wav = np.arange(110 * 640, dtype=np.float32)
+    piece, seek = audio_span(wav, 10, 25)
+    assert seek == 0 and piece[0] == 10 * 640 and len(piece) == 26 * 640
+    piece, seek = audio_span(wav, 100, 10)  # the last piece: cut at the array's end
+    assert seek == 0 and piece[0] == 100 * 640 and len(piece) == 10 * 640
+    whole, seek = audio_span(wav, 1, 5, fps=30)  # 1/30 s is no whole sample: ffmpeg seeks in the whole array
+    assert whole is wav and seek == 1
