@@ -26,6 +26,7 @@ from sadtalker.core.constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, 
 
 QUIET_WINDOW = SAMPLE_RATE // 50  # 320 samples = the 20 ms window whose RMS scores a cut
 SEARCH_SECONDS = 5.0  # a cut is searched within this many seconds before the chunk limit
+ENERGY_BLOCK = 1 << 16  # samples squared and summed at a time (prefix_energy)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,19 @@ class Chunk:
 
 
 def prefix_energy(wav: np.ndarray) -> np.ndarray:
-    """(n + 1,) float64 running sum of the squared samples, from 0: a window's energy is a difference of two."""
-    return np.concatenate(([0.0], np.cumsum(wav.astype(np.float64) ** 2)))
+    """(n + 1,) float64 running sum of the squared samples, from 0: a window's energy is a difference of two.
+
+    Summed ``ENERGY_BLOCK`` samples at a time into one array, each block's first square taking the sum before it: the
+    same additions in the same order as one ``cumsum`` over the whole audio (the same floats), without its
+    whole-length float64 temporaries."""
+    out = np.empty(len(wav) + 1, dtype=np.float64)
+    out[0] = 0.0
+    for start in range(0, len(wav), ENERGY_BLOCK):
+        squares = wav[start : start + ENERGY_BLOCK].astype(np.float64)
+        squares *= squares
+        squares[0] += out[start]
+        np.cumsum(squares, out=out[start + 1 : start + 1 + len(squares)])
+    return out
 
 
 def _window_rms(wav: np.ndarray, centres: np.ndarray, width: int, energy: Optional[np.ndarray] = None) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sadtalker.motion.chunking import (
+    ENERGY_BLOCK,
     MODEL_FPS,
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
@@ -105,6 +106,14 @@ def test_the_energy_computed_once_gives_each_cuts_own_boundary(wav100):
     assert short == [
         quietest_boundary(wav100, max(start + 1, start + 175 - 125), start + 175) for start in [0] + short[:-1]
     ]
+
+
+@pytest.mark.parametrize("samples", [0, 1, ENERGY_BLOCK, ENERGY_BLOCK + 1, 3 * ENERGY_BLOCK + 17])
+def test_prefix_energy_block_by_block_equals_one_running_sum(samples):
+    wav = speech_like(samples / SAMPLE_RATE, extra_samples=samples - int(samples / SAMPLE_RATE * SAMPLE_RATE))
+    assert len(wav) == samples
+    one_pass = np.concatenate(([0.0], np.cumsum(wav.astype(np.float64) ** 2)))
+    np.testing.assert_array_equal(prefix_energy(wav), one_pass)
 
 
 def test_quietest_boundary_rejects_an_empty_range():
