@@ -284,8 +284,9 @@ def chunk_pieces(
     exp_ref = coeff_3dmm[EXPRESSION_COLUMNS] if ref_exp is None else ref_exp
     source_pose = np.asarray(coeff_3dmm[POSE_COLUMNS], dtype=np.float32)[None]
     rows = known - SMOOTH_HALF
-    exp_head = predict_exp(audio2exp, indiv_mels[:rows], _rows_of(exp_ref, 0, rows), blink[:rows])
-    emb_head = audio_embeddings(audio2pose, indiv_mels[1:known])
+    mels_head = np.asarray(indiv_mels[:known])  # computed once for ExpNet and the audio encoder
+    exp_head = predict_exp(audio2exp, mels_head[:rows], _rows_of(exp_ref, 0, rows), blink[:rows])
+    emb_head = audio_embeddings(audio2pose, mels_head[1:])
     windows = (known - 1) // seq_len
     motion = decode_pose(
         audio2pose, pose_windows(emb_head, seq_len), coeff_3dmm[POSE_COLUMNS], pose_style, z[:windows], len(z)
