@@ -19,31 +19,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sadtalker import pipeline
 from sadtalker.core.constants import MODEL_FPS
 from sadtalker.core.contract import AnimationRequest, RenderOptions
 from tests.support import REPO_ROOT
+from tests.support.rendertap import render_job
 from tests.support.smallbundle import astronaut, small_bundle, small_settings, speech_like
 
 
 def rendered(bundle, settings, fps: int, wav: np.ndarray) -> np.ndarray:
     """The frames the renderer makes for the request at ``fps``, in order."""
-    batches = []
-    real_render = pipeline.render
-
-    def recording_render(*args, **kwargs):
-        for batch in real_render(*args, **kwargs):
-            batches.append(batch)
-            yield batch
-
     request = AnimationRequest(astronaut(), wav, RenderOptions(enhancer="none", fps=fps), seed=5, name=f"f{fps}")
-    pipeline.render = recording_render
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            pipeline.animate(bundle, settings, request, workdir)
-    finally:
-        pipeline.render = real_render
-    return np.concatenate(batches)
+    with tempfile.TemporaryDirectory() as workdir:
+        return render_job(bundle, settings, request, workdir)[1]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

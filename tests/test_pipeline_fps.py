@@ -21,6 +21,7 @@ from sadtalker.core.timeline import Timeline
 from sadtalker.motion.chunking import plan_chunks
 from tests.support.lipsync import BURSTS_S, ONSET_RATES, mouth_column, mouth_track, onsets, tone_bursts
 from tests.support.mediacheck import assert_browser_mp4, ffprobe
+from tests.support.rendertap import render_job
 from tests.support.smallbundle import astronaut, speech_like
 
 SECONDS = 2.03  # 50 rows at 25 fps (and a part of a frame), 101 frames at 50 fps, 60 at 30
@@ -32,22 +33,6 @@ def run(bundle, settings, wav, fps, workdir, hooks=NO_HOOKS, **fields):
     options = RenderOptions(enhancer="none", fps=fps, **fields)
     request = AnimationRequest(astronaut(), wav, options, seed=SEED, name=f"clip{fps}")
     return render_job(bundle, settings, request, workdir, hooks)
-
-
-def render_job(bundle, settings, request, workdir, hooks=NO_HOOKS):
-    """Animate ``request``; the result and the frames the renderer made, in order."""
-    batches = []
-    real_render = pipeline.render
-
-    def recording_render(*args, **kwargs):
-        for batch in real_render(*args, **kwargs):
-            batches.append(batch)
-            yield batch
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "render", recording_render)
-        result = pipeline.animate(bundle, settings, request, str(workdir), hooks)
-    return result, np.concatenate(batches)
 
 
 @pytest.fixture(scope="module")
