@@ -33,6 +33,11 @@ MAX_ABS_VALUE = 4.0  # symmetric normalisation: output in [-4, 4]
 MEL_FRAMES_PER_SECOND = 80.0  # SAMPLE_RATE / HOP_LENGTH
 WINDOW_MEL_FRAMES = 16  # mel frames per video frame window (0.2 s)
 WINDOW_LEAD_FRAMES = 2  # a window starts two video frames before its own frame
+# The filterbank product runs on blocks of this many columns at fixed places (columns 0-63, 64-127, ...), for the
+# whole spectrogram and for a piece alike: each column is then summed by the same BLAS call on the same block, so a
+# piece equals the whole bit for bit whatever kernel, block path or thread count BLAS picks on the machine (a BLAS
+# product's rounding can depend on how many columns it is given).
+MEL_BLOCK_COLUMNS = 64
 
 
 def fit_to_frames(wav: np.ndarray, frames: int) -> np.ndarray:
@@ -77,8 +82,14 @@ def melspectrogram(wav16k: np.ndarray) -> np.ndarray:
 
 
 def _normalised_mel(spectrum: np.ndarray) -> np.ndarray:
-    """(401, M) complex STFT -> (80, M) mel bands in dB, normalised to [-4, 4]; column by column."""
-    mel = np.dot(_mel_basis(), np.abs(spectrum))
+    """(401, M) complex STFT of the columns from a multiple of :data:`MEL_BLOCK_COLUMNS` on -> (80, M) mel bands in
+    dB, normalised to [-4, 4]; column by column, the filterbank product in blocks of that many columns."""
+    magnitude = np.abs(spectrum)
+    basis = _mel_basis().astype(np.float64)
+    mel = np.empty((N_MELS, magnitude.shape[1]))
+    for block in range(0, magnitude.shape[1], MEL_BLOCK_COLUMNS):
+        columns = slice(block, block + MEL_BLOCK_COLUMNS)
+        mel[:, columns] = basis @ np.ascontiguousarray(magnitude[:, columns])
     # dB with a floor at MIN_LEVEL_DB (amplitude 1e-5), relative to REF_LEVEL_DB.
     floor = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
     db = 20 * np.log10(np.maximum(floor, mel)) - REF_LEVEL_DB
@@ -110,20 +121,15 @@ def mel_windows(mel: np.ndarray, frames: int) -> np.ndarray:
     return np.ascontiguousarray(windows.transpose(1, 0, 2)).astype(np.float32)
 
 
-# Columns computed together by :func:`mel_columns` at the least: BLAS multiplies a narrow block (16 columns or
-# fewer here) on another path that rounds differently, so a narrower piece would not equal the whole's columns.
-MIN_BLOCK_COLUMNS = 64
-
-
 def mel_column_count(samples: int) -> int:
     """M, the columns :func:`melspectrogram` gives for ``samples`` samples (a centred STFT: 1 + n // 200)."""
     return 1 + samples // HOP_LENGTH
 
 
 def _block(start: int, stop: int, total: int) -> Tuple[int, int]:
-    """[start, stop) widened to at least :data:`MIN_BLOCK_COLUMNS` columns inside [0, total)."""
-    stop = max(stop, min(total, start + MIN_BLOCK_COLUMNS))
-    return max(0, min(start, stop - MIN_BLOCK_COLUMNS)), stop
+    """[start, stop) widened to whole :data:`MEL_BLOCK_COLUMNS` blocks of the ``total`` columns."""
+    size = MEL_BLOCK_COLUMNS
+    return start // size * size, min(-(-stop // size) * size, total)
 
 
 def mel_columns(wav16k: np.ndarray, start: int, stop: int) -> np.ndarray:
