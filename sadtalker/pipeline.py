@@ -220,13 +220,8 @@ class TargetWindows:
         options: RenderOptions,
         timer: StageTimer,
     ) -> None:
-        self.pieces, self.timeline, self.source, self.options, self.timer = (
-            pieces,
-            timeline,
-            source_coeff,
-            options,
-            timer,
-        )
+        self.pieces, self.timeline, self.timer = pieces, timeline, timer
+        self.source, self.options = source_coeff, options
         self.parts: List[np.ndarray] = []  # driving coefficients (K, C) so far, piece by piece
         self.known = 0
 

@@ -50,10 +50,12 @@ def fit_to_frames(wav: np.ndarray, frames: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    """(80, 401) float32 Slaney filterbank (librosa's default dtype, as in the reference)."""
+    """(80, 401) Slaney filterbank: librosa's float32 values (its default dtype, as in the reference), widened to
+    float64 once, as the reference's product with the float64 magnitudes widens them."""
     import librosa
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    return basis.astype(np.float64)
 
 
 def _preemphasis(wav: np.ndarray) -> np.ndarray:
@@ -85,7 +87,7 @@ def _normalised_mel(spectrum: np.ndarray) -> np.ndarray:
     """(401, M) complex STFT of the columns from a multiple of :data:`MEL_BLOCK_COLUMNS` on -> (80, M) mel bands in
     dB, normalised to [-4, 4]; column by column, the filterbank product in blocks of that many columns."""
     magnitude = np.abs(spectrum)
-    basis = _mel_basis().astype(np.float64)
+    basis = _mel_basis()
     mel = np.empty((N_MELS, magnitude.shape[1]))
     for block in range(0, magnitude.shape[1], MEL_BLOCK_COLUMNS):
         columns = slice(block, block + MEL_BLOCK_COLUMNS)

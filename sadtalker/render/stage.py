@@ -74,14 +74,14 @@ def resampled_windows(
         return window_range(coeffs, timeline.model_frames, start, stop, radius)
     row, fraction = timeline.positions(start, stop)
     rows = row[:, None] + np.arange(-radius, radius + 1)[None, :]
-    windows = resample_rows(coeffs, timeline.model_frames, rows, np.repeat(fraction[:, None], rows.shape[1], 1))
+    windows = resample_rows(coeffs, timeline.model_frames, rows, fraction[:, None])
     return np.ascontiguousarray(windows.transpose(0, 2, 1))
 
 
 def resample_rows(values: np.ndarray, total: int, rows: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     """``values`` (K, C), the first K rows of a ``total``-row sequence, at positions ``rows + fraction`` (any
-    shape; clamped to 0..total-1) -> (*rows.shape, C) float32, linear between neighbouring rows. A position with
-    fraction 0 is its row's values exactly."""
+    shapes that broadcast together; clamped to 0..total-1) -> (*shape, C) float32, linear between neighbouring rows.
+    A position with fraction 0 is its row's values exactly."""
     low = np.clip(rows, 0, total - 1)
     high = np.where(fraction > 0, np.clip(rows + 1, 0, total - 1), low)
     if high.size and high.max() >= len(values):
